@@ -1,0 +1,68 @@
+# The README's two commands: `make demo` and `make test`. Everything else here serves them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+LS_VENV ?= .venv-ls
+BIN := $(VENV)/bin
+# The stamp carries a hash of pyproject.toml, so a dependency change reinstalls and nothing else does.
+DEPS_HASH := $(shell sha1sum pyproject.toml | cut -c1-12)
+STAMP := $(VENV)/.installed-$(DEPS_HASH)
+LS_STAMP := $(LS_VENV)/.installed
+# Label Studio lives in its own venv: it pins redis<5.3, which clashes with celery[redis] (docs/environment.md).
+LS_VERSION ?= 1.23.2
+
+# Tests and the demo never reach the network: a hub fallback fails at once instead of retrying.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export PYTHONDONTWRITEBYTECODE := 1
+
+PYTEST_ARGS ?=
+
+.PHONY: help install demo test test-quick lint typecheck imports ls-venv bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@rm -f $(VENV)/.installed-*
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(STAMP)  ## create .venv if missing and install the project with its dev tools
+
+$(LS_STAMP):
+	@test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LS_VENV)/bin/python -m pip install --quiet 'label-studio==$(LS_VERSION)'
+	@touch $@
+
+ls-venv: $(LS_STAMP)  ## create the separate Label Studio venv used by the end-to-end tests
+
+demo: $(STAMP)  ## pre-annotate the sample images with the bundled offline model
+	$(BIN)/assistant demo
+
+lint: $(STAMP)  ## ruff
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)  ## mypy (strict)
+	$(BIN)/mypy
+
+imports: $(STAMP)  ## import-linter contracts (import direction)
+	$(BIN)/lint-imports
+
+test: $(STAMP) $(LS_STAMP) lint typecheck imports  ## the whole suite: lint, types, import contracts, unit + integration tests
+	ASSISTANT_LS_VENV=$(abspath $(LS_VENV)) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-quick: $(STAMP)  ## the edit loop: unit tests only
+	$(BIN)/python -m pytest -m "not slow and not gpu and not integration" -x -q $(PYTEST_ARGS)
+
+bench: $(STAMP)  ## the performance benchmarks under benchmarks/ (minutes)
+	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+clean:  ## remove caches (keeps the venvs)
+	rm -rf .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache

@@ -1,0 +1,1 @@
+"""The pure model and data core of the labeling assistant (MKT tagger, benchmark world, selection)."""

@@ -1,0 +1,46 @@
+"""Fixtures shared by the whole suite: a clean offline environment and the shared datasets."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
+
+
+@pytest.fixture(autouse=True)
+def _offline_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No test may reach the network: a hub fallback must fail at once."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    yield
+
+
+@pytest.fixture(scope="session")
+def shared_datasets() -> Path:
+    """The real photos in ../shared/datasets (COCO128, indoor85); skips when absent."""
+    if not (SHARED_DATASETS / "coco128" / "labels.jsonl").is_file():
+        pytest.skip(f"real photos not found at {SHARED_DATASETS} (the shared datasets folder is absent)")
+    return SHARED_DATASETS
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip `gpu` tests where CUDA is absent, with the reason."""
+    del config
+    if os.environ.get("ASSISTANT_TEST_GPU") == "1":
+        return
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        has_cuda = False
+    if not has_cuda:
+        skip = pytest.mark.skip(reason="needs CUDA; no GPU on this machine")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
