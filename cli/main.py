@@ -1,0 +1,40 @@
+"""The `assistant` command: one Typer app, one module per command group.
+
+Heavy imports (torch, the model) happen inside the commands, so that `assistant --help` and the
+light commands start in well under a second.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="assistant",
+    help="The labeling assistant: open-vocabulary pre-annotation, fine-tuning rounds and active learning "
+    "for Label Studio.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at DEBUG level."),
+) -> None:
+    """The labeling assistant."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+# --- registration: one line per command or group (modules import their heavy dependencies lazily)
+
+
+def main() -> None:
+    """Console entry point (`assistant`)."""
+    app()

@@ -1,0 +1,263 @@
+"""Task names and message schemas between the backend/CLI and the workers.
+
+Stdlib and pydantic only: the backend imports this module and must stay free of torch. Messages
+carry ids, URLs/paths and label lists, never image bytes or tensors. Callers send
+``Model.model_dump(mode="json")`` as the task's keyword arguments and validate the returned dict
+with ``Result.model_validate``.
+
+Example:
+    >>> req = PredictRequest(project=3, labels=["cat", "dog"],
+    ...                      images=[ImageRef(key="12", url="/data/upload/3/a.jpg", task_id=12)])
+    >>> sorted(req.model_dump(mode="json"))[:3]
+    ['images', 'labels', 'model_version']
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "EMBED",
+    "PREDICT",
+    "QUEUE_PREDICT",
+    "QUEUE_TRAIN",
+    "SCORE_POOL",
+    "TRAIN_ROUND",
+    "EmbedRequest",
+    "EmbedResult",
+    "ImageFailure",
+    "ImageRef",
+    "ImageScores",
+    "ImageStatus",
+    "PoolScore",
+    "PredictRequest",
+    "PredictResult",
+    "RoundRequest",
+    "RoundResult",
+    "ScorePoolRequest",
+    "ScorePoolResult",
+    "vocabulary_fingerprint",
+]
+
+# --- task names and queues ----------------------------------------------------------------------
+PREDICT = "assistant.predict"
+EMBED = "assistant.embed"
+SCORE_POOL = "assistant.score_pool"
+TRAIN_ROUND = "assistant.train_round"
+
+# A GPU box consumes both queues; a CPU box can consume `predict` only.
+QUEUE_PREDICT = "predict"
+QUEUE_TRAIN = "train"
+
+# The most labels one request may carry (the reliability issue asks for 10,000-label vocabularies).
+MAX_LABELS = 20_000
+# The most images one message may carry: bigger batches are split by the caller.
+MAX_IMAGES = 1_024
+
+
+def vocabulary_fingerprint(labels: list[str]) -> str:
+    """A stable 8-hex-digit fingerprint of an ordered label list.
+
+    It is appended to the checkpoint version in the ``model_version`` Label Studio sees, so that
+    adding a novel tag to the labeling config changes the version and Label Studio re-predicts.
+    """
+    digest = hashlib.sha256("\x1f".join(labels).encode("utf-8")).hexdigest()
+    return digest[:8]
+
+
+class _Message(BaseModel):
+    # Unknown fields are ignored so that a newer caller does not break an older worker.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class ImageRef(_Message):
+    """One image to process.
+
+    Attributes:
+        key: The caller's id for the image (a Label Studio task id as a string, or a file name);
+            results carry it back.
+        url: ``/data/upload/...``, ``/data/local-files/?d=...``, ``http(s)://...``,
+            ``s3://``/``gs://``/``azure-blob://`` (resolved through Label Studio's presign
+            endpoint, which needs ``task_id``), or a local file path.
+        task_id: The Label Studio task id, when the image belongs to a task.
+    """
+
+    key: str = Field(min_length=1, max_length=512)
+    url: str = Field(min_length=1, max_length=8192)
+    task_id: int | None = None
+
+
+def _check_labels(labels: list[str]) -> list[str]:
+    cleaned = [label.strip() for label in labels]
+    if any(not label for label in cleaned):
+        raise ValueError("labels must be non-empty strings")
+    if len(set(cleaned)) != len(cleaned):
+        raise ValueError("labels must be unique")
+    return cleaned
+
+
+class PredictRequest(_Message):
+    """Tag a batch of images with a vocabulary.
+
+    Attributes:
+        project: Label Studio project id; selects the project's current model version.
+        model_version: A registry version to use instead of the project's current one.
+        labels: The vocabulary, in order: seen and novel tags alike.
+        images: The images, at most :data:`MAX_IMAGES`.
+        request_id: Carried into logs for tracing.
+    """
+
+    project: int | None = None
+    model_version: str | None = None
+    labels: list[str] = Field(min_length=1, max_length=MAX_LABELS)
+    images: list[ImageRef] = Field(min_length=1, max_length=MAX_IMAGES)
+    request_id: str | None = None
+
+    _labels = field_validator("labels")(_check_labels)
+
+
+class ImageFailure(_Message):
+    """Why one image could not be processed (the rest of the batch is unaffected).
+
+    Attributes:
+        reason: Machine-readable: ``not_found``, ``unauthorized``, ``forbidden``, ``timeout``,
+            ``corrupt``, ``unsupported_format``, ``too_large``, ``forbidden_host``, ``bad_url``,
+            ``error``.
+        message: What failed and the fix, for people.
+    """
+
+    reason: str
+    message: str
+
+
+class ImageScores(_Message):
+    """Scores of one image over the request's vocabulary.
+
+    Attributes:
+        key: The :attr:`ImageRef.key` it answers.
+        scores: Calibrated scores in [0, 1], one per label in the request's order; None on failure.
+        error: Set when the image failed.
+    """
+
+    key: str
+    task_id: int | None = None
+    scores: list[float] | None = None
+    error: ImageFailure | None = None
+
+
+class PredictResult(_Message):
+    """The answer to a :class:`PredictRequest`.
+
+    Attributes:
+        model_version: The registry version that produced the scores (without the vocabulary
+            fingerprint; the backend appends it).
+        labels: The vocabulary, echoed.
+        seen: Per label: True when the model was trained on it, False for a novel (zero-shot) tag.
+        thresholds: Per label: the calibrated decision threshold on :attr:`ImageScores.scores`.
+        items: One per image, in request order.
+    """
+
+    model_version: str
+    labels: list[str]
+    seen: list[bool]
+    thresholds: list[float]
+    items: list[ImageScores]
+
+
+class EmbedRequest(_Message):
+    """Compute (or find in the feature cache) the image features of a batch."""
+
+    project: int | None = None
+    model_version: str | None = None
+    images: list[ImageRef] = Field(min_length=1, max_length=MAX_IMAGES)
+    request_id: str | None = None
+
+
+class ImageStatus(_Message):
+    """Outcome of embedding one image."""
+
+    key: str
+    content_hash: str | None = None
+    cached: bool = False
+    error: ImageFailure | None = None
+
+
+class EmbedResult(_Message):
+    """The answer to an :class:`EmbedRequest`."""
+
+    model_version: str
+    backbone_version: str
+    items: list[ImageStatus]
+
+
+class ScorePoolRequest(_Message):
+    """Score an unlabeled pool for active learning (features from the cache where present).
+
+    Attributes:
+        strategy: A registered selection strategy (``random``, ``uncertainty``, ``entropy``,
+            ``novelty``, ``diversity``, ``hybrid``).
+        k: How many images to choose.
+        novel_labels: Labels with no annotations yet (the ``novelty`` strategy favours them).
+        seed: Seed of any randomness in the strategy.
+    """
+
+    project: int | None = None
+    model_version: str | None = None
+    labels: list[str] = Field(min_length=1, max_length=MAX_LABELS)
+    images: list[ImageRef] = Field(min_length=1)
+    strategy: str = "hybrid"
+    k: int = Field(default=100, ge=1)
+    novel_labels: list[str] = Field(default_factory=list)
+    seed: int = 0
+    request_id: str | None = None
+
+
+class PoolScore(_Message):
+    """One chosen image: its rank, its acquisition score and why it was chosen."""
+
+    key: str
+    task_id: int | None = None
+    rank: int
+    score: float
+    reason: str
+
+
+class ScorePoolResult(_Message):
+    """The answer to a :class:`ScorePoolRequest`."""
+
+    model_version: str
+    strategy: str
+    chosen: list[PoolScore]
+    failed: list[ImageScores] = Field(default_factory=list)
+
+
+class RoundRequest(_Message):
+    """Run one fine-tuning round for a project.
+
+    Attributes:
+        trigger: What asked for the round (for the round report and the decision log).
+        stages: Which training stages to run (``stage1`` image side, ``stage2`` prompt tuning).
+        promote: Promote the candidate when it wins; False only evaluates it.
+    """
+
+    project: int
+    trigger: Literal["manual", "threshold", "schedule", "start_training", "agent"] = "manual"
+    stages: list[Literal["stage1", "stage2"]] = Field(default_factory=lambda: ["stage1", "stage2"])
+    promote: bool = True
+    request_id: str | None = None
+
+
+class RoundResult(_Message):
+    """The answer to a :class:`RoundRequest`."""
+
+    project: int
+    round_id: str
+    candidate_version: str | None
+    current_version: str
+    promoted: bool
+    reason: str
+    metrics: dict[str, float] = Field(default_factory=dict)
+    report_path: str | None = None
