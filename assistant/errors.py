@@ -48,12 +48,17 @@ class AssistantError(Exception):
     @property
     def message(self) -> str:
         """The full message: what, then why, then the fix."""
-        parts = [self.what.rstrip(".") + "."]
+        parts = [_sentence(self.what)]
         if self.why:
-            parts.append(self.why.rstrip(".") + ".")
+            parts.append(_sentence(self.why))
         if self.fix:
-            parts.append("Fix: " + self.fix.rstrip(".") + ".")
+            parts.append("Fix: " + _sentence(self.fix))
         return " ".join(parts)
+
+
+def _sentence(text: str) -> str:
+    text = text.strip().rstrip(".")
+    return text[:1].upper() + text[1:] + "."
 
 
 class ConfigError(AssistantError):
@@ -81,9 +86,7 @@ class ImageError(DataError):
             ``corrupt``, ``unsupported_format``, ``too_large``, ``forbidden_host``, ...).
     """
 
-    def __init__(
-        self, what: str, *, reason: str, why: str | None = None, fix: str | None = None
-    ) -> None:
+    def __init__(self, what: str, *, reason: str, why: str | None = None, fix: str | None = None) -> None:
         self.reason = reason
         super().__init__(what, why=why, fix=fix)
 

@@ -44,3 +44,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
+
+
+@pytest.fixture
+def tiny_loaded():
+    """A tiny randomly initialised MKT model (test-tiny: 32 px, patch 8, width 32), seeded."""
+    import torch
+
+    from assistant.checkpoint import load_model
+
+    torch.manual_seed(0)
+    return load_model("test-tiny", allow_random=True)
+
+
+@pytest.fixture(scope="session")
+def hf_tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Hugging Face CLIP model directory built offline (tokenizer from open_clip's BPE)."""
+    from tests.helpers import build_hf_tiny_clip
+
+    return build_hf_tiny_clip(tmp_path_factory.mktemp("hf-tiny"))

@@ -245,7 +245,7 @@ class RoundRequest(_Message):
 
     project: int
     trigger: Literal["manual", "threshold", "schedule", "start_training", "agent"] = "manual"
-    stages: list[Literal["stage1", "stage2"]] = Field(default_factory=lambda: ["stage1", "stage2"])
+    stages: list[Literal["stage1", "stage2"]] = Field(default_factory=lambda: ["stage1", "stage2"])  # type: ignore[arg-type]
     promote: bool = True
     request_id: str | None = None
 

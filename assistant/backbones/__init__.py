@@ -1,0 +1,1 @@
+"""Backbone implementations, one per model library (built by assistant.factory)."""
