@@ -10,6 +10,8 @@ import logging
 
 import typer
 
+from cli import evaluate as _evaluate
+
 __all__ = ["app", "main"]
 
 app = typer.Typer(
@@ -33,6 +35,7 @@ def _root(
 
 
 # --- registration: one line per command or group (modules import their heavy dependencies lazily)
+app.command("evaluate")(_evaluate.evaluate)
 
 
 def main() -> None:

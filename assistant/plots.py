@@ -1,0 +1,184 @@
+"""Report figures written as PNG files: per-label AP before/after, PR curves, learning curves.
+
+Every function builds its own ``matplotlib.figure.Figure`` on an Agg canvas, so nothing touches
+pyplot's global state or the process-wide backend (safe in workers and tests without a display),
+and matplotlib is imported only when a figure is drawn.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from assistant.errors import DataError
+from assistant.evaluate import check_label_names, per_label_ap, validate_inputs
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["plot_learning_curves", "plot_per_label_ap", "plot_pr_curves"]
+
+logger = logging.getLogger(__name__)
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)  # attaches the Agg canvas to this figure only
+    return fig
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, format="png")
+    logger.debug("wrote %s", out)
+    return out
+
+
+def plot_per_label_ap(
+    before: Mapping[str, float], after: Mapping[str, float], path: str | Path, *, title: str = "Per-label AP"
+) -> Path:
+    """Grouped horizontal bars of each label's AP before and after (e.g. a fine-tuning round).
+
+    Labels are sorted by their "after" AP (highest on top); a label missing from one side has
+    no bar there.
+
+    Args:
+        before: ``{label: AP}`` of the reference model (fractions or percent, as given).
+        after: ``{label: AP}`` of the new model, same units.
+        path: The PNG file to write (parent folders are created).
+        title: Figure title.
+
+    Returns:
+        The written path.
+
+    Raises:
+        DataError: Both mappings are empty.
+    """
+    names = list(dict.fromkeys([*after, *before]))
+    if not names:
+        raise DataError("No labels to plot", fix="pass at least one label's AP")
+    names.sort(key=lambda n: (after.get(n, float("-inf")), before.get(n, float("-inf"))))
+    y = np.arange(len(names))
+    # ~0.28 in per label keeps 80 labels readable (a 23 in tall figure) and 5 labels compact.
+    fig = _new_figure(8.0, max(3.0, 0.28 * len(names) + 1.2))
+    ax = fig.add_subplot()
+    nan = float("nan")
+    ax.barh(y - 0.2, [before.get(n, nan) for n in names], height=0.4, label="before", color="#9e9e9e")
+    ax.barh(y + 0.2, [after.get(n, nan) for n in names], height=0.4, label="after", color="#1f77b4")
+    ax.set_yticks(y, names, fontsize=8)
+    ax.set_xlabel("AP")
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_pr_curves(
+    scores: ArrayLike, targets: ArrayLike, labels: Sequence[str], path: str | Path, *, max_labels: int = 10
+) -> Path:
+    """Precision-recall curves of the labels with the most positives, AP in the legend.
+
+    Each curve uses that label's ±1 entries only (0 = unknown is excluded, as in the AP).
+
+    Args:
+        scores: Images × labels scores.
+        targets: Same shape, +1 / -1 / 0.
+        labels: One unique name per column.
+        path: The PNG file to write (parent folders are created).
+        max_labels: At most this many curves (the most frequent labels), to keep it legible.
+
+    Returns:
+        The written path.
+
+    Raises:
+        DataError: Bad arrays or names, ``max_labels < 1``, or no label has a positive.
+    """
+    s, t = validate_inputs(scores, targets)
+    names = check_label_names(labels, s.shape[1])
+    if max_labels < 1:
+        raise DataError(f"Cannot plot PR curves with max_labels = {max_labels}", fix="pass max_labels >= 1")
+    n_pos = (t == 1).sum(axis=0)
+    # Most positives first; the stable sort keeps column order among equal counts.
+    chosen = [int(c) for c in np.argsort(-n_pos, kind="stable")[:max_labels] if n_pos[c] > 0]
+    if not chosen:
+        raise DataError("No label has a positive entry, so there is no PR curve to draw")
+    ap = per_label_ap(s[:, chosen], t[:, chosen])
+    fig = _new_figure(7.0, 5.5)
+    ax = fig.add_subplot()
+    for j, c in enumerate(chosen):
+        known = t[:, c] != 0
+        hits = (t[known, c] == 1)[np.argsort(-s[known, c], kind="stable")]
+        tp = np.cumsum(hits)
+        precision = tp / np.arange(1, hits.size + 1)
+        recall = tp / n_pos[c]
+        # The raw sawtooth (one point per rank), not an interpolated envelope: it is what the
+        # non-interpolated AP averages.
+        ax.plot(recall, precision, linewidth=1.2, label=f"{names[c]} (AP {100 * ap[j]:.1f})")
+    ax.set_xlim(0.0, 1.0)
+    ax.set_ylim(0.0, 1.05)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title("Precision-recall per label")
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_learning_curves(
+    curves: Mapping[str, Sequence[tuple[float, float]]],
+    path: str | Path,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    *,
+    bands: Mapping[str, Sequence[tuple[float, float]]] | None = None,
+) -> Path:
+    """Line plot of one or more curves, e.g. mAP per round or per annotated-image budget.
+
+    Args:
+        curves: ``{name: [(x, y), ...]}``; points are drawn in the given order.
+        path: The PNG file to write (parent folders are created).
+        xlabel: X-axis label.
+        ylabel: Y-axis label.
+        title: Figure title.
+        bands: Optional ``{name: [(low, high), ...]}`` shaded around the curve of the same name,
+            one pair per point (e.g. min/max or mean ± std over seeds).
+
+    Returns:
+        The written path.
+
+    Raises:
+        DataError: No curve, an empty curve, or a band whose length or name does not match.
+    """
+    if not curves or any(len(points) == 0 for points in curves.values()):
+        raise DataError("Every learning curve needs at least one (x, y) point", fix="drop empty curves")
+    bands = bands or {}
+    for name, band in bands.items():
+        if name not in curves or len(band) != len(curves[name]):
+            raise DataError(
+                f"Band {name!r} does not match a curve of the same name and length",
+                fix="give one (low, high) pair per point of the curve with that name",
+            )
+    fig = _new_figure(7.0, 4.5)
+    ax = fig.add_subplot()
+    for name, points in curves.items():
+        xy = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        (line,) = ax.plot(xy[:, 0], xy[:, 1], marker="o", markersize=3, label=name)
+        if name in bands:
+            lo_hi = np.asarray(bands[name], dtype=np.float64).reshape(-1, 2)
+            ax.fill_between(xy[:, 0], lo_hi[:, 0], lo_hi[:, 1], color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
