@@ -1,0 +1,514 @@
+"""Image-tagging controls of a labeling config, and the project vocabulary built from them.
+
+One strategy class per control tag, as in the label-studio-ml yolo example's ``control_models``:
+:class:`ChoicesControl` and :class:`TaxonomyControl`. :func:`parse_label_config` finds every such
+control attached to an ``<Image>`` (a project may have several) and builds a
+:class:`ProjectVocabulary`: per-control targets plus the ordered union of model labels, which is
+what a ``workers.contracts.PredictRequest`` carries.
+
+**Labels.** A ``<Choice>``'s output string is ``alias`` when set, else ``value`` (what Label Studio
+stores in results). Its model label (what the model scores) is ``value``, or each name of
+``predicted_values="a,b"`` (several model labels onto one choice: the choice scores their max).
+Taxonomy nodes are emitted as paths from the root; a node name that occurs twice in one taxonomy
+gets the model label ``"Parent / Node"`` unless ``predicted_values`` says otherwise.
+
+**Knobs** (attributes of the control tag; ``model_threshold`` also works on one ``<Choice>``):
+
+==================  ===========================================================================
+``model_threshold`` a score in [0, 1] that replaces the calibrated per-label thresholds
+``model_max_tags``  keep at most this many tags (highest scores first)
+``model_skip``      ``"true"`` turns the model off for this control (its labels leave the
+                    vocabulary)
+==================  ===========================================================================
+
+Single-choice ``Choices`` (``choice="single"`` or ``"single-radio"``, the default) are supported
+by selecting at most the top tag, and only when it passes its threshold. A Taxonomy with
+``maxUsages="1"`` behaves the same; ``leafsOnly="true"`` leaves inner nodes out of the vocabulary.
+
+Example:
+    >>> vocab = parse_label_config('''<View><Image name="img" value="$image"/>
+    ...   <Choices name="tags" toName="img" choice="multiple">
+    ...     <Choice value="cat"/><Choice value="dog" predicted_values="dog,puppy"/>
+    ...   </Choices></View>''')
+    >>> vocab.labels
+    ('cat', 'dog', 'puppy')
+"""
+
+from __future__ import annotations
+
+import logging
+import xml.etree.ElementTree as ET  # nosec B405 - the config is already parsed by LabelInterface (lxml)
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from label_studio_sdk.label_interface.interface import LabelInterface
+
+from backends.errors import LabelConfigError
+from workers.contracts import vocabulary_fingerprint
+
+__all__ = [
+    "EXAMPLE_CONFIG",
+    "KNOB_MAX_TAGS",
+    "KNOB_SKIP",
+    "KNOB_THRESHOLD",
+    "PATH_SEPARATOR",
+    "ChoicesControl",
+    "Knobs",
+    "ProjectVocabulary",
+    "TagControl",
+    "Target",
+    "TaxonomyControl",
+    "parse_label_config",
+]
+
+logger = logging.getLogger(__name__)
+
+KNOB_THRESHOLD = "model_threshold"
+KNOB_MAX_TAGS = "model_max_tags"
+KNOB_SKIP = "model_skip"
+PREDICTED_VALUES = "predicted_values"
+# Joins a taxonomy path into one key (score maps, corrections); spaces keep "A/B" names intact.
+PATH_SEPARATOR = " / "
+
+EXAMPLE_CONFIG = """<View>
+  <Image name="image" value="$image"/>
+  <Choices name="tags" toName="image" choice="multiple" model_threshold="0.5">
+    <Choice value="cat"/>
+    <Choice value="dog" predicted_values="dog,puppy"/>
+  </Choices>
+  <Taxonomy name="taxonomy" toName="image">
+    <Choice value="Animal"><Choice value="Cat"/></Choice>
+  </Taxonomy>
+</View>"""
+
+
+# --- the pieces of a control --------------------------------------------------------------------
+@dataclass(frozen=True)
+class Target:
+    """One selectable output of a control: a choice, or a taxonomy node.
+
+    Attributes:
+        path: Output strings from the root (``("cat",)`` for a choice).
+        model_labels: The vocabulary labels that score this target (their max is its score).
+        threshold: A per-choice ``model_threshold``, overriding the control's and the model's.
+    """
+
+    path: tuple[str, ...]
+    model_labels: tuple[str, ...]
+    threshold: float | None = None
+
+    @property
+    def key(self) -> str:
+        """The target's key in score maps and corrections (a taxonomy path joined with `` / ``)."""
+        return PATH_SEPARATOR.join(self.path)
+
+    @property
+    def value(self) -> str:
+        """The output string of the target itself (the last path element)."""
+        return self.path[-1]
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """Per-control settings read from ``model_*`` attributes (see the module docstring)."""
+
+    threshold: float | None = None
+    max_tags: int | None = None
+    skip: bool = False
+
+
+@dataclass(frozen=True)
+class TagControl:
+    """An image-tagging control tag (base of the per-tag strategies).
+
+    Attributes:
+        name: The control's ``name`` (``from_name`` of its results).
+        to_name: The ``<Image>`` it tags.
+        value_key: The task data key of that image (``$image`` gives ``image``).
+        targets: Its selectable outputs, in config order.
+        knobs: Its ``model_*`` settings.
+        multiple: Whether several tags may be selected.
+    """
+
+    tag: ClassVar[str] = ""
+    result_type: ClassVar[str] = ""
+
+    name: str
+    to_name: str
+    value_key: str
+    targets: tuple[Target, ...]
+    knobs: Knobs = field(default_factory=Knobs)
+    multiple: bool = True
+
+    @property
+    def max_tags(self) -> int | None:
+        """The most tags a prediction may select (1 for single-choice controls)."""
+        if not self.multiple:
+            return 1
+        return self.knobs.max_tags
+
+    @property
+    def model_labels(self) -> tuple[str, ...]:
+        """The control's model labels, ordered and without repeats."""
+        return tuple(dict.fromkeys(label for target in self.targets for label in target.model_labels))
+
+    def target(self, key: str) -> Target | None:
+        """The target with this key, or None."""
+        return next((t for t in self.targets if t.key == key), None)
+
+    def result_value(self, selected: Sequence[Target]) -> dict[str, Any]:
+        """The ``value`` of a result item selecting ``selected``."""
+        raise NotImplementedError
+
+    def keys_from_value(self, value: Mapping[str, Any]) -> list[str]:
+        """Target keys named by a result item's ``value`` (annotations, predictions)."""
+        raise NotImplementedError
+
+    def prune(self, selected: Sequence[Target]) -> list[Target]:
+        """Drop selections another selection already implies (none for flat choices)."""
+        return list(selected)
+
+    def implied_keys(self, keys: Sequence[str]) -> list[str]:
+        """``keys`` plus the keys they imply (none for flat choices)."""
+        return list(dict.fromkeys(keys))
+
+
+@dataclass(frozen=True)
+class ChoicesControl(TagControl):
+    """``<Choices>`` on an image: ``{"choices": ["cat", "dog"]}``."""
+
+    tag: ClassVar[str] = "Choices"
+    result_type: ClassVar[str] = "choices"
+
+    def result_value(self, selected: Sequence[Target]) -> dict[str, Any]:
+        """``{"choices": [...]}`` with the selected output strings."""
+        return {"choices": [t.value for t in selected]}
+
+    def keys_from_value(self, value: Mapping[str, Any]) -> list[str]:
+        """The chosen strings of ``{"choices": [...]}`` (anything else names none)."""
+        chosen = value.get("choices")
+        return [c for c in chosen if isinstance(c, str)] if isinstance(chosen, list) else []
+
+
+@dataclass(frozen=True)
+class TaxonomyControl(TagControl):
+    """``<Taxonomy>`` on an image: each selected node is a path from the root.
+
+    ``{"taxonomy": [["Animal", "Cat"]]}``, with ``type: "taxonomy"`` (the yolo example emits
+    ``"choices"``, which neither validates nor renders as a taxonomy).
+    """
+
+    tag: ClassVar[str] = "Taxonomy"
+    result_type: ClassVar[str] = "taxonomy"
+
+    def result_value(self, selected: Sequence[Target]) -> dict[str, Any]:
+        """``{"taxonomy": [[root, ..., node], ...]}``."""
+        return {"taxonomy": [list(t.path) for t in selected]}
+
+    def keys_from_value(self, value: Mapping[str, Any]) -> list[str]:
+        """The selected paths of ``{"taxonomy": [[...], ...]}``, joined into keys."""
+        paths = value.get("taxonomy")
+        if not isinstance(paths, list):
+            return []
+        return [PATH_SEPARATOR.join(p) for p in paths if isinstance(p, list) and all(isinstance(s, str) for s in p)]
+
+    def prune(self, selected: Sequence[Target]) -> list[Target]:
+        """Drop a selected node when one of its selected descendants already names it in its path.
+
+        ``[["Animal"], ["Animal", "Cat"]]`` shows the annotator two chips for one fact; keeping
+        ``[["Animal", "Cat"]]`` also lets ``model_max_tags`` count specific tags only.
+        """
+        ancestors = {t.path[:n] for t in selected for n in range(1, len(t.path))}
+        return [t for t in selected if t.path not in ancestors]
+
+    def implied_keys(self, keys: Sequence[str]) -> list[str]:
+        """``keys`` plus every ancestor of each path (choosing Animal / Cat says Animal is present)."""
+        out: list[str] = []
+        for key in keys:
+            parts = key.split(PATH_SEPARATOR)
+            out.extend(PATH_SEPARATOR.join(parts[:n]) for n in range(1, len(parts) + 1))
+        return list(dict.fromkeys(out))
+
+
+# --- the vocabulary -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ProjectVocabulary:
+    """The image-tagging controls of one labeling config and the labels the model must score.
+
+    Attributes:
+        controls: Every image-tagging control, in config order (skipped ones included).
+        labels: The ordered union of the active controls' model labels: ``PredictRequest.labels``.
+    """
+
+    controls: tuple[TagControl, ...]
+    labels: tuple[str, ...]
+
+    @property
+    def active(self) -> tuple[TagControl, ...]:
+        """The controls the model predicts for (``model_skip`` ones left out)."""
+        return tuple(c for c in self.controls if not c.knobs.skip)
+
+    @property
+    def fingerprint(self) -> str:
+        """:func:`workers.contracts.vocabulary_fingerprint` of :attr:`labels`."""
+        return vocabulary_fingerprint(list(self.labels))
+
+    @property
+    def value_keys(self) -> tuple[str, ...]:
+        """The task data keys holding the active controls' images, without repeats."""
+        return tuple(dict.fromkeys(c.value_key for c in self.active))
+
+    def model_version(self, checkpoint_version: str) -> str:
+        """The ``model_version`` Label Studio sees: ``<checkpoint>+<fingerprint>``."""
+        return f"{checkpoint_version}+{self.fingerprint}"
+
+    def control(self, name: str) -> TagControl:
+        """The image-tagging control called ``name``.
+
+        Raises:
+            LabelConfigError: No image-tagging control has that name.
+        """
+        for control in self.controls:
+            if control.name == name:
+                return control
+        raise LabelConfigError(
+            f"unknown control name {name!r}",
+            why=f"the labeling config's image-tagging controls are {[c.name for c in self.controls]}",
+            fix="use one of those names, or add the control to the labeling config",
+        )
+
+
+# --- parsing ------------------------------------------------------------------------------------
+def _config_error(what: str, *, why: str | None = None, fix: str) -> LabelConfigError:
+    return LabelConfigError(what, why=why, fix=f"{fix}. Example:\n{EXAMPLE_CONFIG}")
+
+
+def _float_knob(attrs: Mapping[str, str], where: str) -> float | None:
+    raw = attrs.get(KNOB_THRESHOLD)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise _config_error(
+            f'{where} has {KNOB_THRESHOLD}="{raw}"',
+            why="a threshold is a score between 0 and 1",
+            fix=f'write e.g. {KNOB_THRESHOLD}="0.4"',
+        )
+    return value
+
+
+def _int_attr(attrs: Mapping[str, str], name: str, where: str) -> int | None:
+    raw = attrs.get(name)
+    if raw is None:
+        return None
+    if not raw.strip().isdigit() or int(raw) < 1:
+        raise _config_error(
+            f'{where} has {name}="{raw}"', why="it must be a whole number ≥ 1", fix=f'write e.g. {name}="5"'
+        )
+    return int(raw)
+
+
+def _knobs(attrs: Mapping[str, str], where: str) -> Knobs:
+    skip_raw = attrs.get(KNOB_SKIP, "false").strip().lower()
+    if skip_raw not in ("true", "false"):
+        raise _config_error(
+            f'{where} has {KNOB_SKIP}="{skip_raw}"', why='it must be "true" or "false"', fix=f'write {KNOB_SKIP}="true"'
+        )
+    return Knobs(
+        threshold=_float_knob(attrs, where),
+        max_tags=_int_attr(attrs, KNOB_MAX_TAGS, where),
+        skip=skip_raw == "true",
+    )
+
+
+def _output(choice: ET.Element) -> str | None:
+    return choice.get("alias") or choice.get("value")
+
+
+def _model_labels(choice: ET.Element, default: str) -> tuple[str, ...]:
+    raw = choice.get(PREDICTED_VALUES)
+    if raw is None:
+        return (default,)
+    names = tuple(dict.fromkeys(n.strip() for n in raw.split(",") if n.strip()))
+    return names or (default,)
+
+
+def _choices_targets(element: ET.Element, where: str) -> tuple[Target, ...]:
+    targets: dict[str, Target] = {}
+    # iter() also finds choices wrapped in <View> inside <Choices>, which Label Studio allows.
+    for choice in element.iter("Choice"):
+        output = _output(choice)
+        if output is None or output in targets:
+            continue
+        default = choice.get("value") or output
+        targets[output] = Target(
+            path=(output,),
+            model_labels=_model_labels(choice, default),
+            threshold=_float_knob(choice.attrib, f"{where} <Choice value={output!r}>"),
+        )
+    return tuple(targets.values())
+
+
+def _taxonomy_nodes(element: ET.Element, prefix: tuple[ET.Element, ...] = ()) -> Iterator[tuple[ET.Element, ...]]:
+    for child in element:
+        if child.tag == "Choice" and _output(child) is not None:
+            yield (*prefix, child)
+            yield from _taxonomy_nodes(child, (*prefix, child))
+
+
+def _taxonomy_targets(element: ET.Element, where: str) -> tuple[Target, ...]:
+    leafs_only = element.get("leafsOnly", "false").lower() == "true"
+    nodes = list(_taxonomy_nodes(element))
+    # A node name used twice (e.g. "Other" under two parents) would make one model label select
+    # two paths: those nodes get their path as the model label instead.
+    names = Counter(node[-1].get("value") or _output(node[-1]) for node in nodes)
+    targets: dict[str, Target] = {}
+    for node in nodes:
+        leaf = node[-1]
+        if leafs_only and any(child.tag == "Choice" for child in leaf):
+            continue
+        path = tuple(_output(n) or "" for n in node)
+        name = leaf.get("value") or path[-1]
+        default = name if names[name] == 1 else PATH_SEPARATOR.join(n.get("value") or _output(n) or "" for n in node)
+        target = Target(
+            path=path,
+            model_labels=_model_labels(leaf, default),
+            threshold=_float_knob(leaf.attrib, f"{where} <Choice value={path[-1]!r}>"),
+        )
+        targets.setdefault(target.key, target)
+    return tuple(targets.values())
+
+
+def _build_choices(name: str, to_name: str, value_key: str, element: ET.Element) -> TagControl:
+    where = f'<Choices name="{name}">'
+    return ChoicesControl(
+        name=name,
+        to_name=to_name,
+        value_key=value_key,
+        targets=_choices_targets(element, where),
+        knobs=_knobs(element.attrib, where),
+        multiple=element.get("choice", "single") == "multiple",
+    )
+
+
+def _build_taxonomy(name: str, to_name: str, value_key: str, element: ET.Element) -> TagControl:
+    where = f'<Taxonomy name="{name}">'
+    knobs = _knobs(element.attrib, where)
+    max_usages = _int_attr(element.attrib, "maxUsages", where)
+    if max_usages is not None and max_usages > 1:
+        # Label Studio refuses more selections than maxUsages: cap the model's selection too.
+        knobs = Knobs(knobs.threshold, min(knobs.max_tags or max_usages, max_usages), knobs.skip)
+    return TaxonomyControl(
+        name=name,
+        to_name=to_name,
+        value_key=value_key,
+        targets=_taxonomy_targets(element, where),
+        knobs=knobs,
+        multiple=max_usages != 1,
+    )
+
+
+# The strategies, by control tag (the yolo example's `available_model_classes`).
+_BUILDERS: dict[str, Callable[[str, str, str, ET.Element], TagControl]] = {
+    ChoicesControl.tag: _build_choices,
+    TaxonomyControl.tag: _build_taxonomy,
+}
+
+
+def _image_value_keys(li: Any) -> dict[str, str]:
+    keys: dict[str, str] = {}
+    for obj in li.objects or []:
+        if str(obj.tag).lower() != "image":
+            continue
+        value = obj.attr.get("value") or ""
+        if not value.startswith("$") or len(value) < 2:
+            raise _config_error(
+                f'<Image name="{obj.name}"> has value="{value}"'
+                + (f' and valueList="{obj.attr["valueList"]}"' if "valueList" in obj.attr else ""),
+                why="the backend reads one image URL per task from a task data key",
+                fix='point the image at a task data key, e.g. value="$image"',
+            )
+        keys[obj.name] = value[1:]
+    return keys
+
+
+def _parse(config: str) -> tuple[Any, ET.Element]:
+    if not config or not config.strip():
+        raise _config_error("the labeling config is empty", fix="send the project's labeling config")
+    try:
+        li = LabelInterface(config)
+        # A second, stdlib parse for the choice tree: LabelInterface flattens Taxonomy nesting.
+        root = ET.fromstring(config)  # nosec B314 - same text LabelInterface just accepted
+    except Exception as exc:  # the SDK raises bare Exception subclasses for every XML problem
+        raise _config_error("the labeling config is not valid XML", why=str(exc), fix="fix the XML") from exc
+    return li, root
+
+
+def parse_label_config(config: str) -> ProjectVocabulary:
+    """Find the image-tagging controls of a labeling config and build the vocabulary.
+
+    Args:
+        config: The labeling config XML (``/setup``'s ``schema``, ``/predict``'s ``label_config``).
+
+    Returns:
+        The controls and the ordered union of their model labels.
+
+    Raises:
+        LabelConfigError: Broken XML, no ``<Image>``, no ``Choices``/``Taxonomy`` on an image,
+            a ``toName`` naming no tag, a bad knob, or an empty vocabulary; the message says what
+            failed, why, and the fix, with an example config.
+    """
+    li, root = _parse(config)
+    images = _image_value_keys(li)
+    if not images:
+        raise _config_error("the labeling config has no <Image> object", fix='add <Image name="image" value="$image"/>')
+    known = {obj.name for obj in li.objects or []}
+    controls: list[TagControl] = []
+    for control in li.controls or []:
+        build = _BUILDERS.get(control.tag)
+        if build is None:
+            continue
+        unknown = [n for n in control.to_name if n not in known]
+        if unknown:
+            raise _config_error(
+                f'<{control.tag} name="{control.name}"> has toName="{",".join(control.to_name)}", '
+                f"but no object tag is called {', '.join(map(repr, unknown))}",
+                why=f"the object tags are {sorted(known)}",
+                fix="make toName the name of an <Image>",
+            )
+        image = next((n for n in control.to_name if n in images), None)
+        if image is None:
+            continue  # a Choices on a Text or Audio object: not ours
+        element = next(e for e in root.iter(control.tag) if e.get("name") == control.name)
+        controls.append(build(control.name, image, images[image], element))
+    return _vocabulary(controls)
+
+
+def _vocabulary(controls: list[TagControl]) -> ProjectVocabulary:
+    if not controls:
+        raise _config_error(
+            "the labeling config has no <Choices> or <Taxonomy> attached to an <Image>",
+            why="the backend predicts image-level tags only",
+            fix='add <Choices name="tags" toName="image" choice="multiple"> with <Choice> children',
+        )
+    for control in controls:
+        if not control.knobs.skip and not control.targets:
+            raise _config_error(
+                f'<{control.tag} name="{control.name}"> has no <Choice> the model can predict',
+                why='its options are empty or loaded from task data (value="$..."), which the backend cannot see',
+                fix=f'list the options as <Choice value="..."/> children, or add {KNOB_SKIP}="true" to the control',
+            )
+    labels = tuple(dict.fromkeys(label for c in controls if not c.knobs.skip for label in c.model_labels))
+    if not labels:
+        raise _config_error(
+            "the labeling config leaves the model no label to predict",
+            why=f'every image-tagging control has {KNOB_SKIP}="true"',
+            fix=f"remove {KNOB_SKIP} from at least one control",
+        )
+    logger.debug("vocabulary: %d controls, %d labels", len(controls), len(labels))
+    return ProjectVocabulary(controls=tuple(controls), labels=labels)

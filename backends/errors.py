@@ -1,0 +1,99 @@
+"""The error tree of the Label Studio edge.
+
+Same what/why/fix shape as :mod:`assistant.errors`, which this package may not import (it would
+pull torch into the web process). Each error carries the HTTP status the app should answer with;
+the message is safe to send to Label Studio (no traceback, no credentials)::
+
+    BackendError                 status 400 unless told otherwise
+    ├── LabelConfigError         the labeling config has no usable image-tagging control (422)
+    ├── TaskDataError            one task's data cannot be turned into an image reference (422)
+    └── WorkerResultError        a worker's answer does not match the request it got (502)
+
+Example:
+    >>> err = LabelConfigError("no <Image> object in the labeling config", fix="add <Image name=... />")
+    >>> err.status_code, str(err)
+    (422, 'no <Image> object in the labeling config. Fix: add <Image name=... />.')
+"""
+
+from __future__ import annotations
+
+__all__ = ["BackendError", "LabelConfigError", "TaskDataError", "WorkerResultError"]
+
+
+class BackendError(Exception):
+    """Base class of every error the backend reports to Label Studio or the CLI.
+
+    Args:
+        what: What failed, in one sentence.
+        why: Why it failed (optional).
+        fix: What the user should do about it, ideally with an example (optional).
+        status_code: The HTTP status to answer with; the class default when None.
+    """
+
+    #: HTTP status for this kind of error (subclasses override it).
+    default_status: int = 400
+
+    def __init__(
+        self, what: str, *, why: str | None = None, fix: str | None = None, status_code: int | None = None
+    ) -> None:
+        self.what = what
+        self.why = why
+        self.fix = fix
+        self.status_code = self.default_status if status_code is None else status_code
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        """The full message: what, then why, then the fix."""
+        parts = [self.what.rstrip(".") + "."]
+        if self.why:
+            parts.append(self.why.rstrip(".") + ".")
+        if self.fix:
+            parts.append("Fix: " + self.fix.rstrip(".") + ".")
+        return " ".join(parts)
+
+
+class LabelConfigError(BackendError):
+    """The labeling config cannot be mapped to a vocabulary (broken XML, no image, no tag control).
+
+    ``/setup`` answers with it, so Label Studio shows the message when the backend is connected.
+    """
+
+    default_status = 422
+
+
+class TaskDataError(BackendError):
+    """One task's data has no usable image reference (missing key, not a string).
+
+    Args:
+        what: What failed.
+        task_id: The Label Studio task id, when known.
+        reason: Machine-readable: ``missing_data`` (no such key) or ``bad_data`` (unusable value).
+        why: Why it failed.
+        fix: What to do about it.
+    """
+
+    default_status = 422
+
+    def __init__(
+        self,
+        what: str,
+        *,
+        task_id: int | None = None,
+        reason: str = "bad_data",
+        why: str | None = None,
+        fix: str | None = None,
+        status_code: int | None = None,
+    ) -> None:
+        self.task_id = task_id
+        self.reason = reason
+        super().__init__(what, why=why, fix=fix, status_code=status_code)
+
+
+class WorkerResultError(BackendError):
+    """A worker answered with a result that does not fit the request (labels, images).
+
+    It is our fault, not the user's: typically a worker running an older contract.
+    """
+
+    default_status = 502

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import pytest
+
+from backends.errors import BackendError, LabelConfigError, TaskDataError, WorkerResultError
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "text"),
+    [
+        (BackendError("bad input"), 400, "bad input."),
+        (BackendError("bad input", status_code=409), 409, "bad input."),
+        (LabelConfigError("no image.", why="none found", fix="add one"), 422, "no image. none found. Fix: add one."),
+        (TaskDataError("task 3 has no image", task_id=3), 422, "task 3 has no image."),
+        (WorkerResultError("labels differ"), 502, "labels differ."),
+    ],
+)
+def test_message_and_status(error: BackendError, status: int, text: str) -> None:
+    assert error.status_code == status
+    assert str(error) == error.message == text
+
+
+def test_task_data_error_keeps_its_task_and_reason() -> None:
+    err = TaskDataError("no image", task_id=7, reason="missing_data")
+    assert (err.task_id, err.reason) == (7, "missing_data")
+    assert isinstance(err, BackendError)
+
+
+def test_backends_do_not_share_the_core_tree() -> None:
+    # The edge may not import `assistant` (torch); its errors stand alone.
+    assert all("assistant" not in cls.__module__ for cls in BackendError.__mro__)
