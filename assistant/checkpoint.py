@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 
 from assistant.calibration import Calibrator
 from assistant.config import HeadConfig, PromptConfig, from_dict, to_dict
+from assistant.devices import resolve_device
 from assistant.errors import CheckpointError, ModelLoadError
 from assistant.factory import BackboneSpec, create_backbone
 from assistant.labels import LabelSet
@@ -281,7 +282,7 @@ def load_checkpoint(
     tensors = load_file(str(weights))
     _apply_tensors(model, tensors, strict=sidecar.full_weights, where=directory)
     calibrator = Calibrator.from_dict(sidecar.calibration)
-    return LoadedModel(model.to(device).eval(), calibrator, sidecar, directory)
+    return LoadedModel(model.to(resolve_device(device)).eval(), calibrator, sidecar, directory)
 
 
 def _apply_tensors(model: MKTModel, tensors: dict[str, torch.Tensor], *, strict: bool, where: Path) -> None:
@@ -328,4 +329,4 @@ def load_model(
         return load_checkpoint(Path(source), device=device, base_spec=base_spec)
     backbone = create_backbone(str(source), device=device, allow_random=allow_random)
     model = MKTModel(backbone, head or HeadConfig(), prompt or PromptConfig())
-    return LoadedModel(model.to(device).eval(), Calibrator.default(), None, None)
+    return LoadedModel(model.to(resolve_device(device)).eval(), Calibrator.default(), None, None)

@@ -25,6 +25,7 @@ from typing import Literal
 import torch
 
 from assistant.backbone import Backbone
+from assistant.devices import resolve_device
 from assistant.errors import ConfigError, ModelLoadError
 
 __all__ = ["BackboneSpec", "create_backbone", "list_model_configs", "register_model_config", "weights_digest"]
@@ -120,7 +121,7 @@ def create_backbone(
 
     Args:
         spec: A :class:`BackboneSpec` or its string form.
-        device: Where to put the model.
+        device: Where to put the model (``auto`` picks CUDA when present).
         allow_random: Allow a bare architecture name (random weights). Only tests and
             pretraining ask for this.
 
@@ -145,7 +146,7 @@ def create_backbone(
         backbone = _create_open_clip(spec)
     backbone.spec = str(spec)
     backbone.version = _weights_version(spec)
-    return backbone.to(device).eval()
+    return backbone.to(resolve_device(device)).eval()
 
 
 def _create_open_clip(spec: BackboneSpec) -> Backbone:

@@ -12,7 +12,6 @@ calibrator, so a threshold means the same thing whatever else is in the vocabula
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +24,7 @@ from PIL import Image
 from assistant.backbone import ImageFeatures
 from assistant.calibration import Calibrator
 from assistant.checkpoint import LoadedModel
+from assistant.devices import autocast_for, default_batch_size, resolve_device
 from assistant.errors import DataError
 from assistant.model import MKTModel
 
@@ -54,31 +54,6 @@ class ImageTags:
     def selected(self) -> list[Tag]:
         """The tags that pass their thresholds, best first."""
         return [t for t in self.tags if t.selected]
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``auto``/None picks CUDA when present, else CPU."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def autocast_for(device: torch.device, cpu_bf16: bool = False) -> contextlib.AbstractContextManager[None]:
-    """Mixed precision where it pays: fp16 autocast on CUDA, optional bf16 on CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    if cpu_bf16:
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def default_batch_size(device: torch.device) -> int:
-    """A batch size that fits the device: large on GPUs, small on 2-core CPUs."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        # ~40 MB of activations per 224-px ViT-B image in fp16 inference, with a wide margin.
-        return int(max(16, min(256, free // (160 * 1024 * 1024))))
-    return 16
 
 
 class Tagger:

@@ -11,6 +11,7 @@ import logging
 import typer
 
 from cli import evaluate as _evaluate
+from cli import tagging as _tagging
 
 __all__ = ["app", "main"]
 
@@ -36,6 +37,8 @@ def _root(
 
 # --- registration: one line per command or group (modules import their heavy dependencies lazily)
 app.command("evaluate")(_evaluate.evaluate)
+app.command("tag")(_tagging.tag)
+app.command("demo")(_tagging.demo)
 
 
 def main() -> None:

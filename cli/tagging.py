@@ -1,0 +1,183 @@
+"""`assistant tag` and `assistant demo`: tag image files with any vocabulary, in-process.
+
+No Label Studio, no Redis: the model runs here. Heavy imports (torch, the model) happen inside
+the commands so that `assistant --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from assistant.checkpoint import LoadedModel
+    from assistant.inference import ImageTags
+
+__all__ = ["demo", "tag"]
+
+logger = logging.getLogger(__name__)
+console = Console()
+err_console = Console(stderr=True)
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+# The architecture used when the bundled model is missing (a fresh checkout before it was built).
+FALLBACK_ARCH = "test-tiny"
+
+
+def _load(model: str | None, device: str) -> tuple[LoadedModel, str]:
+    """Load the requested model, or the bundled offline default; returns it with a description."""
+    from assistant.checkpoint import load_model
+    from assistant.errors import AssistantError
+    from workers.settings import get_settings
+
+    settings = get_settings()
+    source = model or settings.base_model
+    try:
+        return load_model(source, device=device), source
+    except AssistantError:
+        if model is not None:
+            raise
+    import torch
+
+    torch.manual_seed(0)
+    note = (
+        f"the bundled model was not found at {source}: using a tiny RANDOMLY INITIALISED model "
+        f"({FALLBACK_ARCH}); its tags are meaningless"
+    )
+    return load_model(FALLBACK_ARCH, device=device, allow_random=True), note
+
+
+def _open_images(paths: list[Path]) -> tuple[list[Path], list[object]]:
+    from PIL import Image, ImageOps
+
+    from assistant.errors import DataError
+
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            files.append(path)
+    if not files:
+        raise DataError("no images given", fix="pass image files or a folder of images")
+    images = []
+    for file in files:
+        try:
+            with Image.open(file) as im:
+                images.append(ImageOps.exif_transpose(im).convert("RGB"))
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot read image {file}", why=str(exc), fix="pass PNG, JPEG or WebP files") from exc
+    return files, images
+
+
+def _print_tags(files: list[Path], results: list[ImageTags], top: int, truth: dict[str, list[str]] | None) -> None:
+    for file, tags in zip(files, results, strict=True):
+        table = Table(title=file.name, title_justify="left", show_edge=False, pad_edge=False)
+        table.add_column("tag")
+        table.add_column("score", justify="right")
+        table.add_column("kind")
+        table.add_column("pre-annotated", justify="center")
+        if truth is not None:
+            table.add_column("true", justify="center")
+        shown = [t for t in tags.tags if t.selected][:top] or list(tags.tags[:3])
+        for t in shown:
+            row = [t.label, f"{t.score:.3f}", "seen" if t.seen else "[magenta]novel[/]", "yes" if t.selected else "-"]
+            if truth is not None:
+                row.append("yes" if t.label in truth.get(file.name, []) else "-")
+            table.add_row(*row)
+        console.print(table)
+        if truth is not None:
+            console.print(f"  truth: {', '.join(truth.get(file.name, []))}\n")
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    from assistant.errors import AssistantError
+
+    message = exc.message if isinstance(exc, AssistantError) else str(exc)
+    err_console.print(f"[red]error:[/] {message}")
+    return typer.Exit(code=1)
+
+
+def tag(
+    images: Annotated[list[Path], typer.Argument(help="Image files or folders of images.", show_default=False)],
+    labels: Annotated[str, typer.Option("--labels", "-l", help="Comma-separated vocabulary, e.g. 'cat,dog,snow'.")],
+    model: Annotated[
+        str | None,
+        typer.Option(help="A checkpoint directory or backbone spec (default: ASSISTANT_BASE_MODEL)."),
+    ] = None,
+    top: Annotated[int, typer.Option(help="Show at most this many tags per image.")] = 10,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Tag images with any vocabulary: ranked tags with calibrated scores, seen or novel."""
+    from assistant.errors import AssistantError
+    from assistant.inference import Tagger
+
+    vocabulary = [x.strip() for x in labels.split(",") if x.strip()]
+    try:
+        if not vocabulary:
+            raise AssistantError("the vocabulary is empty", fix="pass --labels 'cat,dog'")
+        files, opened = _open_images(images)
+        loaded, source = _load(model, device)
+        tagger = Tagger(loaded, device=device)
+        results = tagger.tag(opened, vocabulary)  # type: ignore[arg-type]
+    except AssistantError as exc:
+        raise _fail(exc) from None
+    if json_output:
+        doc = {
+            "model_version": tagger.version,
+            "images": [
+                {
+                    "image": str(f),
+                    "tags": [
+                        {"label": t.label, "score": round(t.score, 5), "seen": t.seen, "selected": t.selected}
+                        for t in r.tags[:top]
+                    ],
+                }
+                for f, r in zip(files, results, strict=True)
+            ],
+        }
+        console.print_json(json.dumps(doc))
+        return
+    console.print(f"model: {source} (version {tagger.version})")
+    _print_tags(files, results, top, None)
+
+
+def demo(
+    samples: Annotated[Path, typer.Option(help="Folder of sample images with a labels.json.")] = Path("samples"),
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
+    top: Annotated[int, typer.Option(help="Tags shown per image.")] = 6,
+) -> None:
+    """Pre-annotate the bundled sample images with the offline model (no Label Studio or Redis needed)."""
+    from assistant.errors import AssistantError
+    from assistant.inference import Tagger
+
+    try:
+        meta_path = samples / "labels.json"
+        if not meta_path.is_file():
+            raise AssistantError(f"{meta_path} is missing", fix="run the demo from the repository root")
+        meta = json.loads(meta_path.read_text())
+        vocabulary: list[str] = list(meta["vocabulary"])
+        truth: dict[str, list[str]] = {k: list(v) for k, v in meta["images"].items()}
+        files, opened = _open_images([samples / name for name in truth])
+        loaded, source = _load(None, device)
+        tagger = Tagger(loaded, device=device)
+        results = tagger.tag(opened, vocabulary)  # type: ignore[arg-type]
+    except AssistantError as exc:
+        raise _fail(exc) from None
+    seen = sum(tagger.model.is_seen(vocabulary))
+    if "RANDOMLY" in source:
+        console.print(f"[bold red]NOTE:[/] {source}")
+    else:
+        console.print(f"model: {source}")
+    console.print(
+        f"version {tagger.version}; vocabulary of {len(vocabulary)} tags: {seen} seen in training, "
+        f"{len(vocabulary) - seen} [magenta]novel[/] (zero-shot)\n"
+    )
+    _print_tags(files, results, top, truth)
