@@ -12,6 +12,7 @@ import typer
 
 from cli import evaluate as _evaluate
 from cli import tagging as _tagging
+from cli import worker as _worker
 
 __all__ = ["app", "main"]
 
@@ -39,6 +40,7 @@ def _root(
 app.command("evaluate")(_evaluate.evaluate)
 app.command("tag")(_tagging.tag)
 app.command("demo")(_tagging.demo)
+app.command("worker")(_worker.worker)
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, computed_field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -66,6 +66,90 @@ class Settings(BaseSettings):
     device: str = "auto"
     # 0 adapts the batch size to the device.
     batch_size: int = Field(default=0, ge=0)
+
+    # --- workers: Celery ---------------------------------------------------------------------------
+    # Seconds a task result stays in Redis: long enough for a bulk pre-annotation run to collect
+    # it, short enough that abandoned results do not pile up (one day).
+    result_expires_s: int = Field(default=86_400, ge=60)
+    # Time limits of the GPU tasks on the `predict` queue (predict, embed, score_pool). A full
+    # message (1,024 images) takes ~80 s on a 2-core CPU with ViT-B-32 and ~5 s on a GPU; the soft
+    # limit raises inside the task so it can fail cleanly, the hard one kills the process.
+    predict_soft_time_limit_s: int = Field(default=900, ge=1)
+    predict_time_limit_s: int = Field(default=960, ge=1)
+    # Time limits of a fine-tuning round on the `train` queue.
+    train_soft_time_limit_s: int = Field(default=4 * 3600, ge=1)
+    train_time_limit_s: int = Field(default=4 * 3600 + 300, ge=1)
+    # Seconds before Redis redelivers a message whose worker died without acknowledging it.
+    # None: the longest hard time limit plus 10 minutes, so a task still running is never
+    # delivered twice. The price: a SIGKILLed worker's message waits that long (see docs/workers.md).
+    visibility_timeout_s: int | None = Field(default=None, ge=1)
+    # Prefix of every Redis key of the broker and the result backend: several deployments (or
+    # test sessions) can then share one Redis database without seeing each other's queues.
+    redis_key_prefix: str = ""
+    # Extra kombu Redis transport options, merged over the defaults (e.g.
+    # {"unacked_restore_interval": 1, "unacked_restore_throttle": 1} for fast redelivery in tests).
+    broker_transport_options: dict[str, Any] = Field(default_factory=dict)
+    # Loaded model versions kept per worker process (projects may sit on different versions);
+    # a ViT-B model takes ~0.6 GB, so 2 fits any GPU we deploy on.
+    model_cache_size: int = Field(default=2, ge=1)
+    # torch intra-op threads per worker process; 0 keeps torch's default (one per core). Set it
+    # to cores / concurrency with the prefork pool so processes do not oversubscribe the CPU.
+    torch_threads: int = Field(default=0, ge=0)
+
+    # --- workers: media download -------------------------------------------------------------------
+    # Hosts besides Label Studio's that images may come from, even at private addresses: exact
+    # names or "*.example.com" wildcards (e.g. an internal MinIO). Label Studio's own host is
+    # always allowed.
+    media_allowed_hosts: list[str] = Field(default_factory=list)
+    # Whether other hosts may be fetched when every address they resolve to is public; loopback,
+    # private, link-local (cloud metadata) and reserved addresses are always refused for them.
+    media_allow_public_hosts: bool = True
+    # Folders plain local paths may be read from (the CLI and tests); empty refuses every path.
+    media_local_roots: list[Path] = Field(default_factory=list)
+    # Label Studio's LOCAL_FILES_DOCUMENT_ROOT when mounted here: /data/local-files/?d=... is then
+    # read from disk instead of downloaded through Label Studio.
+    label_studio_local_files_root: Path | None = None
+    # Label Studio's media directory (the one holding upload/) when mounted here.
+    label_studio_media_root: Path | None = None
+    # Largest response accepted (bytes) and largest decoded image (pixels): a 100-megapixel
+    # photo decodes to 300 MB of RGB; anything bigger is refused as `too_large`.
+    media_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+    media_max_pixels: int = Field(default=100_000_000, ge=1)
+    # Per-image timeouts (seconds): to connect, between two reads, and for the whole download.
+    media_connect_timeout_s: float = Field(default=5.0, gt=0)
+    media_read_timeout_s: float = Field(default=30.0, gt=0)
+    media_total_timeout_s: float = Field(default=60.0, gt=0)
+    # Retries of transient failures (5xx, 429, connection errors, timeouts), with exponential
+    # backoff starting at media_retry_backoff_s.
+    media_retries: int = Field(default=2, ge=0)
+    media_retry_backoff_s: float = Field(default=0.5, ge=0)
+    # Concurrent downloads per worker process (they overlap with model compute).
+    media_concurrency: int = Field(default=8, ge=1)
+    # Verify TLS certificates; switch off only for a Label Studio with a self-signed certificate.
+    media_verify_ssl: bool = True
+    # How long (seconds) a downloaded URL is assumed to keep its content, so that re-tagging skips
+    # the download and goes straight to the feature cache. Label Studio uploads are immutable and
+    # local files are checked by size and mtime whatever this says; 0 always downloads.
+    media_source_ttl_s: int = Field(default=86_400, ge=0)
+
+    # --- workers: feature cache --------------------------------------------------------------------
+    # Disk budget of the image-feature cache; least recently used entries go first. A ViT-B/32
+    # image takes 51 KB (50 tokens x 512 x float16), so 8 GiB holds ~160,000 images.
+    feature_cache_max_bytes: int = Field(default=8 * 1024**3, ge=0)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def feature_cache_dir(self) -> Path:
+        """The image-feature cache's directory."""
+        return self.home / "feature-cache"
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def broker_visibility_timeout_s(self) -> int:
+        """The visibility timeout actually used (see :attr:`visibility_timeout_s`)."""
+        if self.visibility_timeout_s is not None:
+            return self.visibility_timeout_s
+        return max(self.predict_time_limit_s, self.train_time_limit_s) + 600
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -1,0 +1,531 @@
+"""Fetching the images of Label Studio tasks: every URL form, tokens, limits, and per-image errors.
+
+URL forms (label-studio.md §8):
+
+- ``/data/upload/<pid>/<file>``: Label Studio's uploads, read from the mounted media directory
+  when ``label_studio_media_root`` is set, else downloaded through Label Studio
+  (``/storage-data/uploaded/?filepath=...``, falling back to ``/data/upload/...``).
+- ``/data/local-files/?d=<rel>``: read under ``label_studio_local_files_root`` when mounted, else
+  downloaded through Label Studio. ``..`` and absolute paths are refused (path traversal).
+- ``s3://``, ``gs://``, ``azure-blob://``: through Label Studio's presign endpoint
+  (``/tasks/<task_id>/presign/?fileuri=<base64url(uri)>``), which needs the task id.
+- ``http(s)://``: downloaded directly; Label Studio's token goes only to Label Studio's origin.
+- other absolute paths: plain local files, only under ``media_local_roots`` (the CLI, tests).
+
+Security: Label Studio's origin and ``media_allowed_hosts`` are trusted; any other host is
+fetched only when every address it resolves to is public (never loopback, private, link-local
+such as cloud metadata at 169.254.169.254, or reserved), and every redirect is checked the same
+way, dropping the token when it leaves Label Studio. Responses are bounded in bytes, time and
+decoded pixels. Every failure is a :class:`~workers.errors.MediaError` with a machine ``reason``
+that the pipeline turns into a per-image ``ImageFailure``, never a failed batch.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import ipaddress
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+import httpx
+
+from workers.contracts import ImageRef
+from workers.errors import MediaError
+from workers.settings import Settings
+
+__all__ = ["LabelStudioAuth", "MediaFetcher", "SourceInfo"]
+
+logger = logging.getLogger(__name__)
+
+CLOUD_SCHEMES = frozenset({"s3", "gs", "gcs", "azure-blob", "azure-spi"})
+# Label Studio paths that are served by Label Studio itself (with its token).
+_LS_PREFIXES = ("/data/", "/tasks/", "/storage-data/", "/api/")
+_MAX_REDIRECTS = 5
+_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# A Retry-After longer than this is not worth holding a worker for; the image fails instead.
+_MAX_RETRY_AFTER_S = 10.0
+_CHUNK = 64 * 1024
+
+Resolver = Callable[[str, int], list[str]]
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """Where an image lives, for the feature cache's source index.
+
+    Attributes:
+        key: The location's identity (an absolute URL, a file path, a cloud URI).
+        validator: Changes whenever the content may have changed (local files: size and mtime);
+            None when nothing cheap can tell.
+        max_age_s: How long the content may be assumed unchanged; None for immutable sources.
+    """
+
+    key: str
+    validator: str | None
+    max_age_s: float | None
+
+
+@dataclass(frozen=True)
+class _Local:
+    path: Path
+    roots: tuple[Path, ...]
+
+
+@dataclass(frozen=True)
+class _Remote:
+    # Tried in order; the next one only when the previous answered 404.
+    urls: tuple[str, ...]
+    immutable: bool = False
+    identity: str | None = None
+
+
+def _system_resolver(host: str, port: int) -> list[str]:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return sorted({str(info[4][0]) for info in infos})
+
+
+def _looks_like_jwt(key: str) -> bool:
+    parts = key.split(".")
+    if len(parts) != 3:
+        return False
+    try:
+        header = json.loads(base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)))
+    except (ValueError, binascii.Error):
+        return False
+    return isinstance(header, dict) and "alg" in header
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int]:
+    port = url.port or (443 if url.scheme == "https" else 80)
+    return url.scheme, url.host.lower(), port
+
+
+class LabelStudioAuth:
+    """The ``Authorization`` header for Label Studio, for both kinds of API key.
+
+    A legacy token is sent as ``Token <key>``. A personal access token (PAT) is a JWT *refresh*
+    token: it is exchanged at ``POST /api/token/refresh/`` for a short-lived access token sent as
+    ``Bearer``, cached, and refreshed when Label Studio answers 401 (label-studio.md §7.2).
+
+    Args:
+        api_key: The key (empty: no header).
+        base_url: Label Studio's URL.
+        client: The HTTP client used for the refresh call.
+    """
+
+    def __init__(self, api_key: str, base_url: str, client: httpx.Client) -> None:
+        self._key = api_key.strip()
+        self._base = base_url.rstrip("/")
+        self._client = client
+        self._lock = threading.Lock()
+        self._access: str | None = None
+        self.is_pat = _looks_like_jwt(self._key)
+
+    def headers(self) -> dict[str, str]:
+        """The header to send now (fetches an access token first for a PAT)."""
+        if not self._key:
+            return {}
+        if not self.is_pat:
+            return {"Authorization": f"Token {self._key}"}
+        with self._lock:
+            if self._access is None:
+                self._access = self._exchange()
+            return {"Authorization": f"Bearer {self._access}"}
+
+    def refresh(self, rejected: dict[str, str]) -> bool:
+        """Get a new access token after ``rejected`` got a 401; False when that cannot help."""
+        if not self.is_pat:
+            return False
+        with self._lock:
+            # Another thread may have refreshed already: only the token that failed is replaced.
+            if rejected.get("Authorization") == f"Bearer {self._access}":
+                self._access = self._exchange()
+        return True
+
+    def _exchange(self) -> str:
+        try:
+            resp = self._client.post(f"{self._base}/api/token/refresh/", json={"refresh": self._key})
+        except httpx.HTTPError as exc:
+            raise MediaError(
+                "could not exchange the Label Studio personal access token",
+                reason="unauthorized",
+                why=f"{type(exc).__name__}: {exc}",
+            ) from exc
+        access = resp.json().get("access") if resp.status_code == 200 else None
+        if not isinstance(access, str) or not access:
+            raise MediaError(
+                "Label Studio refused the personal access token",
+                reason="unauthorized",
+                why=f"POST /api/token/refresh/ answered {resp.status_code}",
+                fix="create a new token in Label Studio (Account & Settings > Personal Access Token) "
+                "and set ASSISTANT_LABEL_STUDIO_API_KEY",
+            )
+        return access
+
+
+class MediaFetcher:
+    """Downloads or reads task images; one per worker process (it owns connection and thread pools).
+
+    Args:
+        settings: The ``media_*``, ``label_studio_*`` settings.
+        transport: An httpx transport to use instead of the network (tests: ``httpx.MockTransport``).
+        resolver: Host name to addresses, for the public-address check (tests inject one).
+    """
+
+    def __init__(
+        self, settings: Settings, *, transport: httpx.BaseTransport | None = None, resolver: Resolver | None = None
+    ) -> None:
+        self.settings = settings
+        self._ls = httpx.URL(settings.label_studio_url.rstrip("/") + "/")
+        timeout = httpx.Timeout(
+            connect=settings.media_connect_timeout_s,
+            read=settings.media_read_timeout_s,
+            write=settings.media_read_timeout_s,
+            pool=settings.media_read_timeout_s,
+        )
+        limits = httpx.Limits(max_connections=2 * settings.media_concurrency, max_keepalive_connections=32)
+        self._client = httpx.Client(
+            transport=transport,
+            timeout=timeout,
+            limits=limits,
+            verify=settings.media_verify_ssl,
+            follow_redirects=False,
+        )
+        self._auth = LabelStudioAuth(
+            settings.label_studio_api_key.get_secret_value(), settings.label_studio_url, self._client
+        )
+        self._resolver = resolver or _system_resolver
+        self._pool: ThreadPoolExecutor | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        """The download threads (created on first use, so never before a worker forks)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.settings.media_concurrency, thread_name_prefix="media")
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the threads and close the connections."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self._client.close()
+
+    # --- public API -----------------------------------------------------------------------------
+    def fetch(self, ref: ImageRef) -> bytes:
+        """The raw bytes of one image.
+
+        Raises:
+            MediaError: With ``reason`` ``not_found``, ``unauthorized``, ``forbidden``, ``timeout``,
+                ``too_large``, ``forbidden_host``, ``bad_url`` or ``error``.
+        """
+        target = self._resolve(ref)
+        if isinstance(target, _Local):
+            return self._read_local(target)
+        for i, url in enumerate(target.urls):
+            try:
+                return self._download(url)
+            except MediaError as exc:
+                if exc.reason != "not_found" or i == len(target.urls) - 1:
+                    raise
+        raise AssertionError("unreachable: a remote target has at least one URL")
+
+    def source_info(self, ref: ImageRef) -> SourceInfo | None:
+        """Identity and freshness of an image's location, or None when it cannot be told cheaply."""
+        try:
+            target = self._resolve(ref)
+        except MediaError:
+            return None
+        if isinstance(target, _Local):
+            try:
+                stat = target.path.stat()
+            except OSError:
+                return None
+            return SourceInfo(str(target.path), f"{stat.st_size}:{stat.st_mtime_ns}", None)
+        key = target.identity or target.urls[-1]
+        if target.immutable:
+            return SourceInfo(key, None, None)
+        ttl = self.settings.media_source_ttl_s
+        return SourceInfo(key, None, float(ttl)) if ttl > 0 else None
+
+    # --- resolution -----------------------------------------------------------------------------
+    def _ls_url(self, path_and_query: str) -> str:
+        return str(self._ls.join(path_and_query.lstrip("/")))
+
+    def _resolve(self, ref: ImageRef) -> _Local | _Remote:
+        raw = ref.url.strip()
+        parts = urlsplit(raw)
+        scheme = parts.scheme.lower()
+        if scheme in ("http", "https"):
+            return _Remote((raw,))
+        if scheme in CLOUD_SCHEMES:
+            return self._presign(ref, raw)
+        if scheme == "file":
+            return self._plain_path(Path(unquote(parts.path)))
+        if scheme or not raw.startswith("/"):
+            raise MediaError(
+                f"unsupported image URL {raw[:200]!r}",
+                reason="bad_url",
+                fix="use /data/upload/..., /data/local-files/?d=..., http(s)://, s3://, gs://, azure-blob:// "
+                "or an absolute local path",
+            )
+        path = parts.path
+        base = self._ls.path.rstrip("/")
+        # Label Studio served under a path prefix (https://host/label-studio/) puts the prefix in
+        # task URLs too; the SDK misses this case (label-studio-sdk#575).
+        if base and path.startswith(base + "/data/"):
+            path = path[len(base) :]
+        if path.startswith("/data/upload/"):
+            return self._upload(path[len("/data/upload/") :])
+        if path.startswith("/data/local-files"):
+            return self._local_files(parts.query)
+        if path.startswith(_LS_PREFIXES):
+            return _Remote((self._ls_url(raw),))
+        return self._plain_path(Path(unquote(path)))
+
+    def _presign(self, ref: ImageRef, uri: str) -> _Remote:
+        if ref.task_id is None:
+            raise MediaError(
+                f"cannot fetch the cloud storage URI {uri[:200]!r} without its task id",
+                reason="bad_url",
+                why="Label Studio signs cloud URLs per task (/tasks/<id>/presign/)",
+                fix="send the Label Studio task id in ImageRef.task_id",
+            )
+        encoded = base64.urlsafe_b64encode(uri.encode("utf-8")).decode("ascii")
+        return _Remote((self._ls_url(f"tasks/{ref.task_id}/presign/?fileuri={encoded}"),), identity=uri)
+
+    def _upload(self, rel: str) -> _Local | _Remote:
+        rel = unquote(rel)
+        _check_relative(rel)
+        root = self.settings.label_studio_media_root
+        if root is not None:
+            return _Local(root / "upload" / rel, (root,))
+        quoted = quote(rel)
+        return _Remote(
+            (self._ls_url(f"storage-data/uploaded/?filepath=upload/{quoted}"), self._ls_url(f"data/upload/{quoted}")),
+            immutable=True,
+            identity=self._ls_url(f"data/upload/{quoted}"),
+        )
+
+    def _local_files(self, query: str) -> _Local | _Remote:
+        values = parse_qs(query).get("d")
+        if not values or not values[0]:
+            raise MediaError(
+                "a /data/local-files/ URL without ?d=", reason="bad_url", fix="use /data/local-files/?d=dir/file.jpg"
+            )
+        rel = values[0]
+        _check_relative(rel)
+        root = self.settings.label_studio_local_files_root
+        if root is not None:
+            return _Local(root / rel, (root,))
+        return _Remote((self._ls_url(f"data/local-files/?d={quote(rel)}"),))
+
+    def _plain_path(self, path: Path) -> _Local:
+        roots = tuple(self.settings.media_local_roots)
+        if not roots:
+            raise MediaError(
+                f"local image paths are not allowed here ({str(path)[:200]})",
+                reason="forbidden",
+                fix="set ASSISTANT_MEDIA_LOCAL_ROOTS to the folders images may be read from, "
+                "e.g. '[\"/srv/images\"]', or serve the files through Label Studio",
+            )
+        return _Local(path, roots)
+
+    # --- local files ----------------------------------------------------------------------------
+    def _read_local(self, target: _Local) -> bytes:
+        try:
+            # Non-strict: the allowed-folder check comes first, so that nothing outside the
+            # roots can be probed for existence.
+            resolved = target.path.resolve()
+        except OSError as exc:
+            raise MediaError(f"cannot open image file {target.path}", reason="error", why=str(exc)) from exc
+        if not any(resolved.is_relative_to(root.resolve()) for root in target.roots):
+            raise MediaError(
+                f"image file {target.path} is outside the allowed folders",
+                reason="forbidden",
+                why=f"it resolves to {resolved}; allowed: {[str(r) for r in target.roots]}",
+            )
+        if not resolved.exists():
+            raise MediaError(f"image file {target.path} does not exist", reason="not_found")
+        if not resolved.is_file():
+            raise MediaError(f"{target.path} is not a file", reason="not_found")
+        size = resolved.stat().st_size
+        if size > self.settings.media_max_bytes:
+            limit = self.settings.media_max_bytes
+            raise MediaError(
+                f"image file {target.path} is {size} bytes", reason="too_large", why=f"the limit is {limit}"
+            )
+        try:
+            return resolved.read_bytes()
+        except PermissionError as exc:
+            raise MediaError(f"no permission to read {target.path}", reason="forbidden") from exc
+
+    # --- HTTP -----------------------------------------------------------------------------------
+    def _is_ls(self, url: httpx.URL) -> bool:
+        return _origin(url) == _origin(self._ls)
+
+    def _check_host(self, url: httpx.URL) -> None:
+        if url.scheme not in ("http", "https") or not url.host:
+            raise MediaError(f"unsupported URL {str(url)[:200]!r}", reason="bad_url")
+        host = url.host.lower()
+        if self._is_ls(url) or any(_host_matches(host, p) for p in self.settings.media_allowed_hosts):
+            return
+        if not self.settings.media_allow_public_hosts:
+            raise MediaError(
+                f"host {host} is not allowed",
+                reason="forbidden_host",
+                fix="add it to ASSISTANT_MEDIA_ALLOWED_HOSTS or set ASSISTANT_MEDIA_ALLOW_PUBLIC_HOSTS=true",
+            )
+        try:
+            # An IP literal is checked as is; a name is resolved (every address must be public).
+            addresses = [str(ipaddress.ip_address(host.strip("[]")))]
+        except ValueError:
+            addresses = []
+        try:
+            addresses = addresses or self._resolver(host, _origin(url)[2])
+        except OSError as exc:
+            raise MediaError(f"host {host} does not resolve", reason="not_found", why=str(exc)) from exc
+        for address in addresses:
+            ip = ipaddress.ip_address(address.split("%")[0])
+            if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+                ip = ip.ipv4_mapped
+            if not ip.is_global:
+                raise MediaError(
+                    f"host {host} resolves to the non-public address {ip}",
+                    reason="forbidden_host",
+                    why="loopback, private, link-local (cloud metadata) and reserved addresses are refused",
+                    fix="add the host to ASSISTANT_MEDIA_ALLOWED_HOSTS if it is trusted",
+                )
+
+    def _download(self, url_text: str) -> bytes:
+        deadline = time.monotonic() + self.settings.media_total_timeout_s
+        url = httpx.URL(url_text)
+        for _ in range(_MAX_REDIRECTS + 1):
+            self._check_host(url)
+            status, location, body = self._get_with_retries(url, deadline)
+            if location is None:
+                return _expect_ok(status, body, url)
+            url = url.join(location)
+        raise MediaError(f"too many redirects from {url_text[:200]}", reason="bad_url")
+
+    def _get_with_retries(self, url: httpx.URL, deadline: float) -> tuple[int, str | None, bytes | None]:
+        attempts = self.settings.media_retries + 1
+        refreshed = False
+        attempt = 0
+        while True:
+            headers = self._auth.headers() if self._is_ls(url) else {}
+            delay: float | None = None
+            try:
+                status, location, body, retry_after = self._get_once(url, headers, deadline)
+            except httpx.TimeoutException as exc:
+                failure = MediaError(f"timed out fetching {_safe(url)}", reason="timeout", why=type(exc).__name__)
+            except httpx.TransportError as exc:
+                why = f"{type(exc).__name__}: {exc}"
+                failure = MediaError(f"could not fetch {_safe(url)}", reason="error", why=why)
+            else:
+                if status == 401 and headers and not refreshed and self._auth.refresh(headers):
+                    refreshed = True
+                    continue
+                if status not in _RETRY_STATUSES:
+                    return status, location, body
+                failure = MediaError(f"the server of {_safe(url)} answered HTTP {status}", reason="error")
+                delay = retry_after
+            attempt += 1
+            if attempt >= attempts:
+                raise failure
+            backoff = self.settings.media_retry_backoff_s * 2 ** (attempt - 1)
+            wait = min(max(backoff, delay or 0.0), _MAX_RETRY_AFTER_S)
+            if time.monotonic() + wait >= deadline:
+                raise failure
+            time.sleep(wait)
+
+    def _get_once(
+        self, url: httpx.URL, headers: dict[str, str], deadline: float
+    ) -> tuple[int, str | None, bytes | None, float | None]:
+        limit = self.settings.media_max_bytes
+        with self._client.stream("GET", url, headers=headers) as resp:
+            if resp.is_redirect:
+                return resp.status_code, resp.headers.get("location"), None, None
+            if resp.status_code != 200:
+                return resp.status_code, None, None, _retry_after(resp.headers.get("retry-after"))
+            declared = resp.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                raise MediaError(
+                    f"the image at {_safe(url)} is {declared} bytes", reason="too_large", why=f"the limit is {limit}"
+                )
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in resp.iter_bytes(_CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise MediaError(f"the image at {_safe(url)} is larger than {limit} bytes", reason="too_large")
+                if time.monotonic() > deadline:
+                    # A server trickling bytes never trips the read timeout; the deadline does.
+                    raise MediaError(
+                        f"fetching {_safe(url)} took longer than {self.settings.media_total_timeout_s} s",
+                        reason="timeout",
+                    )
+                chunks.append(chunk)
+            return 200, None, b"".join(chunks), None
+
+
+def _expect_ok(status: int, body: bytes | None, url: httpx.URL) -> bytes:
+    if status == 200 and body is not None:
+        return body
+    where = _safe(url)
+    if status in (404, 410):
+        raise MediaError(f"image not found (HTTP {status}) at {where}", reason="not_found")
+    if status == 401:
+        raise MediaError(
+            f"authentication needed (HTTP 401) for {where}",
+            reason="unauthorized",
+            fix="set ASSISTANT_LABEL_STUDIO_API_KEY to a valid Label Studio token",
+        )
+    if status == 403:
+        raise MediaError(f"access refused (HTTP 403) to {where}", reason="forbidden")
+    if status == 413:
+        raise MediaError(f"the image is too large (HTTP 413) at {where}", reason="too_large")
+    if status in (400, 414):
+        raise MediaError(f"the request was rejected (HTTP {status}) by {where}", reason="bad_url")
+    raise MediaError(f"the server of {where} answered HTTP {status}", reason="error")
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    with contextlib.suppress(ValueError):
+        return max(0.0, float(value))
+    return None
+
+
+def _safe(url: httpx.URL) -> str:
+    # Presigned URLs carry credentials in the query string: never put them in messages or logs.
+    return str(url.copy_with(query=None))[:200]
+
+
+def _host_matches(host: str, pattern: str) -> bool:
+    pattern = pattern.strip().lower()
+    if pattern.startswith("*."):
+        return host.endswith(pattern[1:])
+    return host == pattern
+
+
+def _check_relative(rel: str) -> None:
+    parts = rel.replace("\\", "/").split("/")
+    if not rel or "\x00" in rel or rel.startswith(("/", "\\")) or ".." in parts:
+        raise MediaError(
+            f"refused the path {rel[:200]!r}",
+            reason="bad_url",
+            why="it is absolute or climbs out of its folder with '..' (path traversal)",
+        )

@@ -1,0 +1,307 @@
+"""The work behind the model tasks, as plain functions (the tasks only validate and wrap them).
+
+One batch goes: locate every image (the source index may already know its content hash) →
+features from the cache for the hits → download, hash, decode and preprocess the misses on the
+media threads while the model encodes earlier batches (fetching batch k+1 overlaps computing
+batch k) → new features into the cache → scores for the request's vocabulary.
+
+Scores are always computed from float16 features, the form the cache stores, so the same
+request gives the same scores whether its images were cached or not. Each image that cannot be
+fetched or decoded becomes an ``ImageFailure`` in the result; the rest of the batch goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from assistant.backbone import ImageFeatures
+from workers.contracts import (
+    EmbedRequest,
+    EmbedResult,
+    ImageFailure,
+    ImageRef,
+    ImageScores,
+    ImageStatus,
+    PredictRequest,
+    PredictResult,
+)
+from workers.errors import MediaError
+from workers.feature_cache import CachedFeatures
+from workers.images import decode_image
+from workers.media import SourceInfo
+from workers.runtime import LoadedVersion, Runtime
+
+__all__ = ["collect_features", "embed", "encode_adaptive", "from_image_features", "predict", "to_image_features"]
+
+logger = logging.getLogger(__name__)
+
+# Cached features are scored this many images at a time: 256 ViT-B/32 images are 26 MB in
+# float32, under glibc's 32 MB mmap threshold, so chunks reuse heap memory instead of
+# page-faulting a fresh mapping each time (measured: a 1 GB fresh allocation costs ~3 s here).
+SCORE_CHUNK = 256
+# Scores are rounded in results: 6 decimals is far below any threshold's meaning and keeps JSON
+# small and stable.
+SCORE_DECIMALS = 6
+
+Consumer = Callable[[list[int], ImageFeatures], None]
+
+
+@dataclass
+class _Slot:
+    index: int
+    ref: ImageRef
+    source: SourceInfo | None
+    digest: str | None = None
+    cached: bool = False
+    failure: ImageFailure | None = None
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    digest: str
+    pixels: torch.Tensor | None
+    cached: CachedFeatures | None
+
+
+def from_image_features(features: ImageFeatures) -> list[CachedFeatures]:
+    """Split a batch of features into per-image float16 entries."""
+    glob = features.global_emb.detach().to("cpu", torch.float16).numpy()
+    patches = None if features.patches is None else features.patches.detach().to("cpu", torch.float16).numpy()
+    return [CachedFeatures(glob[i], None if patches is None else patches[i]) for i in range(glob.shape[0])]
+
+
+def to_image_features(entries: Sequence[CachedFeatures]) -> ImageFeatures:
+    """Stack entries into a float32 batch (patches dropped unless every entry has them)."""
+    glob = torch.from_numpy(np.stack([e.global_emb for e in entries])).float()
+    if any(e.patches is None for e in entries):
+        return ImageFeatures(glob, None)
+    return ImageFeatures(
+        glob, torch.from_numpy(np.stack([e.patches for e in entries if e.patches is not None])).float()
+    )
+
+
+def predict(runtime: Runtime, request: PredictRequest) -> PredictResult:
+    """Tag a batch of images with the request's vocabulary.
+
+    Args:
+        runtime: The worker's models, cache and downloader.
+        request: The validated request.
+
+    Returns:
+        Calibrated scores per image and label, seen marks, thresholds, per-image failures.
+    """
+    model = runtime.model_for(request.project, request.model_version)
+    labels = list(request.labels)
+    scores: dict[int, NDArray[np.float64]] = {}
+
+    def consume(indices: list[int], features: ImageFeatures) -> None:
+        probs = model.tagger.probabilities(features, labels)
+        for i, row in zip(indices, probs, strict=True):
+            scores[i] = row
+
+    slots = collect_features(runtime, model, request.images, consume)
+    items = []
+    for slot in slots:
+        row = scores.get(slot.index)
+        failure = slot.failure
+        if row is None and failure is None:
+            failure = ImageFailure(reason="error", message="No features were computed for this image.")
+        items.append(
+            ImageScores(
+                key=slot.ref.key,
+                task_id=slot.ref.task_id,
+                scores=None if failure is not None or row is None else np.round(row, SCORE_DECIMALS).tolist(),
+                error=failure,
+            )
+        )
+    thresholds = model.tagger.calibrator.thresholds(labels)
+    logger.info(
+        "predict %s: %d images (%d cached, %d failed), %d labels, version %s",
+        request.request_id or "-",
+        len(slots),
+        sum(s.cached for s in slots),
+        sum(s.failure is not None for s in slots),
+        len(labels),
+        model.version,
+    )
+    return PredictResult(
+        model_version=model.version,
+        labels=labels,
+        seen=model.tagger.model.is_seen(labels),
+        thresholds=[round(float(t), SCORE_DECIMALS) for t in thresholds],
+        items=items,
+    )
+
+
+def embed(runtime: Runtime, request: EmbedRequest) -> EmbedResult:
+    """Fill the feature cache for a batch (images already cached are not recomputed)."""
+    model = runtime.model_for(request.project, request.model_version)
+    slots = collect_features(runtime, model, request.images, None)
+    items = [ImageStatus(key=s.ref.key, content_hash=s.digest, cached=s.cached, error=s.failure) for s in slots]
+    return EmbedResult(model_version=model.version, backbone_version=model.tower_version, items=items)
+
+
+def collect_features(
+    runtime: Runtime, model: LoadedVersion, refs: Sequence[ImageRef], consume: Consumer | None
+) -> list[_Slot]:
+    """Get every image's features (cache or model) and hand them to ``consume`` in chunks.
+
+    Args:
+        runtime: The worker's resources.
+        model: The model version to encode with.
+        refs: The images, in request order.
+        consume: Called with request indices and their float32 features (from float16); None
+            when only the cache is to be filled (cache hits are then not even read).
+
+    Returns:
+        One slot per image, in order, with its content hash, whether it was cached, and its
+        failure if any.
+    """
+    fetcher, cache = runtime.fetcher, runtime.cache
+    slots = [_Slot(i, ref, fetcher.source_info(ref)) for i, ref in enumerate(refs)]
+    known = cache.lookup_sources([s.source for s in slots if s.source is not None])
+    for slot in slots:
+        if slot.source is not None:
+            slot.digest = known.get(slot.source.key)
+    present = cache.contains_many([s.digest for s in slots if s.digest], model.tower_version)
+    hits = [s for s in slots if s.digest in present]
+    to_fetch = [s for s in slots if s.digest not in present]
+    for slot in hits:
+        slot.cached = True
+    fetched = _Fetching(runtime, model, to_fetch)
+    try:
+        if consume is not None:
+            # Cache reads run while the media threads download the misses.
+            lost = _score_cached(runtime, model, hits, consume)
+            fetched.add(lost)
+        _encode_fetched(runtime, model, fetched.results(), consume)
+    finally:
+        fetched.cancel()
+    cache.record_sources([(s.source, s.digest) for s in slots if s.source and s.digest and not s.failure])
+    return slots
+
+
+def _score_cached(runtime: Runtime, model: LoadedVersion, hits: list[_Slot], consume: Consumer) -> list[_Slot]:
+    lost: list[_Slot] = []
+    for start in range(0, len(hits), SCORE_CHUNK):
+        chunk = hits[start : start + SCORE_CHUNK]
+        found = runtime.cache.get_many([s.digest for s in chunk if s.digest], model.tower_version)
+        ready = [s for s in chunk if s.digest in found]
+        # Evicted or damaged since the index said present: fetch those like any miss.
+        lost.extend(s for s in chunk if s.digest not in found)
+        if ready:
+            consume([s.index for s in ready], to_image_features([found[s.digest] for s in ready if s.digest]))
+    for slot in lost:
+        slot.cached = False
+    return lost
+
+
+class _Fetching:
+    """Downloads on the media threads, at most ``window`` ahead of the consumer (bounded memory)."""
+
+    def __init__(self, runtime: Runtime, model: LoadedVersion, slots: list[_Slot]) -> None:
+        self.runtime, self.model = runtime, model
+        self.queue = list(slots)
+        self.pending: list[tuple[_Slot, Future[_Prepared]]] = []
+        # Enough decoded images for two model batches, and every thread busy.
+        self.window = 2 * model.tagger.batch_size + runtime.settings.media_concurrency
+        self._fill()
+
+    def add(self, slots: list[_Slot]) -> None:
+        self.queue.extend(slots)
+        self._fill()
+
+    def _fill(self) -> None:
+        pool = self.runtime.fetcher.pool
+        while self.queue and len(self.pending) < self.window:
+            slot = self.queue.pop(0)
+            self.pending.append((slot, pool.submit(_prepare, self.runtime, self.model, slot.ref)))
+
+    def results(self) -> Iterator[tuple[_Slot, _Prepared | None]]:
+        while self.pending:
+            slot, future = self.pending.pop(0)
+            self._fill()
+            try:
+                yield slot, future.result()
+            except MediaError as exc:
+                slot.failure = ImageFailure(reason=exc.reason, message=exc.message)
+                yield slot, None
+            except Exception as exc:  # a bug must cost one image, not the batch
+                logger.exception("unexpected failure on image %s", slot.ref.key)
+                slot.failure = ImageFailure(reason="error", message=f"Unexpected error: {type(exc).__name__}: {exc}.")
+                yield slot, None
+
+    def cancel(self) -> None:
+        for _, future in self.pending:
+            future.cancel()
+        self.pending.clear()
+        self.queue.clear()
+
+
+def _prepare(runtime: Runtime, model: LoadedVersion, ref: ImageRef) -> _Prepared:
+    # Runs on a media thread: download, hash, then decode only when the content is new.
+    data = runtime.fetcher.fetch(ref)
+    digest = hashlib.sha256(data).hexdigest()
+    cached = runtime.cache.get_many([digest], model.tower_version).get(digest)
+    if cached is not None:
+        return _Prepared(digest, None, cached)
+    image = decode_image(data, max_pixels=runtime.settings.media_max_pixels)
+    return _Prepared(digest, model.tagger.preprocess([image])[0], None)
+
+
+def _encode_fetched(
+    runtime: Runtime,
+    model: LoadedVersion,
+    results: Iterator[tuple[_Slot, _Prepared | None]],
+    consume: Consumer | None,
+) -> None:
+    batch: list[tuple[_Slot, torch.Tensor]] = []
+    for slot, prepared in results:
+        if prepared is None:
+            continue
+        slot.digest = prepared.digest
+        if prepared.cached is not None:
+            slot.cached = True
+            if consume is not None:
+                consume([slot.index], to_image_features([prepared.cached]))
+            continue
+        assert prepared.pixels is not None  # internal invariant: new content comes with pixels
+        batch.append((slot, prepared.pixels))
+        if len(batch) >= model.tagger.batch_size:
+            _encode_batch(runtime, model, batch, consume)
+            batch = []
+    if batch:
+        _encode_batch(runtime, model, batch, consume)
+
+
+def _encode_batch(
+    runtime: Runtime, model: LoadedVersion, batch: list[tuple[_Slot, torch.Tensor]], consume: Consumer | None
+) -> None:
+    features = encode_adaptive(model, torch.stack([pixels for _, pixels in batch]))
+    entries = from_image_features(features)
+    keyed = [(slot.digest, entry) for (slot, _), entry in zip(batch, entries, strict=True) if slot.digest]
+    runtime.cache.put_many(keyed, model.tower_version)
+    if consume is not None:
+        consume([slot.index for slot, _ in batch], to_image_features(entries))
+
+
+def encode_adaptive(model: LoadedVersion, pixels: torch.Tensor) -> ImageFeatures:
+    """Encode, halving the device batch on CUDA out-of-memory (kept for later batches)."""
+    tagger = model.tagger
+    while True:
+        try:
+            return tagger.encode(pixels)
+        except torch.cuda.OutOfMemoryError:
+            if tagger.batch_size <= 1:
+                raise
+            torch.cuda.empty_cache()
+            tagger.batch_size = max(1, tagger.batch_size // 2)
+            logger.warning("CUDA out of memory: device batch size lowered to %d", tagger.batch_size)

@@ -1,0 +1,71 @@
+"""The model tasks: validate the payload, call one pipeline function, return the result as JSON.
+
+Registered with ``shared_task`` so that any app built by :func:`workers.celery_app.make_celery`
+with ``include=["workers.tasks"]`` serves them; callers send them by name
+(``send_task(contracts.PREDICT, kwargs=request.model_dump(mode="json"))``) and never import this
+module. Both tasks are idempotent (the same request gives the same result, and the feature cache
+ignores entries it already holds), which is what makes ``acks_late`` redelivery safe. Only
+:class:`~workers.errors.TransientError` is retried; a bad payload or an unknown model version
+fails at once, and a bad image is a per-image failure inside a successful result.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, TypeVar
+
+from celery import shared_task
+from pydantic import BaseModel, ValidationError
+
+from workers import pipeline
+from workers.contracts import EMBED, PREDICT, EmbedRequest, PredictRequest
+from workers.errors import RequestError, TransientError
+from workers.runtime import ModelTask
+
+__all__ = ["embed", "predict"]
+
+logger = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
+
+# Retry policy of transient failures: up to 3 retries, 2-60 s apart with jitter.
+_RETRY: dict[str, Any] = {
+    "autoretry_for": (TransientError,),
+    "retry_backoff": 2,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+    "max_retries": 3,
+}
+
+
+def _validate(model: type[M], payload: dict[str, Any]) -> M:
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        raise RequestError(
+            f"the {model.__name__} payload is invalid",
+            why=str(exc).replace("\n", "; "),
+            fix=f"send {model.__name__}(...).model_dump(mode='json') as the task's keyword arguments",
+        ) from None
+
+
+@shared_task(bind=True, base=ModelTask, name=PREDICT, **_RETRY)  # type: ignore[untyped-decorator]
+def predict(self: ModelTask, **payload: Any) -> dict[str, Any]:
+    """Tag images with a vocabulary (:class:`~workers.contracts.PredictRequest` fields as kwargs).
+
+    Returns:
+        A :class:`~workers.contracts.PredictResult` as JSON.
+    """
+    request = _validate(PredictRequest, payload)
+    return pipeline.predict(self.runtime, request).model_dump(mode="json")
+
+
+@shared_task(bind=True, base=ModelTask, name=EMBED, **_RETRY)  # type: ignore[untyped-decorator]
+def embed(self: ModelTask, **payload: Any) -> dict[str, Any]:
+    """Fill the feature cache for images (:class:`~workers.contracts.EmbedRequest` fields as kwargs).
+
+    Returns:
+        An :class:`~workers.contracts.EmbedResult` as JSON.
+    """
+    request = _validate(EmbedRequest, payload)
+    return pipeline.embed(self.runtime, request).model_dump(mode="json")
