@@ -11,6 +11,8 @@ import logging
 import typer
 
 from cli import evaluate as _evaluate
+from cli import preannotate as _preannotate
+from cli import serve as _serve
 from cli import tagging as _tagging
 from cli import worker as _worker
 
@@ -41,6 +43,8 @@ app.command("evaluate")(_evaluate.evaluate)
 app.command("tag")(_tagging.tag)
 app.command("demo")(_tagging.demo)
 app.command("worker")(_worker.worker)
+app.command("serve")(_serve.serve)
+app.command("preannotate")(_preannotate.preannotate)
 
 
 def main() -> None:

@@ -1,0 +1,307 @@
+"""The Label Studio ML backend as a FastAPI app: ``create_app(settings) -> FastAPI``.
+
+Routes (the protocol: ``../shared/reference/label-studio.md``; ours: ``docs/backend.md``):
+
+=================  ======================================================================  =======
+``GET /health``    ``{"status": "UP", "model_class": "MKTBackend"}``; no I/O, never waits   open
+``GET /``          same as ``/health``                                                      open
+``POST /setup``    ``{"model_version": "<checkpoint>+<vocabulary fingerprint>"}``           Basic
+``POST /predict``  one result per task; waits up to the inline budget, rest in background   Basic
+``POST /webhook``  annotation events → ledger; START_TRAINING → round; others ignored      token
+``POST /train``    legacy alias of START_TRAINING (Label Studio < 1.12)                    Basic
+``GET /versions``  ``{"versions": [...]}``: versions ``/setup`` served, newest first       Basic
+``GET /metrics``   Prometheus text                                                         Basic
+=================  ======================================================================  =======
+
+**Never blocked by predictions.** ``/health`` is ``async`` and does no I/O. ``/predict`` waits
+for workers in at most ``predict_concurrency`` threads (its own limiter), so the sync routes
+(``/setup``, ``/webhook``) always find a thread of the default 40-thread pool.
+
+**Errors** are ``{"detail": "<what failed and the fix>", "request_id": "..."}``: 400 malformed
+JSON, 401 auth, 404/405 unknown route or method, 413 body too large, 422 invalid payload or
+labeling config, 503 registry or Label Studio unavailable, 500 anything else (traceback in the
+log only). Credentials, tokens and ``params.password`` are never logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any
+
+import anyio
+from fastapi import Body, Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+
+from backends.auth import AuthPolicy
+from backends.controls import parse_label_config
+from backends.dispatch import CeleryDispatcher, Dispatcher
+from backends.errors import BackendError
+from backends.metrics import BackendMetrics
+from backends.middleware import EdgeMiddleware, error_body
+from backends.predicting import Predictor, checkpoint_version
+from backends.protocol import LSPredictRequest, SetupRequest, SetupResponse, parse_project_id
+from backends.settings import BackendSettings
+from backends.state import RedisState, SharedState, redis_url_of
+from backends.webhook import WebhookHandler, WebhookReply
+from workers.celery_app import make_celery
+from workers.ledger import Ledger, open_ledger
+from workers.registry import Registry
+
+__all__ = ["MODEL_CLASS", "Services", "create_app"]
+
+logger = logging.getLogger(__name__)
+
+MODEL_CLASS = "MKTBackend"
+_REALM = 'Basic realm="labeling-assistant"'
+_ROUTES = ("/health", "/setup", "/predict", "/webhook", "/train", "/versions", "/metrics")
+
+
+class Services:
+    """What the routes use; built from settings unless injected (tests inject fakes).
+
+    Args:
+        settings: The backend settings.
+        dispatcher: Reaches the workers (default: Celery over the configured broker).
+        state: Shared Redis state (default: the dispatcher's, else Redis at the broker URL).
+        registry: The model registry (default: ``Settings.models_dir`` and ``base_model``).
+        ledger: The corrections ledger (default: ``ledger_url`` or SQLite under ``home``).
+        metrics: The metrics (default: new, exporting the background counters of ``state``).
+    """
+
+    def __init__(
+        self,
+        settings: BackendSettings,
+        *,
+        dispatcher: Dispatcher | None = None,
+        state: SharedState | None = None,
+        registry: Registry | None = None,
+        ledger: Ledger | None = None,
+        metrics: BackendMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        if state is None:
+            state = dispatcher.state if dispatcher is not None else _redis_state(settings)
+        self.state = state
+        self.dispatcher = dispatcher or CeleryDispatcher(
+            make_celery(settings, include=()),
+            state,
+            predict_queue=settings.predict_queue,
+            publish_queue=settings.publish_queue,
+            train_queue=settings.train_queue,
+            poll_interval_s=settings.predict_poll_interval_s,
+            round_lock_ttl_s=settings.round_lock_ttl_s,
+        )
+        self.registry = registry or Registry(settings.models_dir, settings.base_model)
+        self._owns_ledger = ledger is None
+        self.ledger = ledger or open_ledger(
+            settings.ledger_url, home=settings.home, table_prefix=settings.ledger_table_prefix
+        )
+        self.metrics = metrics or BackendMetrics(stats=state.stats)
+        self.auth = AuthPolicy(settings.basic_auth_user, settings.basic_auth_password, settings.webhook_token)
+        self.predictor = Predictor(settings, self.dispatcher, self.registry, self.metrics)
+        self.webhooks = WebhookHandler(self.ledger, self.dispatcher)
+
+    def close(self) -> None:
+        """Release what the services opened themselves."""
+        if self._owns_ledger:
+            self.ledger.close()
+
+
+def _redis_state(settings: BackendSettings) -> RedisState:
+    return RedisState.from_url(
+        redis_url_of(settings.broker_url, settings.result_backend),
+        settings.redis_key_prefix,
+        timeout_s=settings.redis_timeout_s,
+        claim_ttl_s=settings.result_expires_s,
+        inflight_ttl_s=settings.inflight_ttl_s,
+    )
+
+
+def _rid(request: Request) -> str:
+    return str(getattr(request.state, "request_id", "-"))
+
+
+# --- error handlers ---------------------------------------------------------------------------------
+def _validation_detail(errors: list[Any]) -> tuple[int, str]:
+    if any(e.get("type") == "json_invalid" for e in errors):
+        msg = next(e.get("ctx", {}).get("error", "") for e in errors if e.get("type") == "json_invalid")
+        return (
+            400,
+            f"the request body is not valid JSON ({msg}). Fix: send a JSON object with Content-Type: application/json",
+        )
+    # Location and message only: the offending input may hold a password or a token.
+    parts = [
+        f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e.get('msg', '')}" for e in errors[:5]
+    ]
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    return 422, "invalid request: " + "; ".join(parts) + more + ". Fix: send the body Label Studio's ML API defines"
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 404:
+            detail = f"no route {request.url.path}. Fix: the ML backend serves {', '.join(_ROUTES)}"
+        elif exc.status_code == 405:
+            detail = f"{request.method} is not allowed on {request.url.path}"
+        return JSONResponse(error_body(detail, _rid(request)), exc.status_code, headers=exc.headers)
+
+    async def invalid(request: Request, exc: Exception) -> Response:
+        errors = exc.errors() if isinstance(exc, RequestValidationError | ValidationError) else []
+        code, detail = _validation_detail(list(errors))
+        return JSONResponse(error_body(detail, _rid(request)), code)
+
+    async def backend_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, BackendError)
+        log = logger.error if exc.status_code >= 500 else logger.info
+        log("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc.message)
+        return JSONResponse(error_body(exc.message, _rid(request)), exc.status_code)
+
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(ValidationError, invalid)
+    app.add_exception_handler(BackendError, backend_error)
+
+
+# --- the app ----------------------------------------------------------------------------------------
+def create_app(
+    settings: BackendSettings | None = None,
+    *,
+    services: Services | None = None,
+    **overrides: Any,
+) -> FastAPI:
+    """Build the ML backend app.
+
+    Args:
+        settings: The settings (default: the environment's, through ``BackendSettings()``).
+        services: Prebuilt services; else built from ``settings`` and ``overrides``.
+        **overrides: ``dispatcher``, ``state``, ``registry``, ``ledger``, ``metrics`` for
+            :class:`Services` (tests inject fakes here).
+
+    Returns:
+        The app; ``app.state.services`` holds its services.
+    """
+    settings = settings or BackendSettings()
+    svc = services or Services(settings, **overrides)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        svc.close()
+
+    app = FastAPI(
+        title="Labeling assistant ML backend",
+        summary="Label Studio ML backend: open-vocabulary multi-label image tags",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.services = svc
+    app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes, metrics=svc.metrics)
+    _install_error_handlers(app)
+    _add_routes(app, svc)
+    return app
+
+
+def _basic_auth(svc: Services) -> Callable[..., None]:
+    def check(authorization: Annotated[str | None, Header()] = None) -> None:
+        verdict = svc.auth.check_basic(authorization)
+        if not verdict.ok:
+            logger.info("refused: %s", verdict.reason)
+            raise HTTPException(
+                401,
+                verdict.reason + ". Fix: use the credentials configured on the backend",
+                {"WWW-Authenticate": _REALM},
+            )
+
+    return check
+
+
+def _reply(request: Request, reply: WebhookReply) -> JSONResponse:
+    return JSONResponse({**reply.body, "request_id": _rid(request)}, reply.status_code)
+
+
+def _add_routes(app: FastAPI, svc: Services) -> None:
+    auth = [Depends(_basic_auth(svc))]
+    limiter: list[anyio.CapacityLimiter] = []
+
+    @app.get("/health")
+    @app.get("/", include_in_schema=False)
+    async def health() -> dict[str, str]:
+        """Liveness: answers at once, whatever the workers are doing."""
+        return {"status": "UP", "model_class": MODEL_CLASS}
+
+    @app.post("/setup", dependencies=auth)
+    def setup(body: SetupRequest) -> SetupResponse:
+        """The model version for this project and labeling config (no waiting on workers)."""
+        vocab = parse_label_config(body.label_config)
+        version = vocab.model_version(checkpoint_version(svc.registry, body.project))
+        try:
+            svc.state.record_version(body.project, version)
+        except Exception as exc:  # /versions only; never fail /setup (3 s budget) over it
+            logger.warning("could not record the served version: %s", exc)
+        logger.info("setup: project %s -> %s (%d labels)", body.project, version, len(vocab.labels))
+        return SetupResponse(model_version=version)
+
+    @app.post("/predict", dependencies=auth)
+    async def predict(body: LSPredictRequest, request: Request) -> dict[str, Any]:
+        """One result per task: inline within the budget, the rest finished in the background."""
+        if not limiter:  # created on the event loop, once
+            limiter.append(anyio.CapacityLimiter(svc.settings.predict_concurrency))
+        run = functools.partial(svc.predictor.predict, body, _rid(request))
+        answer = await anyio.to_thread.run_sync(run, limiter=limiter[0])
+        return {"results": answer.results}
+
+    @app.post("/webhook")
+    def webhook(
+        request: Request,
+        payload: Annotated[dict[str, Any], Body()],
+        token: Annotated[str | None, Query()] = None,
+        x_assistant_token: Annotated[str | None, Header()] = None,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> JSONResponse:
+        """Record annotation events, queue START_TRAINING, ignore the rest; fast (LS waits 1 s)."""
+        verdict = svc.auth.check_webhook(authorization, x_assistant_token or token)
+        if not verdict.ok:
+            logger.info("webhook refused: %s", verdict.reason)
+            raise HTTPException(401, verdict.reason, {"WWW-Authenticate": _REALM})
+        action = str(payload.get("action", "?"))[:64]
+        try:
+            reply = svc.webhooks.handle(payload, _rid(request))
+        except Exception:
+            svc.metrics.webhook_events.labels(action, "error").inc()
+            raise
+        svc.metrics.webhook_events.labels(action, reply.outcome).inc()
+        return _reply(request, reply)
+
+    @app.post("/train", dependencies=auth)
+    def train(request: Request, payload: Annotated[dict[str, Any], Body()]) -> JSONResponse:
+        """Legacy START_TRAINING (Label Studio < 1.12 posts the project's annotations here)."""
+        try:
+            project = parse_project_id(payload.get("project"))
+        except ValueError as exc:
+            raise BackendError(str(exc), fix='send "project": "<id>.<timestamp>"', status_code=422) from exc
+        reply = svc.webhooks.start_round(project, _rid(request))
+        svc.metrics.webhook_events.labels("TRAIN", reply.outcome).inc()
+        return _reply(request, reply)
+
+    @app.get("/versions", dependencies=auth)
+    def versions(project: int | None = None) -> dict[str, list[str]]:
+        """Versions ``/setup`` served (for the project, or all), newest first."""
+        try:
+            return {"versions": svc.state.served_versions(project)}
+        except Exception as exc:
+            raise BackendError("cannot read the served versions", why=str(exc), status_code=503) from exc
+
+    @app.get("/metrics", dependencies=auth)
+    def metrics() -> Response:
+        """Prometheus text format."""
+        return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,103 @@
+"""Prometheus metrics of the backend, served on ``GET /metrics``.
+
+Each app gets its own :class:`~prometheus_client.CollectorRegistry` (tests build many apps in one
+process). What the background publishing task does happens in worker processes, so those counters
+live in Redis (:meth:`backends.state.SharedState.stats`) and are read at scrape time by
+:class:`BackgroundCollector`, with the request-path Redis timeout; a Redis outage yields no
+background samples rather than a failed scrape.
+
+=============================================  =========================================================
+``assistant_backend_request_seconds``          histogram per route and method
+``assistant_backend_requests_total``           per route, method and status
+``assistant_backend_predictions_total``        predictions answered inline by ``/predict``
+``assistant_backend_background_tasks_total``   tasks handed to the background path (``queued``)
+``assistant_backend_skipped_tasks_total``      tasks not queued again because a job already has them
+``assistant_backend_failed_tasks_total``       tasks that got no prediction, per reason
+``assistant_backend_webhook_events_total``     webhook events per action and outcome
+``assistant_backend_errors_total``             error answers per route and kind (4xx/5xx)
+``assistant_background_<counter>_total``       publish task counters: published, skipped, failed_<reason>
+=============================================  =========================================================
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+__all__ = ["BackendMetrics", "BackgroundCollector"]
+
+logger = logging.getLogger(__name__)
+
+# Seconds: /health and /webhook sit in the first buckets, /predict spreads up to the 60 s budget.
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 90.0)
+
+
+class BackgroundCollector(Collector):
+    """Exports the Redis counters of the background path at scrape time.
+
+    Args:
+        read: Returns the counters (``SharedState.stats``); any exception skips them.
+    """
+
+    def __init__(self, read: Callable[[], dict[str, int]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        """One counter per stat name."""
+        try:
+            stats = self._read()
+        except Exception as exc:  # a scrape must not fail because Redis is down
+            logger.warning("background counters unavailable: %s", exc)
+            return
+        for name, value in sorted(stats.items()):
+            safe = "".join(c if c.isalnum() else "_" for c in name)
+            yield CounterMetricFamily(
+                f"assistant_background_{safe}", f"Background publishing: {name} (all processes)", value=value
+            )
+
+
+class BackendMetrics:
+    """The backend's metrics on a private registry.
+
+    Args:
+        stats: Reads the background counters (None: not exported).
+    """
+
+    def __init__(self, stats: Callable[[], dict[str, int]] | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.request_seconds = Histogram(
+            "assistant_backend_request_seconds", "Request latency", ["route", "method"], buckets=_BUCKETS, registry=r
+        )
+        self.requests = Counter(
+            "assistant_backend_requests", "Requests answered", ["route", "method", "status"], registry=r
+        )
+        self.predictions = Counter(
+            "assistant_backend_predictions", "Predictions answered inline by /predict", registry=r
+        )
+        self.background = Counter(
+            "assistant_backend_background_tasks", "Tasks handed to the background path", registry=r
+        )
+        self.skipped = Counter(
+            "assistant_backend_skipped_tasks", "Tasks not queued again: a job already covers them", registry=r
+        )
+        self.failed = Counter(
+            "assistant_backend_failed_tasks", "Tasks that got no prediction, by reason", ["reason"], registry=r
+        )
+        self.webhook_events = Counter(
+            "assistant_backend_webhook_events", "Webhook events", ["action", "outcome"], registry=r
+        )
+        self.errors = Counter("assistant_backend_errors", "Error answers", ["route", "kind"], registry=r)
+        if stats is not None:
+            r.register(BackgroundCollector(stats))
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Record one answered request."""
+        self.request_seconds.labels(route, method).observe(seconds)
+        self.requests.labels(route, method, str(status)).inc()
+        if status >= 400:
+            self.errors.labels(route, "4xx" if status < 500 else "5xx").inc()

@@ -1,0 +1,137 @@
+"""``/webhook``: annotation events go to the corrections ledger, START_TRAINING queues a round.
+
+Label Studio gives a webhook 1 s, one try, and never reads the answer, so the handler only
+appends rows (one SQLite/PostgreSQL transaction) or takes a Redis lock and sends one message.
+
+==========================================  ======================================  ======
+``ANNOTATION_CREATED`` / ``_UPDATED``       one ledger row (an edit is a new row)   201
+``ANNOTATIONS_CREATED`` (bulk, a list)      one row per annotation                  201
+``ANNOTATIONS_DELETED`` / ``ANNOTATION_``   one ``deleted`` row per annotation id   201
+``DELETED``
+``START_TRAINING``                          queue ``TRAIN_ROUND`` (per-project      201
+                                            lock: at most one queued or running)
+anything else                               ignored                                 200
+==========================================  ======================================  ======
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from backends.dispatch import Dispatcher
+from backends.errors import BackendError
+from backends.protocol import WebhookEvent
+from workers.ledger import Ledger, LedgerEvent
+
+__all__ = ["WebhookHandler", "WebhookReply", "ledger_events"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WebhookReply:
+    """The status and body to answer with, and the outcome label for the metrics."""
+
+    status_code: int
+    body: dict[str, Any]
+    outcome: str
+
+
+def _raw_annotations(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    found = raw.get("annotation")
+    if isinstance(found, dict):
+        return [found]
+    if isinstance(found, list):
+        return [a for a in found if isinstance(a, dict)]
+    return []
+
+
+def ledger_events(event: WebhookEvent, raw: dict[str, Any]) -> list[LedgerEvent]:
+    """The ledger rows of an annotation or deletion event (none for other actions).
+
+    The result items are stored as Label Studio sent them (``raw``), not as re-serialised models,
+    so nothing the editor added is lost.
+
+    Raises:
+        BackendError: The event names no project, or an annotation event carries no annotation.
+    """
+    project = event.project_id
+    if project is None:
+        raise BackendError(
+            f"the {event.action} event names no project", fix='send "project": {"id": <id>} as Label Studio does'
+        )
+    if event.kind == "delete":
+        ids = event.deleted_ids
+        if not ids:
+            raise BackendError(
+                f"the {event.action} event lists no annotation ids", fix='send "annotations": [{"id": ...}]'
+            )
+        return [LedgerEvent.annotation(event.action, project=project, annotation_id=i) for i in ids]
+    raws = _raw_annotations(raw)
+    if not raws:
+        raise BackendError(f"the {event.action} event carries no annotation", fix='send "annotation": {...}')
+    events = []
+    for parsed, body in zip(event.annotation_list, raws, strict=True):
+        completed_by = parsed.completed_by if isinstance(parsed.completed_by, int) else None
+        events.append(
+            LedgerEvent.annotation(
+                event.action,
+                project=parsed.project or project,
+                annotation_id=parsed.id,
+                task=parsed.task,
+                result=[item for item in body.get("result") or [] if isinstance(item, dict)],
+                parent_prediction=parsed.parent_prediction,
+                completed_by=completed_by,
+                was_cancelled=parsed.was_cancelled,
+                created_at=body.get("updated_at") or body.get("created_at"),
+            )
+        )
+    return events
+
+
+class WebhookHandler:
+    """Handles one webhook body.
+
+    Args:
+        ledger: Where annotation events go.
+        dispatcher: Queues rounds.
+    """
+
+    def __init__(self, ledger: Ledger, dispatcher: Dispatcher) -> None:
+        self.ledger = ledger
+        self.dispatcher = dispatcher
+
+    def handle(self, raw: dict[str, Any], request_id: str | None = None) -> WebhookReply:
+        """Record, queue or ignore one event.
+
+        Raises:
+            pydantic.ValidationError: The body is not a webhook event.
+            BackendError: A recordable event misses what it needs.
+        """
+        event = WebhookEvent.model_validate(raw)
+        if event.kind in ("annotation", "delete"):
+            events = ledger_events(event, raw)
+            added = self.ledger.append(events)
+            logger.info("webhook %s: project %s: %d rows (%d new)", event.action, event.project_id, len(events), added)
+            body = {
+                "status": "recorded",
+                "action": event.action,
+                "project": event.project_id,
+                "recorded": added,
+                "duplicates": len(events) - added,
+            }
+            return WebhookReply(201, body, "recorded")
+        if event.kind == "train":
+            return self.start_round(event.project_id, request_id)
+        logger.debug("webhook %s ignored", event.action)
+        return WebhookReply(200, {"status": "ignored", "action": event.action}, "ignored")
+
+    def start_round(self, project: int | None, request_id: str | None = None) -> WebhookReply:
+        """Queue a round for ``project`` (START_TRAINING and the legacy ``/train``)."""
+        if project is None:
+            raise BackendError("START_TRAINING names no project", fix='send "project": {"id": <id>}')
+        ticket = self.dispatcher.queue_round(project, trigger="start_training", request_id=request_id)
+        body = {"status": ticket.status, "action": "START_TRAINING", "project": project, "task_id": ticket.task_id}
+        return WebhookReply(201, body, ticket.status)

@@ -1,0 +1,160 @@
+"""`assistant preannotate`: pre-annotate a whole Label Studio project through the workers.
+
+Tasks that already have a prediction for the current version (checkpoint + labeling-config
+fingerprint, what the backend's /setup answers) are skipped, so running it twice posts nothing
+new, and an interrupted run resumes where it stopped. Needs running workers (`assistant worker`)
+that include the publishing task.
+
+Examples:
+    assistant preannotate --project 3                  # every task without a prediction yet
+    assistant preannotate --project 3 --unlabeled      # only tasks nobody annotated
+    assistant preannotate --project 3 --model-version mkt-3f2a9c1b0d4e --no-wait
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:  # the heavy-ish imports happen inside the command (fast `assistant --help`)
+    from rich.console import Console
+
+    from backends.bulk import BulkPlan, BulkProgress, BulkRun
+    from backends.dispatch import CeleryDispatcher
+    from backends.ls_client import LabelStudioClient
+    from backends.settings import BackendSettings
+    from workers.registry import Registry
+
+__all__ = ["preannotate"]
+
+
+def preannotate(
+    project: Annotated[int, typer.Option("--project", "-p", min=1, help="Label Studio project id.")],
+    unlabeled: Annotated[
+        bool, typer.Option("--unlabeled/--all", help="Only tasks without annotations, or every task (default).")
+    ] = False,
+    model_version: Annotated[
+        str | None,
+        typer.Option("--model-version", help="A registry version to predict with (default: the project's current)."),
+    ] = None,
+    chunk_size: Annotated[
+        int | None, typer.Option("--chunk-size", min=1, help="Images per worker message (default: settings).")
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the run to the end, or only queue it.")] = True,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", min=1, help="Stop following after this many seconds.")
+    ] = None,
+) -> None:
+    """Pre-annotate a project: predict every task lacking a prediction for the current model version."""
+    from rich.console import Console
+
+    from backends.bulk import BulkRun, plan_preannotation
+    from backends.errors import BackendError
+
+    console = Console()
+    try:
+        settings, dispatcher, client, registry = _services()
+        plan = plan_preannotation(
+            client,
+            registry,
+            dispatcher.state,
+            project=project,
+            unlabeled_only=unlabeled,
+            model_version=model_version,
+            chunk_size=chunk_size or settings.predict_chunk_size,
+        )
+    except BackendError as exc:
+        console.print(f"[red]Error:[/red] {exc.message}", highlight=False)
+        raise typer.Exit(code=1) from None
+    _print_plan(console, plan)
+    if plan.job is None:
+        _print_summary(console, plan, None)
+        return
+    run = BulkRun(dispatcher, plan)
+    run.start()
+    if not wait:
+        console.print(f"Queued {plan.queued} tasks in {len(plan.job.chunks)} chunks ({plan.job.job_id}).")
+        return
+    progress = _follow(console, run, timeout)
+    _print_summary(console, plan, progress)
+
+
+def _services() -> tuple[BackendSettings, CeleryDispatcher, LabelStudioClient, Registry]:
+    from backends.dispatch import CeleryDispatcher
+    from backends.ls_client import LabelStudioClient
+    from backends.settings import get_backend_settings
+    from backends.state import RedisState, redis_url_of
+    from workers.celery_app import make_celery
+    from workers.registry import Registry
+
+    settings = get_backend_settings()
+    state = RedisState.from_url(
+        redis_url_of(settings.broker_url, settings.result_backend),
+        settings.redis_key_prefix,
+        timeout_s=5.0,
+        claim_ttl_s=settings.result_expires_s,
+        inflight_ttl_s=settings.inflight_ttl_s,
+    )
+    dispatcher = CeleryDispatcher(
+        make_celery(settings, include=()),
+        state,
+        predict_queue=settings.predict_queue,
+        publish_queue=settings.publish_queue,
+        train_queue=settings.train_queue,
+    )
+    client = LabelStudioClient(settings.label_studio_url, settings.label_studio_api_key.get_secret_value())
+    return settings, dispatcher, client, Registry(settings.models_dir, settings.base_model)
+
+
+def _print_plan(console: Console, plan: BulkPlan) -> None:
+    console.print(
+        f"Project {plan.project}, model version [bold]{plan.model_version}[/bold]: {plan.total} tasks; "
+        f"{len(plan.already_predicted)} already predicted, {len(plan.in_flight)} in flight elsewhere, "
+        f"{len(plan.failures)} without a usable image; {plan.queued} to predict.",
+        highlight=False,
+    )
+
+
+def _follow(console: Console, run: BulkRun, timeout: float | None) -> BulkProgress:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn("Pre-annotating"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("tasks"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("predict", total=run.progress.tasks)
+        progress = run.wait(timeout_s=timeout, on_progress=lambda p: bar.update(task, completed=p.done_tasks))
+    if not progress.finished:
+        left = progress.chunks - progress.done_chunks
+        console.print(
+            f"[yellow]Stopped following after {timeout or 0:.0f} s, {left} chunks still queued or running;[/yellow] "
+            "they finish on their own. Run the command again later: it only queues what is still missing.",
+            highlight=False,
+        )
+    return progress
+
+
+def _print_summary(console: Console, plan: BulkPlan, progress: BulkProgress | None) -> None:
+    from rich.table import Table
+
+    failed: Counter[str] = Counter(f.reason for f in plan.failures)
+    posted = skipped = 0
+    examples: dict[str, str] = {f.reason: f.message for f in plan.failures}
+    if progress is not None:
+        failed.update(progress.failed)
+        posted, skipped = progress.posted, progress.skipped
+        examples.update({str(f["reason"]): str(f["message"]) for f in progress.failures})
+    table = Table(title=f"Pre-annotation of project {plan.project}", show_header=False)
+    table.add_row("Predicted", str(posted))
+    table.add_row("Skipped: already predicted", str(len(plan.already_predicted) + skipped))
+    table.add_row("Skipped: in flight (another run)", str(len(plan.in_flight)))
+    table.add_row("Failed", str(sum(failed.values())))
+    for reason, count in failed.most_common():
+        table.add_row(f"  {reason}", f"{count}  e.g. {examples.get(reason, '')[:100]}")
+    console.print(table)
