@@ -19,7 +19,7 @@ for workers in at most ``predict_concurrency`` threads (its own limiter), so the
 
 **Errors** are ``{"detail": "<what failed and the fix>", "request_id": "..."}``: 400 malformed
 JSON, 401 auth, 404/405 unknown route or method, 413 body too large, 422 invalid payload or
-labeling config, 503 registry or Label Studio unavailable, 500 anything else (traceback in the
+labeling config, 503 registry or queue (Redis) unavailable, 500 anything else (traceback in the
 log only). Credentials, tokens and ``params.password`` are never logged.
 """
 
@@ -32,6 +32,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 import anyio
+import kombu.exceptions
+import redis
 from fastapi import Body, Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -165,6 +167,17 @@ def _install_error_handlers(app: FastAPI) -> None:
         log("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc.message)
         return JSONResponse(error_body(exc.message, _rid(request)), exc.status_code)
 
+    async def queue_down(request: Request, exc: Exception) -> Response:
+        # Redis (coordination state) or the broker cannot be reached: our fault, retry later.
+        logger.error("%s %s: the queue is unreachable: %s", request.method, request.url.path, exc)
+        detail = (
+            f"the task queue is unreachable ({type(exc).__name__}). "
+            "Fix: check that Redis runs and ASSISTANT_BROKER_URL points at it; then retry"
+        )
+        return JSONResponse(error_body(detail, _rid(request)), 503)
+
+    app.add_exception_handler(redis.RedisError, queue_down)
+    app.add_exception_handler(kombu.exceptions.OperationalError, queue_down)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(ValidationError, invalid)

@@ -24,6 +24,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final, Protocol
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 __all__ = ["MemoryState", "RedisState", "SharedState", "redis_url_of"]
 
@@ -128,9 +130,26 @@ class RedisState:
         self.inflight_ttl_s = inflight_ttl_s
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "", *, timeout_s: float = 0.5, **ttls: int) -> RedisState:
-        """A state over a new client of ``url`` (no connection until the first call)."""
-        client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    def from_url(
+        cls, url: str, prefix: str = "", *, timeout_s: float = 0.5, retries: int = 0, **ttls: int
+    ) -> RedisState:
+        """A state over a new client of ``url`` (no connection until the first call).
+
+        Args:
+            url: The Redis URL.
+            prefix: The key prefix.
+            timeout_s: Connect and read timeout of each call.
+            retries: Retries of a failed call. redis-py's default (10, with exponential backoff)
+                could hold ``/setup`` past Label Studio's 3 s when Redis is down; the request
+                path uses none and fails fast.
+            **ttls: ``claim_ttl_s``, ``inflight_ttl_s``.
+        """
+        client = redis.Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), retries),
+        )
         return cls(client, prefix, **ttls)
 
     def _inflight_key(self, project: int | None, version: str, task: int) -> str:

@@ -142,7 +142,7 @@ def _client(url: str, api_key: str) -> LabelStudioClient:
 @functools.cache
 def _state(url: str, prefix: str) -> RedisState:
     # Outside the web request path, a slow Redis may take longer than the backend's 0.5 s.
-    return RedisState.from_url(url, prefix, timeout_s=5.0)
+    return RedisState.from_url(url, prefix, timeout_s=5.0, retries=3)
 
 
 @shared_task(  # type: ignore[untyped-decorator]  # celery ships no types

@@ -94,6 +94,7 @@ def _services() -> tuple[BackendSettings, CeleryDispatcher, LabelStudioClient, R
         redis_url_of(settings.broker_url, settings.result_backend),
         settings.redis_key_prefix,
         timeout_s=5.0,
+        retries=3,
         claim_ttl_s=settings.result_expires_s,
         inflight_ttl_s=settings.inflight_ttl_s,
     )

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from backends.controls import parse_label_config
 from backends.convert import SCORES_KEY
+from backends.state import MemoryState
 from tests.backends._app_fakes import FakeDispatcher, Harness, make_harness
 from tests.backends._fixtures import config, payload, prediction_errors
 
@@ -377,3 +378,26 @@ def test_the_web_tier_never_loads_the_model(module: str) -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
     assert not loaded & {"torch", "open_clip", "assistant", "transformers", "workers.tasks", "workers.runtime"}
+
+
+class BrokenRedisState(MemoryState):
+    """A shared state whose Redis is down."""
+
+    def _down(self, *args: Any, **kwargs: Any) -> Any:
+        import redis
+
+        raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    record_version = reserve = served_versions = _down  # type: ignore[assignment]
+
+
+def test_redis_down_keeps_setup_working_and_gives_predict_a_503(tmp_path: Path) -> None:
+    harness = make_harness(tmp_path, dispatcher=FakeDispatcher(state=BrokenRedisState()))
+    with TestClient(harness.app) as client:
+        setup = client.post("/setup", json={"project": 1, "schema": config("multilabel")})
+        predict = client.post("/predict", json=predict_body("multilabel", tasks_for("multilabel", 1)))
+        versions = client.get("/versions")
+
+    assert setup.status_code == 200  # /versions loses an entry; LS keeps working
+    assert_error(predict, 503, "task queue is unreachable", "ASSISTANT_BROKER_URL")
+    assert_error(versions, 503, "served versions")

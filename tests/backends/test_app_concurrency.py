@@ -86,4 +86,5 @@ def test_health_setup_and_webhook_answer_while_predict_waits(server: tuple[str, 
 
     assert all(r.status_code == 200 and len(r.json()["results"]) == 2 for r in results)
     for path, values in timings.items():
-        assert statistics.median(values) < 0.1 and max(values) < 0.5, (path, values)
+        # LS allows 1 s (/health, /webhook) and 3 s (/setup); the margin absorbs a loaded CI machine.
+        assert statistics.median(values) < 0.1 and max(values) < 1.0, (path, values)

@@ -153,4 +153,4 @@ def test_recording_an_event_takes_well_under_label_studios_second(client: TestCl
         timings.append(time.perf_counter() - start)
 
     # In-process; the real-server figure is measured by the end-to-end test.
-    assert statistics.median(timings) < 0.1 and max(timings) < 0.5, timings
+    assert statistics.median(timings) < 0.1 and max(timings) < 1.0, timings

@@ -410,7 +410,19 @@ def test_annotations_reach_the_ledger_through_the_real_webhook(stack: Stack) -> 
             interval=0.05,
         )
         assert updated[-1].event.result is not None and updated[-1].event.result[0]["value"]["choices"] == ["dog"]
-        assert ledger.count(stack.project) >= before + 2
+        assert annotation["id"] in ledger.current_annotations(stack.project)
+
+        stack.ls.sdk.annotations.delete(id=annotation["id"])
+        deleted = _wait_for(
+            "ANNOTATIONS_DELETED in the ledger",
+            lambda: [e for e in ledger.entries(stack.project) if e.deleted],
+            30,
+            stack.backend,
+            interval=0.05,
+        )
+        assert deleted[-1].event.annotation_id == annotation["id"]
+        assert annotation["id"] not in ledger.current_annotations(stack.project)
+        assert ledger.count(stack.project) == before + 3
     finally:
         ledger.close()
 
