@@ -35,7 +35,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, Protocol
+from typing import Final, Literal, Protocol
 
 from celery import Celery, chain
 from celery.result import AsyncResult
@@ -363,8 +363,3 @@ class CeleryDispatcher:
             raise
         logger.info("project %s: queued round %s (%s)", project, task_id, trigger)
         return RoundTicket(status="queued", task_id=task_id, project=project)
-
-
-def describe(outcome: DispatchOutcome) -> dict[str, Any]:
-    """A log-friendly summary of an outcome."""
-    return {"inline": sorted(outcome.inline), "background": outcome.background, "failed": sorted(outcome.failed)}

@@ -82,7 +82,7 @@ def checkpoint_version(registry: Registry, project: int | None) -> str:
 
 
 class Predictor:
-    """The ``/predict`` use case (also the model of ``assistant preannotate``'s planning).
+    """The ``/predict`` use case (``backends.bulk`` plans ``assistant preannotate`` the same way).
 
     Args:
         settings: Budget, chunk size, limits.
