@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import functools
 import ipaddress
 import json
 import logging
@@ -206,6 +207,9 @@ class MediaFetcher:
         )
         self._resolver = resolver or _system_resolver
         self._pool: ThreadPoolExecutor | None = None
+        # Resolution is a pure function of the URL and the settings; re-tagging 10,000 images
+        # would otherwise spend ~0.3 s parsing the same URLs again.
+        self._resolve_cached = functools.lru_cache(maxsize=65_536)(self._resolve_url)
 
     # --- lifecycle ------------------------------------------------------------------------------
     @property
@@ -264,13 +268,16 @@ class MediaFetcher:
         return str(self._ls.join(path_and_query.lstrip("/")))
 
     def _resolve(self, ref: ImageRef) -> _Local | _Remote:
-        raw = ref.url.strip()
+        return self._resolve_cached(ref.url, ref.task_id)
+
+    def _resolve_url(self, url: str, task_id: int | None) -> _Local | _Remote:
+        raw = url.strip()
         parts = urlsplit(raw)
         scheme = parts.scheme.lower()
         if scheme in ("http", "https"):
             return _Remote((raw,))
         if scheme in CLOUD_SCHEMES:
-            return self._presign(ref, raw)
+            return self._presign(task_id, raw)
         if scheme == "file":
             return self._plain_path(Path(unquote(parts.path)))
         if scheme or not raw.startswith("/"):
@@ -294,8 +301,8 @@ class MediaFetcher:
             return _Remote((self._ls_url(raw),))
         return self._plain_path(Path(unquote(path)))
 
-    def _presign(self, ref: ImageRef, uri: str) -> _Remote:
-        if ref.task_id is None:
+    def _presign(self, task_id: int | None, uri: str) -> _Remote:
+        if task_id is None:
             raise MediaError(
                 f"cannot fetch the cloud storage URI {uri[:200]!r} without its task id",
                 reason="bad_url",
@@ -303,7 +310,7 @@ class MediaFetcher:
                 fix="send the Label Studio task id in ImageRef.task_id",
             )
         encoded = base64.urlsafe_b64encode(uri.encode("utf-8")).decode("ascii")
-        return _Remote((self._ls_url(f"tasks/{ref.task_id}/presign/?fileuri={encoded}"),), identity=uri)
+        return _Remote((self._ls_url(f"tasks/{task_id}/presign/?fileuri={encoded}"),), identity=uri)
 
     def _upload(self, rel: str) -> _Local | _Remote:
         rel = unquote(rel)

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from numpy.typing import NDArray
 
 from assistant.backbone import ImageFeatures
 from workers.contracts import (
@@ -37,21 +36,21 @@ from workers.errors import MediaError
 from workers.feature_cache import CachedFeatures
 from workers.images import decode_image
 from workers.media import SourceInfo
-from workers.runtime import LoadedVersion, Runtime
+from workers.runtime import CACHE_READERS, SCORE_CHUNK, LoadedVersion, Runtime
 
 __all__ = ["collect_features", "embed", "encode_adaptive", "from_image_features", "predict", "to_image_features"]
 
 logger = logging.getLogger(__name__)
 
-# Cached features are scored this many images at a time: 256 ViT-B/32 images are 26 MB in
-# float32, under glibc's 32 MB mmap threshold, so chunks reuse heap memory instead of
-# page-faulting a fresh mapping each time (measured: a 1 GB fresh allocation costs ~3 s here).
-SCORE_CHUNK = 256
 # Scores are rounded in results: 6 decimals is far below any threshold's meaning and keeps JSON
 # small and stable.
 SCORE_DECIMALS = 6
 
 Consumer = Callable[[list[int], ImageFeatures], None]
+# Chunks of cached features being read while one is scored (Runtime.cache_reader has as many
+# threads). Measured re-tagging 10,000 ViT-B/32 entries on 2 busy cores: 2.3-2.9 s reading inline,
+# 1.2 s with one reader thread, no better with two (the cores are saturated).
+READ_AHEAD = CACHE_READERS
 
 
 @dataclass
@@ -100,11 +99,11 @@ def predict(runtime: Runtime, request: PredictRequest) -> PredictResult:
     """
     model = runtime.model_for(request.project, request.model_version)
     labels = list(request.labels)
-    scores: dict[int, NDArray[np.float64]] = {}
+    scores: dict[int, list[float]] = {}
 
     def consume(indices: list[int], features: ImageFeatures) -> None:
-        probs = model.tagger.probabilities(features, labels)
-        for i, row in zip(indices, probs, strict=True):
+        probs = np.round(model.scorer.probabilities(features, labels), SCORE_DECIMALS)
+        for i, row in zip(indices, probs.tolist(), strict=True):
             scores[i] = row
 
     slots = collect_features(runtime, model, request.images, consume)
@@ -118,7 +117,7 @@ def predict(runtime: Runtime, request: PredictRequest) -> PredictResult:
             ImageScores(
                 key=slot.ref.key,
                 task_id=slot.ref.task_id,
-                scores=None if failure is not None or row is None else np.round(row, SCORE_DECIMALS).tolist(),
+                scores=None if failure is not None else row,
                 error=failure,
             )
         )
@@ -182,23 +181,76 @@ def collect_features(
             # Cache reads run while the media threads download the misses.
             lost = _score_cached(runtime, model, hits, consume)
             fetched.add(lost)
+            to_fetch.extend(lost)
         _encode_fetched(runtime, model, fetched.results(), consume)
     finally:
         fetched.cancel()
-    cache.record_sources([(s.source, s.digest) for s in slots if s.source and s.digest and not s.failure])
+    # Only locations just downloaded: those found through the index are already recorded.
+    fetched_now = [(s.source, s.digest) for s in to_fetch if s.source and s.digest and not s.failure]
+    cache.record_sources(fetched_now)
     return slots
 
 
+class _Stacker:
+    """Converts float16 cache entries into float32 features, reusing one buffer across chunks.
+
+    Re-tagging 10,000 cached ViT-B/32 images moves 0.5 GB of float16 patches: one torch copy per
+    entry straight into the reused buffer takes 0.27 s per 10,000 entries here, against 0.5 s for
+    ``np.stack`` then one conversion, and a fresh tensor per chunk would add page faults. The
+    features returned live until the next call, so the consumer must be done with them by then
+    (it is: scoring is synchronous).
+    """
+
+    def __init__(self) -> None:
+        self._full: torch.Tensor | None = None
+
+    def features(self, entries: Sequence[CachedFeatures]) -> ImageFeatures:
+        shapes = {None if e.patches is None else e.patches.shape for e in entries}
+        writable = all(e.patches is not None and e.patches.flags.writeable for e in entries)
+        if len(shapes) != 1 or None in shapes or not writable:
+            return to_image_features(entries)
+        n, (tokens, dim) = len(entries), next(iter(shapes))  # type: ignore[misc]
+        if self._full is None or self._full.shape[0] < n or self._full.shape[1:] != (tokens, dim):
+            self._full = torch.empty((max(n, SCORE_CHUNK), tokens, dim), dtype=torch.float32)
+        patches = self._full[:n]
+        for i, entry in enumerate(entries):
+            patches[i].copy_(torch.from_numpy(entry.patches))  # torch converts float16 ~5x faster than numpy
+        glob = torch.from_numpy(np.stack([e.global_emb for e in entries])).float()
+        return ImageFeatures(glob, patches)
+
+
 def _score_cached(runtime: Runtime, model: LoadedVersion, hits: list[_Slot], consume: Consumer) -> list[_Slot]:
-    lost: list[_Slot] = []
-    for start in range(0, len(hits), SCORE_CHUNK):
-        chunk = hits[start : start + SCORE_CHUNK]
+    chunks = [hits[start : start + SCORE_CHUNK] for start in range(0, len(hits), SCORE_CHUNK)]
+    # Reader threads load the next chunks (file reads and float16 conversion release the GIL)
+    # while this thread scores the current one; one more buffer than chunks in flight.
+    stackers = [_Stacker() for _ in range(READ_AHEAD + 1)]
+
+    def load(i: int) -> tuple[list[_Slot], list[_Slot], ImageFeatures | None]:
+        chunk = chunks[i]
         found = runtime.cache.get_many([s.digest for s in chunk if s.digest], model.tower_version)
         ready = [s for s in chunk if s.digest in found]
-        # Evicted or damaged since the index said present: fetch those like any miss.
-        lost.extend(s for s in chunk if s.digest not in found)
-        if ready:
-            consume([s.index for s in ready], to_image_features([found[s.digest] for s in ready if s.digest]))
+        # Evicted or damaged since the index said present: fetched like any miss.
+        missing = [s for s in chunk if s.digest not in found]
+        stacker = stackers[i % len(stackers)]
+        feats = stacker.features([found[s.digest] for s in ready if s.digest]) if ready else None
+        return ready, missing, feats
+
+    lost: list[_Slot] = []
+    reader = runtime.cache_reader
+    pending = [reader.submit(load, i) for i in range(min(READ_AHEAD, len(chunks)))]
+    try:
+        for i in range(len(chunks)):
+            ready, missing, feats = pending.pop(0).result()
+            if i + READ_AHEAD < len(chunks):
+                pending.append(reader.submit(load, i + READ_AHEAD))
+            lost.extend(missing)
+            if feats is not None:
+                consume([s.index for s in ready], feats)
+    finally:
+        # On an error (or a soft time limit) no chunk may still be loading into a buffer.
+        for future in pending:
+            if not future.cancel():
+                future.exception()
     for slot in lost:
         slot.cached = False
     return lost

@@ -19,6 +19,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -32,9 +33,16 @@ from workers.media import MediaFetcher
 from workers.registry import Project, Registry
 from workers.settings import Settings
 
-__all__ = ["LoadedVersion", "ModelTask", "Runtime", "runtime_for"]
+__all__ = ["SCORE_CHUNK", "LoadedVersion", "ModelTask", "Runtime", "runtime_for"]
 
 logger = logging.getLogger(__name__)
+
+# Images scored per call from features: 256 ViT-B/32 images are 26 MB in float32, under glibc's
+# 32 MB mmap threshold, so chunks reuse heap memory instead of page-faulting a fresh mapping each
+# time (a fresh 1 GB allocation measured ~3 s on these machines).
+SCORE_CHUNK = 256
+# Threads reading cached features ahead of scoring (workers/pipeline.py READ_AHEAD).
+CACHE_READERS = 1
 
 
 @dataclass(frozen=True)
@@ -43,12 +51,16 @@ class LoadedVersion:
 
     Attributes:
         version: The registry version id (what results report as ``model_version``).
-        tagger: The model with its calibrator, on the worker's device.
+        tagger: The model with its calibrator, on the worker's device; encodes images in batches
+            of the device batch size.
+        scorer: The same model and calibrator, scoring features in chunks of
+            :data:`SCORE_CHUNK` images.
         tower_version: The image tower's digest: the feature-cache key.
     """
 
     version: str
     tagger: Tagger
+    scorer: Tagger
     tower_version: str
 
 
@@ -74,6 +86,7 @@ class Runtime:
         self.registry = registry or Registry(settings.models_dir, settings.base_model)
         self.cache = cache or FeatureCache(settings.feature_cache_dir, settings.feature_cache_max_bytes)
         self._fetcher = fetcher
+        self._reader: ThreadPoolExecutor | None = None
         self._models: OrderedDict[str, LoadedVersion] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -84,6 +97,14 @@ class Runtime:
             if self._fetcher is None:
                 self._fetcher = MediaFetcher(self.settings)
             return self._fetcher
+
+    @property
+    def cache_reader(self) -> ThreadPoolExecutor:
+        """Threads that read cached features ahead of scoring (they keep their index connections)."""
+        with self._lock:
+            if self._reader is None:
+                self._reader = ThreadPoolExecutor(CACHE_READERS, thread_name_prefix="cache-reader")
+            return self._reader
 
     def resolve_version(self, project: Project, version: str | None = None) -> str:
         """``version`` when given, else the project's current version (re-read every call)."""
@@ -117,6 +138,9 @@ class Runtime:
         # Loaded on the CPU, then moved by the Tagger, which resolves "auto" to CUDA when present.
         loaded = load_model(record.checkpoint, device="cpu")
         tagger = Tagger(loaded, device=self.settings.device, batch_size=self.settings.batch_size)
+        # Scoring features in the encoder's batches (16 on a CPU) is dominated by per-call overhead:
+        # 1.7 s against 0.28 s per 2,000 cached ViT-B/32 images in chunks of 256 (measured here).
+        scorer = Tagger(loaded, device=tagger.device, batch_size=SCORE_CHUNK)
         # The sidecar's digest was computed from these very weights (their sha256 is checked on
         # load); hashing a ViT-B image tower again would cost ~0.5 s per load.
         tower = record.image_tower_version or tagger.model.image_tower_version()
@@ -128,7 +152,7 @@ class Runtime:
             tower,
             time.perf_counter() - started,
         )
-        return LoadedVersion(version, tagger, tower)
+        return LoadedVersion(version, tagger, scorer, tower)
 
     def loaded_versions(self) -> list[str]:
         """Versions in memory, least recently used first."""
@@ -141,6 +165,9 @@ class Runtime:
             if self._fetcher is not None:
                 self._fetcher.close()
                 self._fetcher = None
+            if self._reader is not None:
+                self._reader.shutdown(wait=True, cancel_futures=True)
+                self._reader = None
             self._models.clear()
         self.cache.close()
 

@@ -211,3 +211,13 @@ def test_images_over_http(runtime: Runtime, image_dir: Path) -> None:
             assert server.total_requests() == before
         finally:
             over_http.close()
+
+
+def test_entries_lost_after_lookup_are_fetched_again(runtime: Runtime, image_dir: Path, settings: Settings) -> None:
+    request = PredictRequest(labels=LABELS, images=_refs(sorted(image_dir.glob("*.png"))))
+    first = pipeline.predict(runtime, request)
+    for segment in (settings.feature_cache_dir / "segments").glob("*/*.seg"):
+        segment.unlink()  # evicted by another process after the index said "present"
+    calls = _count_encodes(runtime)
+    second = pipeline.predict(runtime, request)
+    assert sum(calls) == 6 and second == first
