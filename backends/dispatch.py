@@ -21,10 +21,12 @@ on the next refresh), and one that finishes late is published as soon as it fini
 :data:`PUBLISH_PREDICTIONS`); the worker process imports ``workers.tasks`` and ``backends.tasks``
 through its ``include`` list.
 
-**Rounds.** ``START_TRAINING`` queues ``contracts.TRAIN_ROUND`` on the ``train`` queue under a
-per-project Redis lock holding the round's Celery id, so at most one round per project is queued
-or running. A lock whose task has finished (SUCCESS, FAILURE, REVOKED) is stale and is taken over;
-a lock whose holder vanished expires after ``round_lock_ttl_s``.
+**Rounds.** ``START_TRAINING`` queues ``contracts.TRAIN_ROUND`` on the ``train`` queue under the
+per-project round lock (``workers.locks``, shared with the workers) holding the round's Celery id,
+so at most one round per project is queued or running. A queued round's lock lasts
+``round_lock_ttl_s``; the worker running it switches it to a short TTL renewed by a heartbeat,
+so a lock whose holder died expires within a minute. A lock whose task has finished (SUCCESS,
+FAILURE, REVOKED) is stale and is taken over.
 """
 
 from __future__ import annotations

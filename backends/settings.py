@@ -75,8 +75,8 @@ class BackendSettings(Settings):
     # Seconds of the Redis calls on the request path (/setup records the served version; a slow
     # Redis must not push /setup past Label Studio's 3 s).
     redis_timeout_s: float = Field(default=0.5, gt=0.0)
-    # The round lock's lifetime: the longest a round may hold it without its task being seen to
-    # finish (the train time limit plus queueing).
+    # The lifetime of a queued round's lock, until a train worker takes the round up and keeps
+    # the lock alive by its heartbeat (workers.locks; ASSISTANT_ROUND_LOCK_HEARTBEAT_S).
     round_lock_ttl_s: int = Field(default=6 * 3600, ge=60)
 
     @property

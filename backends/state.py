@@ -10,7 +10,9 @@ and the CLI, which all reach the same Redis (the Celery broker's)::
     <prefix>assistant:inflight:<proj>:<ver>:<task>  a job already covers this (task, version)
     <prefix>assistant:versions:<proj>               model versions /setup served (sorted set)
     <prefix>assistant:round-lock:<proj>             the Celery id of the project's queued or
-                                                   running round (at most one; expires)
+                                                   running round (at most one): workers.locks,
+                                                   shared with the workers, whose running round
+                                                   keeps it alive by a heartbeat
     <prefix>assistant:stats                         counters of the background path (hash)
 
 :class:`MemoryState` has the same semantics in one process, for tests.
@@ -27,27 +29,14 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from workers.locks import RoundLocks
+
 __all__ = ["MemoryState", "RedisState", "SharedState", "redis_url_of"]
 
 NAMESPACE: Final = "assistant:"
 # Versions kept per project for GET /versions.
 _VERSIONS_KEPT: Final = 50
 _GLOBAL: Final = "all"
-
-# Compare-and-set of the round lock: replace the holder only if it is still the one we saw.
-_CAS_LUA: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
-  return 1
-end
-return 0
-"""
-_RELEASE_LUA: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
 
 
 def _text(value: object) -> str:
@@ -128,6 +117,7 @@ class RedisState:
         self.ns = f"{prefix}{NAMESPACE}"
         self.claim_ttl_s = claim_ttl_s
         self.inflight_ttl_s = inflight_ttl_s
+        self.round_locks = RoundLocks(client, prefix)
 
     @classmethod
     def from_url(
@@ -191,26 +181,17 @@ class RedisState:
         raw: list[Any] = self.client.zrevrange(f"{self.ns}versions:{scope}", 0, limit - 1)
         return [_text(v) for v in raw]
 
-    def _lock_key(self, project: int) -> str:
-        return f"{self.ns}round-lock:{project}"
-
     def acquire_round_lock(self, project: int, holder: str, ttl_s: int) -> str | None:
         """See :meth:`SharedState.acquire_round_lock`."""
-        key = self._lock_key(project)
-        if self.client.set(key, holder, nx=True, ex=ttl_s):
-            return None
-        current = self.client.get(key)
-        if current is None:  # expired between the two calls: try once more
-            return None if self.client.set(key, holder, nx=True, ex=ttl_s) else "unknown"
-        return _text(current)
+        return self.round_locks.acquire(project, holder, ttl_s)
 
     def replace_round_lock(self, project: int, expected: str, holder: str, ttl_s: int) -> bool:
         """See :meth:`SharedState.replace_round_lock`."""
-        return bool(self.client.eval(_CAS_LUA, 1, self._lock_key(project), expected, holder, ttl_s))
+        return self.round_locks.replace(project, expected, holder, ttl_s)
 
     def release_round_lock(self, project: int, holder: str) -> bool:
         """See :meth:`SharedState.release_round_lock`."""
-        return bool(self.client.eval(_RELEASE_LUA, 1, self._lock_key(project), holder))
+        return self.round_locks.release(project, holder)
 
     def add_stats(self, counts: Mapping[str, int]) -> None:
         """See :meth:`SharedState.add_stats`."""

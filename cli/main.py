@@ -11,8 +11,11 @@ import logging
 import typer
 
 from cli import evaluate as _evaluate
+from cli import models as _models
 from cli import preannotate as _preannotate
+from cli import rounds as _rounds
 from cli import serve as _serve
+from cli import simulate as _simulate
 from cli import tagging as _tagging
 from cli import worker as _worker
 
@@ -45,6 +48,10 @@ app.command("demo")(_tagging.demo)
 app.command("worker")(_worker.worker)
 app.command("serve")(_serve.serve)
 app.command("preannotate")(_preannotate.preannotate)
+app.add_typer(_rounds.round_app, name="round")
+app.command("beat")(_rounds.beat)
+app.add_typer(_models.models_app, name="models")
+app.add_typer(_simulate.simulate_app, name="simulate")
 
 
 def main() -> None:

@@ -17,18 +17,31 @@ from typing import Any
 
 from celery import Celery
 
-from workers.contracts import EMBED, PREDICT, QUEUE_PREDICT, QUEUE_TRAIN, SCORE_POOL, TRAIN_ROUND
+from workers.contracts import (
+    CHECK_ROUNDS,
+    EMBED,
+    PREDICT,
+    QUEUE_PREDICT,
+    QUEUE_TRAIN,
+    SCHEDULED_ROUNDS,
+    SCORE_POOL,
+    TRAIN_ROUND,
+)
+from workers.schedule import beat_schedule
 from workers.settings import Settings, get_settings
 
 __all__ = ["DEFAULT_INCLUDE", "make_celery", "settings_of"]
 
 logger = logging.getLogger(__name__)
 
-# What a worker imports: the GPU tasks. The backend adds its own light publishing task module.
-DEFAULT_INCLUDE: tuple[str, ...] = ("workers.tasks",)
+# What a worker imports: the GPU tasks, the round task and the light beat tasks. The backend adds
+# its own light publishing task module.
+DEFAULT_INCLUDE: tuple[str, ...] = ("workers.tasks", "workers.rounds", "workers.beat")
 # Short GPU-bound tasks share the `predict` queue; rounds take hours and get their own queue so
 # that a training worker never blocks interactive predictions (Celery optimizing.rst).
 _PREDICT_TASKS = (PREDICT, EMBED, SCORE_POOL)
+# The beat's checks take milliseconds: the predict queue serves them without waiting behind a round.
+_CHECK_TASKS = (CHECK_ROUNDS, SCHEDULED_ROUNDS)
 _TRAIN_TASKS = (TRAIN_ROUND,)
 _SETTINGS_ATTR = "assistant_settings"
 
@@ -84,6 +97,7 @@ def _config(settings: Settings) -> dict[str, Any]:
         "task_routes": {
             **{name: {"queue": QUEUE_PREDICT} for name in _PREDICT_TASKS},
             **{name: {"queue": QUEUE_TRAIN} for name in _TRAIN_TASKS},
+            **{name: {"queue": QUEUE_PREDICT} for name in _CHECK_TASKS},
         },
         # Acknowledge after the task ran, and requeue when its process dies (OOM killer, a lost
         # GPU): our tasks are idempotent, so running one twice is safe while losing one is not.
@@ -107,4 +121,6 @@ def _config(settings: Settings) -> dict[str, Any]:
         "broker_connection_max_retries": None,
         "broker_transport_options": transport,
         "result_backend_transport_options": result_transport,
+        # Automatic rounds (workers/beat.py), run by `assistant beat`.
+        "beat_schedule": beat_schedule(settings),
     }

@@ -20,10 +20,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
+    "CHECK_ROUNDS",
     "EMBED",
     "PREDICT",
     "QUEUE_PREDICT",
     "QUEUE_TRAIN",
+    "SCHEDULED_ROUNDS",
     "SCORE_POOL",
     "TRAIN_ROUND",
     "EmbedRequest",
@@ -47,6 +49,9 @@ PREDICT = "assistant.predict"
 EMBED = "assistant.embed"
 SCORE_POOL = "assistant.score_pool"
 TRAIN_ROUND = "assistant.train_round"
+# Light periodic tasks sent by Celery beat: queue rounds on the correction threshold / the schedule.
+CHECK_ROUNDS = "assistant.check_rounds"
+SCHEDULED_ROUNDS = "assistant.scheduled_rounds"
 
 # A GPU box consumes both queues; a CPU box can consume `predict` only.
 QUEUE_PREDICT = "predict"
@@ -239,19 +244,35 @@ class RoundRequest(_Message):
 
     Attributes:
         trigger: What asked for the round (for the round report and the decision log).
-        stages: Which training stages to run (``stage1`` image side, ``stage2`` prompt tuning).
+        stages: Which training stages to run (``stage1`` image side, ``stage2`` prompt tuning);
+            empty: the worker's ``ASSISTANT_ROUND_STAGES`` (both by default).
         promote: Promote the candidate when it wins; False only evaluates it.
     """
 
     project: int
     trigger: Literal["manual", "threshold", "schedule", "start_training", "agent"] = "manual"
-    stages: list[Literal["stage1", "stage2"]] = Field(default_factory=lambda: ["stage1", "stage2"])  # type: ignore[arg-type]
+    stages: list[Literal["stage1", "stage2"]] = Field(default_factory=list)
     promote: bool = True
     request_id: str | None = None
 
 
 class RoundResult(_Message):
-    """The answer to a :class:`RoundRequest`."""
+    """The answer to a :class:`RoundRequest`.
+
+    Attributes:
+        project: The project.
+        round_id: The round (``r0007``); empty when the round did not start (``busy``).
+        candidate_version: The registered candidate, when one was trained.
+        current_version: The version serving the project after the round.
+        promoted: Whether the candidate became current.
+        reason: The decision or why nothing was trained, for people.
+        metrics: The candidate's held-out metrics (``mAP``, ``mAP_seen``, ``mAP_novel``,
+            ``F1@3`` ... in percent) and ``current_mAP``/``delta_mAP``.
+        report_path: The round report (``report.md``), when one was written.
+        status: ``promoted``, ``kept`` (trained, not promoted), ``skipped`` (too few
+            annotations) or ``busy`` (another round holds the project's lock).
+        counts: Sizes: images per split, new corrections since the last round, fetch failures.
+    """
 
     project: int
     round_id: str
@@ -261,3 +282,5 @@ class RoundResult(_Message):
     reason: str
     metrics: dict[str, float] = Field(default_factory=dict)
     report_path: str | None = None
+    status: Literal["promoted", "kept", "skipped", "busy", ""] = ""
+    counts: dict[str, int] = Field(default_factory=dict)

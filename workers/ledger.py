@@ -417,6 +417,13 @@ class Ledger:
             rows = cur.fetchall()
         return [_entry(row) for row in rows]
 
+    def projects(self) -> list[int]:
+        """Every project with at least one row, ascending (the automatic rounds check each)."""
+        with self._store.cursor() as cur:
+            cur.execute(f"SELECT DISTINCT project FROM {self._prefix}corrections ORDER BY project")
+            rows = cur.fetchall()
+        return [int(row[0]) for row in rows]
+
     def last_round(self, project: int) -> RoundMark | None:
         """The project's most recent round mark, or None before its first round."""
         with self._store.cursor() as cur:

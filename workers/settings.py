@@ -137,6 +137,49 @@ class Settings(BaseSettings):
     # image takes 51 KB (50 tokens x 512 x float16), so 8 GiB holds ~160,000 images.
     feature_cache_max_bytes: int = Field(default=8 * 1024**3, ge=0)
 
+    # --- fine-tuning rounds (docs/rounds.md) ----------------------------------------------------------
+    # The corrections ledger the rounds read (the backend writes it): None is SQLite at
+    # <home>/ledger.sqlite3; else sqlite:////abs/path.db or postgresql://... (same as the backend's).
+    ledger_url: str | None = None
+    ledger_table_prefix: str = "assistant_"
+    # New corrections (ledger rows since the project's last round) that queue a round
+    # automatically; 0 never does. Checked by the beat every round_check_interval_s (0: no check).
+    round_threshold: int = Field(default=50, ge=0)
+    round_check_interval_s: int = Field(default=60, ge=0)
+    # Scheduled rounds, as a 5-field cron line "minute hour day-of-month month day-of-week" in UTC
+    # (e.g. "0 3 * * *": every night at 03:00), for every project with at least
+    # round_schedule_min_new new corrections; empty: no scheduled rounds.
+    round_schedule: str = ""
+    round_schedule_min_new: int = Field(default=1, ge=0)
+    # A running round's lock expires this long after its holder's last heartbeat (renewed every
+    # third of it): a killed round blocks the next one for at most this long.
+    round_lock_heartbeat_s: float = Field(default=60.0, gt=0)
+    # How long a queued round's lock lasts before a train worker takes it up (the backend's
+    # START_TRAINING uses its own round_lock_ttl_s for the same purpose).
+    round_queue_ttl_s: int = Field(default=6 * 3600, ge=60)
+    # What a round trains: "stage1" (image side) and/or "stage2" (prompt tuning), and for how long.
+    round_stages: list[Literal["stage1", "stage2"]] = Field(default_factory=lambda: ["stage1", "stage2"])  # type: ignore[arg-type]
+    round_stage1_epochs: int = Field(default=8, ge=1)
+    round_stage2_epochs: int = Field(default=4, ge=1)
+    round_batch_size: int = Field(default=32, ge=1)
+    round_lr: float = Field(default=1e-3, gt=0)
+    round_distill_weight: float = Field(default=0.3, ge=0)
+    # Optimiser steps per stage at most (0: no cap): a time budget for CPU deployments and tests.
+    round_max_steps: int = Field(default=0, ge=0)
+    # Held-out mAP points a candidate may lose and still be promoted.
+    round_tolerance: float = Field(default=0.5, ge=0)
+    # Shares of annotated tasks held out for evaluation and used for epoch selection (fixed per
+    # task by a hash: never change them on a live project, or images move between sides).
+    round_heldout_fraction: float = Field(default=0.2, gt=0, lt=1)
+    round_val_fraction: float = Field(default=0.1, ge=0, lt=1)
+    # A label the model in service has not trained on joins training with this many positives
+    # and negatives among the training annotations.
+    round_min_label_positives: int = Field(default=5, ge=1)
+    round_min_label_negatives: int = Field(default=5, ge=1)
+    # Fewer usable training / held-out images skip the round (nothing is trained).
+    round_min_train_images: int = Field(default=16, ge=1)
+    round_min_heldout_images: int = Field(default=10, ge=1)
+
     @computed_field  # type: ignore[prop-decorator]
     @property
     def feature_cache_dir(self) -> Path:

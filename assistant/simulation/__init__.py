@@ -1,0 +1,40 @@
+"""Offline simulation of a labeling project on the benchmark world (no Label Studio, no workers).
+
+A simulated annotator corrects the model's pre-annotations from the world's ground truth, round
+after round, and :func:`assistant.rounds.run_round` fine-tunes and promotes exactly as the
+production rounds do. The selector hook (:data:`Selector`) is where active-learning strategies
+plug in; the state it sees (:class:`SimulationState`) is what an agent would see.
+
+- :mod:`~assistant.simulation.annotator`: world images with complete labels; the annotator.
+- :mod:`~assistant.simulation.loop`: the round loop, its table and its plot.
+"""
+
+from __future__ import annotations
+
+from assistant.simulation.annotator import LabeledImages, SimulatedAnnotator, render_labeled
+from assistant.simulation.loop import (
+    RoundRow,
+    Selector,
+    SimulationConfig,
+    SimulationProgress,
+    SimulationResult,
+    SimulationState,
+    next_unlabeled,
+    plot_simulation,
+    simulate_rounds,
+)
+
+__all__ = [
+    "LabeledImages",
+    "RoundRow",
+    "Selector",
+    "SimulatedAnnotator",
+    "SimulationConfig",
+    "SimulationProgress",
+    "SimulationResult",
+    "SimulationState",
+    "next_unlabeled",
+    "plot_simulation",
+    "render_labeled",
+    "simulate_rounds",
+]

@@ -1,0 +1,115 @@
+"""A simulated annotator on the benchmark world: corrects pre-annotations from the ground truth.
+
+The world (``assistant.world``) knows every image's labels, so an annotator can be played
+exactly: shown an image with the model's pre-annotated tags and the project's current options,
+it ticks the true ones and removes the wrong ones. What it did becomes an
+:class:`~assistant.corrections.AnnotatedImage`, the same record the Label Studio rounds build, so
+the round core sees simulated and real corrections alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from assistant.corrections import AnnotatedImage
+from assistant.world.config import Stream, WorldConfig
+from assistant.world.scenes import SceneGenerator
+from assistant.world.vocabulary import Vocabulary, default_vocabulary
+
+__all__ = ["LabeledImages", "SimulatedAnnotator", "render_labeled"]
+
+
+@dataclass(frozen=True)
+class LabeledImages:
+    """World images with their complete ground truth.
+
+    Attributes:
+        images: ``(N, S, S, 3)`` uint8 RGB.
+        truth: ``(N, L)`` bool over ``names``.
+        names: The world's label names (columns of ``truth``).
+        stream: The world stream they come from.
+    """
+
+    images: NDArray[np.uint8]
+    truth: NDArray[np.bool_]
+    names: tuple[str, ...]
+    stream: int
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def targets(self, labels: Sequence[str]) -> NDArray[np.int8]:
+        """Complete +1/-1 targets over ``labels`` (every label must be a world label)."""
+        index = {n: i for i, n in enumerate(self.names)}
+        cols = [index[n] for n in labels]
+        return np.where(self.truth[:, cols], 1, -1).astype(np.int8)
+
+
+def render_labeled(
+    stream: Stream,
+    count: int,
+    world: WorldConfig | None = None,
+    vocab: Vocabulary | None = None,
+    *,
+    first: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> LabeledImages:
+    """Images ``first .. first + count - 1`` of a world stream with complete labels.
+
+    Unlike the benchmark's ``train`` split (whose unseen labels are 0), every label is known here:
+    the simulated annotator must be able to tag labels the project adds later.
+    """
+    world = world or WorldConfig()
+    vocab = vocab or default_vocabulary()
+    generator = SceneGenerator(world.scene)
+    size = world.scene.image_size
+    images = np.empty((count, size, size, 3), dtype=np.uint8)
+    truth = np.zeros((count, len(vocab)), dtype=bool)
+    for i in range(count):
+        # The same image as assistant.world.dataset.generate_split's image i of the stream.
+        scene = generator.scene(world.seed, int(stream), first + i)
+        images[i] = scene.image
+        truth[i] = vocab.multi_hot(scene.labels) > 0
+        if progress is not None and ((i + 1) % 256 == 0 or i + 1 == count):
+            progress(i + 1, count)
+    return LabeledImages(images, truth, vocab.names, int(stream))
+
+
+class SimulatedAnnotator:
+    """Corrects pre-annotations from the ground truth.
+
+    Args:
+        pool: The images it annotates, with their truth.
+        miss_rate: Probability of leaving a true tag unticked (0: a perfect annotator).
+        seed: Seed of the misses.
+    """
+
+    def __init__(self, pool: LabeledImages, *, miss_rate: float = 0.0, seed: int = 0) -> None:
+        self.pool = pool
+        self.miss_rate = miss_rate
+        self._rng = np.random.default_rng(seed)
+        self._index = {n: i for i, n in enumerate(pool.names)}
+
+    def annotate(self, index: int, options: Sequence[str], predicted: Sequence[str]) -> AnnotatedImage:
+        """Annotate pool image ``index`` shown with ``options`` and the pre-annotated ``predicted`` tags.
+
+        Returns:
+            Positives: the true options (minus misses); hard negatives: predicted tags it removed;
+            ``shown``: the options.
+        """
+        truth = self.pool.truth[index]
+        positives = {n for n in options if truth[self._index[n]]}
+        if self.miss_rate > 0:
+            positives = {n for n in positives if self._rng.random() >= self.miss_rate}
+        removed = {n for n in predicted if n not in positives}
+        return AnnotatedImage(
+            key=str(index),
+            item=f"world:{self.pool.stream}:{index}",
+            positives=frozenset(positives),
+            hard_negatives=frozenset(removed),
+            shown=frozenset(options),
+        )

@@ -1,0 +1,202 @@
+"""A project's round end to end without services: a fake Label Studio, in-memory locks, the real registry and ledger."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from tests.helpers import colour_world
+from workers.contracts import RoundRequest, RoundResult
+from workers.ledger import LedgerEvent, open_ledger
+from workers.registry import Registry
+from workers.rounds import RoundPaths, round_config, round_history, run_project_round
+
+LABELS = [f"tag{c}" for c in range(6)]
+CONFIG = (
+    '<View><Image name="image" value="$image"/><Choices name="tags" toName="image" choice="multiple">'
+    + "".join(f'<Choice value="{n}"/>' for n in LABELS)
+    + "</Choices></View>"
+)
+
+
+class FakeSource:
+    """Label Studio as a round sees it: a config, an export and the predictions."""
+
+    def __init__(self, tasks: list[dict[str, Any]], predictions: dict[int, dict[str, Any]]) -> None:
+        self.tasks, self.preds, self.exports = tasks, predictions, 0
+
+    def label_config(self, project: int) -> str:
+        return CONFIG
+
+    def export(self, project: int) -> list[dict[str, Any]]:
+        self.exports += 1
+        return self.tasks
+
+    def predictions(self, project: int) -> dict[int, dict[str, Any]]:
+        return self.preds
+
+
+class MemoryLocks:
+    """The RoundLocks operations a round uses, in memory."""
+
+    def __init__(self) -> None:
+        self.held: dict[int, str] = {}
+        self.lock = threading.Lock()
+
+    def claim(self, project: int, holder: str, ttl_s: float) -> str | None:
+        with self.lock:
+            current = self.held.setdefault(project, holder)
+            return None if current == holder else current
+
+    def renew(self, project: int, holder: str, ttl_s: float) -> bool:
+        return self.held.get(project) == holder
+
+    def release(self, project: int, holder: str) -> bool:
+        with self.lock:
+            if self.held.get(project) != holder:
+                return False
+            del self.held[project]
+            return True
+
+
+def _project(tmp_path: Path, n: int) -> FakeSource:
+    images, targets = colour_world(n, len(LABELS), seed=5)
+    tasks, preds = [], {}
+    for i in range(n):
+        path = tmp_path / "ls-images" / f"{i:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(images[i]).save(path)
+        chosen = [LABELS[c] for c in range(len(LABELS)) if targets[i, c] > 0]
+        item = {"from_name": "tags", "to_name": "image", "type": "choices", "value": {"choices": chosen}}
+        wrong = {"from_name": "tags", "to_name": "image", "type": "choices", "value": {"choices": ["tag0", "tag1"]}}
+        preds[1000 + i] = {"id": 1000 + i, "result": [wrong]}
+        annotation = {
+            "id": 500 + i,
+            "result": [item],
+            "parent_prediction": 1000 + i,
+            "updated_at": "2026-01-01T00:00:00Z",
+        }
+        tasks.append({"id": i + 1, "data": {"image": str(path)}, "annotations": [annotation]})
+    return FakeSource(tasks, preds)
+
+
+@pytest.fixture
+def round_settings(settings, tmp_path: Path):
+    return settings.model_copy(
+        update={
+            "media_local_roots": [tmp_path / "ls-images"],
+            "round_stage1_epochs": 2,
+            "round_stage2_epochs": 1,
+            "round_batch_size": 16,
+            "round_min_label_positives": 2,
+            "round_min_label_negatives": 2,
+            "round_min_train_images": 4,
+            "round_min_heldout_images": 4,
+            "round_heldout_fraction": 0.3,
+        }
+    )
+
+
+def _run(settings, source, locks=None, **request: Any) -> RoundResult:
+    return run_project_round(
+        settings,
+        RoundRequest(project=3, **request),
+        holder="test-holder",
+        locks=locks or MemoryLocks(),
+        source=source,
+    )
+
+
+def test_a_round_registers_a_candidate_with_lineage_reports_and_records_it(round_settings, tmp_path: Path) -> None:
+    ledger = open_ledger(None, home=round_settings.home)
+    ledger.append([LedgerEvent.annotation("ANNOTATION_CREATED", project=3, annotation_id=i, task=i) for i in range(7)])
+    phases: set[str] = set()
+    source = _project(tmp_path, 40)
+    result = run_project_round(
+        round_settings,
+        RoundRequest(project=3, trigger="threshold"),
+        holder="h",
+        locks=MemoryLocks(),
+        source=source,
+        progress=lambda phase, done, total: phases.add(phase),
+    )
+    registry = Registry(round_settings.models_dir, round_settings.base_model)
+    assert result.status in ("promoted", "kept") and result.round_id == "r0001"
+    assert phases >= {"export", "images", "stage1", "stage2", "evaluate", "save"}
+    record = registry.get(result.candidate_version or "")
+    assert record.version == "mkt-p3-r0001" and record.parent == "tiny-v1" and record.project == "3"
+    assert record.round_id == "r0001" and record.manifest_hash and "mAP" in record.metrics
+    assert registry.current(3).version == (record.version if result.promoted else "tiny-v1")
+    assert result.counts["new_corrections"] == 7 and result.counts["heldout_images"] >= 4
+    report = Path(result.report_path or "")
+    assert report.is_file() and (report.parent / "per_label_ap.png").is_file()
+    assert ledger.last_round(3) is not None and ledger.count_since_last_round(3) == 0
+    (entry,) = round_history(round_settings.models_dir, 3)
+    assert entry["round_id"] == "r0001" and entry["trigger"] == "threshold" and entry["status"] == result.status
+    assert not any(RoundPaths(round_settings.models_dir, 3).staging.iterdir())  # nothing left staged
+    # The second round is r0002, trained from whatever serves now, and downloads nothing again.
+    second = _run(round_settings, source, stages=["stage2"])
+    assert second.round_id == "r0002" and second.counts["images_reused"] == 40
+    assert registry.get(second.candidate_version or "").parent == result.current_version
+    ledger.close()
+
+
+def test_a_round_held_by_another_holder_answers_busy(round_settings, tmp_path: Path) -> None:
+    locks = MemoryLocks()
+    locks.claim(3, "someone-else", 60)
+    source = _project(tmp_path, 8)
+    result = _run(round_settings, source, locks)
+    assert result.status == "busy" and "someone-else" in result.reason and source.exports == 0
+
+
+def test_too_few_annotations_skip_the_round_but_record_it(round_settings, tmp_path: Path) -> None:
+    result = _run(round_settings, _project(tmp_path, 6))
+    assert result.status == "skipped" and not result.promoted and result.candidate_version is None
+    assert "annotate more" in result.reason.lower()
+    assert Registry(round_settings.models_dir, round_settings.base_model).list_versions() == []
+    assert round_history(round_settings.models_dir, 3)[0]["status"] == "skipped"
+
+
+def test_a_crash_mid_round_leaves_the_version_in_service_and_the_next_round_starts_clean(
+    round_settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import workers.rounds as rounds
+
+    locks = MemoryLocks()
+    paths = RoundPaths(round_settings.models_dir, 3)
+    left_over = paths.staging / "r0001-deadbeef"
+    left_over.mkdir(parents=True)
+    (left_over / "model.safetensors").write_bytes(b"half")
+    (paths.reports / ".tmp-r0001.x").mkdir(parents=True)
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt("killed mid-training")
+
+    monkeypatch.setattr(rounds, "run_round", boom)
+    with pytest.raises(KeyboardInterrupt):
+        _run(round_settings, _project(tmp_path, 40), locks)
+    registry = Registry(round_settings.models_dir, round_settings.base_model)
+    assert registry.current(3).version == "tiny-v1" and registry.list_versions() == []
+    assert locks.held == {}  # released on the way out (a SIGKILL lets it expire instead)
+    assert not left_over.exists() and not list(paths.reports.glob(".tmp-*"))  # a dead round's leftovers
+    monkeypatch.undo()
+    result = _run(round_settings, _project(tmp_path, 40), locks)
+    assert result.round_id == "r0001" and result.candidate_version == "mkt-p3-r0001"
+
+
+def test_no_promote_only_evaluates(round_settings, tmp_path: Path) -> None:
+    result = _run(round_settings, _project(tmp_path, 40), promote=False)
+    assert not result.promoted and result.status == "kept" and result.current_version == "tiny-v1"
+    summary = json.loads((Path(result.report_path or "").parent / "round.json").read_text())
+    assert summary["context"]["model in service after"] == "tiny-v1"
+
+
+def test_the_round_config_follows_the_settings(round_settings) -> None:
+    cfg = round_config(round_settings.model_copy(update={"round_tolerance": 1.5, "round_max_steps": 7}), ["stage2"])
+    assert cfg.stages == ("stage2",) and cfg.tolerance == 1.5 and cfg.stage2.max_steps == 7
+    assert round_config(round_settings).stages == ("stage1", "stage2")
