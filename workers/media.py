@@ -84,7 +84,8 @@ class _Local:
 
 @dataclass(frozen=True)
 class _Remote:
-    # Tried in order; the next one only when the previous answered 404.
+    # Tried in order; the next one only when the previous answered 404, or 400 (LS 1.23 answers
+    # /storage-data/uploaded/ with 400 when uploads are not served through nginx).
     urls: tuple[str, ...]
     immutable: bool = False
     identity: str | None = None
@@ -241,7 +242,7 @@ class MediaFetcher:
             try:
                 return self._download(url)
             except MediaError as exc:
-                if exc.reason != "not_found" or i == len(target.urls) - 1:
+                if exc.reason not in ("not_found", "bad_url") or i == len(target.urls) - 1:
                     raise
         raise AssertionError("unreachable: a remote target has at least one URL")
 

@@ -48,13 +48,15 @@ def _reason(fetcher: MediaFetcher, url: str, task_id: int | None = None) -> str:
     return info.value.reason
 
 
-def test_upload_through_ls_with_legacy_token_and_fallback(tmp_path: Path) -> None:
+@pytest.mark.parametrize("storage_status", [404, 400])
+def test_upload_through_ls_with_legacy_token_and_fallback(tmp_path: Path, storage_status: int) -> None:
+    # LS 1.23 answers /storage-data/uploaded/ with 400 when uploads are not served by nginx.
     seen: list[tuple[str, str | None]] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append((str(request.url), request.headers.get("authorization")))
         if request.url.path == "/storage-data/uploaded/":
-            return httpx.Response(404)
+            return httpx.Response(storage_status)
         if request.url.raw_path == b"/data/upload/3/a%20b.png":
             return httpx.Response(200, content=PNG)
         return httpx.Response(500)
