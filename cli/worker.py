@@ -96,7 +96,7 @@ def worker(
 
     from celery.signals import setup_logging
 
-    from workers.celery_app import make_celery
+    from workers.celery_app import DEFAULT_INCLUDE, make_celery
     from workers.settings import get_settings
 
     settings = get_settings()
@@ -110,7 +110,9 @@ def worker(
 
     # Logging is configured above; a receiver on this signal stops Celery from replacing it.
     setup_logging.connect(_keep_logging, weak=False)
-    app = make_celery(settings)
+    # The CLI is the composition root: it adds the backend's light publish task (converts a
+    # finished prediction and posts it to Label Studio), which `workers` may not import itself.
+    app = make_celery(settings, include=(*DEFAULT_INCLUDE, "backends.tasks"))
     argv = ["worker", f"--queues={','.join(chosen)}", f"--pool={pool.value}", f"--concurrency={concurrency}"]
     argv.append(f"--loglevel={loglevel.upper()}")
     if hostname:

@@ -102,23 +102,8 @@ class Process:
 
 
 def _worker_command() -> list[str]:
-    """``assistant worker`` when its app includes the publish task, else the same app with it added."""
-    from workers.celery_app import DEFAULT_INCLUDE
-
-    if "backends.tasks" in DEFAULT_INCLUDE:
-        return [sys.executable, "-c", "from cli.main import main; main()", "worker", "-Q", "predict", "-n", "e2e@%h"]
-    # The worker command does not include backends.tasks yet: build its app with the module added.
-    code = (
-        "from celery.signals import setup_logging; import logging, sys\n"
-        "logging.basicConfig(level='INFO', stream=sys.stderr, force=True)\n"
-        "setup_logging.connect(lambda **_: None, weak=False)\n"
-        "from workers.celery_app import DEFAULT_INCLUDE, make_celery\n"
-        "from workers.settings import get_settings\n"
-        "app = make_celery(get_settings(), include=[*DEFAULT_INCLUDE, 'backends.tasks'])\n"
-        "app.worker_main(['worker', '--queues=predict', '--pool=solo', '--concurrency=1', '--loglevel=INFO',"
-        " '--hostname=e2e@%h'])\n"
-    )
-    return [sys.executable, "-c", code]
+    """The real ``assistant worker`` command (its app includes the backend's publish task)."""
+    return [sys.executable, "-c", "from cli.main import main; main()", "worker", "-Q", "predict", "-n", "e2e@%h"]
 
 
 def _save_base_model(directory: Path) -> Path:
