@@ -28,7 +28,8 @@ from typing import Any
 
 from assistant.errors import DataError
 from assistant.plots import plot_per_label_ap, plot_pr_curves
-from assistant.rounds import Evaluation, RoundOutcome
+from assistant.round_eval import Evaluation
+from assistant.rounds import RoundOutcome
 
 __all__ = ["REPORT_FILE", "clean_stale_reports", "write_round_report"]
 

@@ -12,14 +12,10 @@ The round (mkt-method.md §5, §8; issue "Learning from corrections"):
    model) and/or stage 2 (prompt tuning on frozen image features, which a ``features_fn`` may
    serve from a cache: the image side does not change in stage 2). Epochs are selected on the
    validation split carved from the training annotations (never the held-out split).
-3. **Evaluation** on the held-out split, which is never trained on, for both models with the
-   same protocol: raw ``cosine``-mode scores (the vocabulary-independent score that is served,
-   calibrated per label) for the per-label AP; mAP is the mean over the labels with at least one
-   positive and one negative held-out answer (a label without both has no AP; the MKT protocol's
-   AP of 0 would only dilute both models alike). ``mAP_seen``/``mAP_novel`` split those labels
-   by the *current* model's seen set. F1@K is micro top-K over the whole vocabulary on calibrated
-   probabilities, **cross-fitted** (2 folds: each half is scored by a calibrator fitted on the
-   other half), so that a calibrator never grades its own fitting data.
+3. **Evaluation** of both models on the held-out split, which is never trained on, with the
+   same protocol (``assistant.round_eval``): mAP over the labels with held-out positives and
+   negatives on the served cosine scores, split seen/novel by the current model's seen set, and
+   F1@K on cross-fitted calibrated probabilities.
 4. **Decision**: promote when the candidate's held-out mAP is not below the current model's by
    more than ``tolerance`` points. The candidate's own calibrator is then fitted on the whole
    held-out split.
@@ -49,16 +45,14 @@ from assistant.config import Stage1Config, Stage2Config, to_dict
 from assistant.corrections import counts
 from assistant.data import manifest_hash
 from assistant.errors import ConfigError, DataError
-from assistant.evaluate import evaluate, per_label_ap
-from assistant.inference import Tagger
+from assistant.evaluate import per_label_ap
 from assistant.labels import LabelSet
 from assistant.model import MKTModel
+from assistant.round_eval import Decision, Evaluation, decide, evaluable_labels, evaluate_model
 from assistant.train import TrainHistory, dataset_targets, encode_dataset, train_stage1, train_stage2
 
 __all__ = [
     "Candidate",
-    "Decision",
-    "Evaluation",
     "FeatureFn",
     "InsufficientDataError",
     "RoundConfig",
@@ -69,10 +63,6 @@ __all__ = [
     "Stage",
     "TargetColumns",
     "choose_training_labels",
-    "cross_fitted_probabilities",
-    "decide",
-    "evaluate_model",
-    "heldout_metrics",
     "run_round",
     "train_candidate",
 ]
@@ -206,41 +196,6 @@ class RoundData:
             "heldout_images": len(self.heldout),
             "vocabulary": len(self.labels),
         }
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """One model on the held-out split.
-
-    Attributes:
-        version: The model's version.
-        metrics: ``mAP``, ``mAP_seen``, ``mAP_novel`` (absent when no such label is evaluable),
-            ``F1@K``/``P@K``/``R@K`` in percent, and counts (``labels_evaluated``, ``images``).
-        per_label_ap: AP (fraction) of every evaluable label.
-        raw_scores: ``(N, C)`` cosine-mode scores over the vocabulary.
-        probabilities: ``(N, C)`` cross-fitted calibrated probabilities.
-    """
-
-    version: str
-    metrics: dict[str, float]
-    per_label_ap: dict[str, float]
-    raw_scores: NDArray[np.float64]
-    probabilities: NDArray[np.float64]
-
-
-@dataclass(frozen=True)
-class Decision:
-    """Promote or keep, and why.
-
-    Attributes:
-        promote: Whether the candidate should replace the current model.
-        reason: One sentence for the logs and the report.
-        delta: Candidate minus current held-out mAP, in points (NaN when not comparable).
-    """
-
-    promote: bool
-    reason: str
-    delta: float
 
 
 @dataclass
@@ -382,17 +337,12 @@ def _trainable_images(targets: NDArray[Any]) -> int:
     return int(((targets > 0).any(axis=1) & (targets < 0).any(axis=1)).sum())
 
 
-def _evaluable(targets: NDArray[Any]) -> NDArray[np.bool_]:
-    pos, neg = counts(targets)
-    return np.asarray((pos > 0) & (neg > 0))
-
-
 def _val_fn(split: RoundSplit | None, columns: list[int], names: list[str], cfg: RoundConfig) -> Any:
     """Held-out-style mAP on the validation split over the training labels, or None when too small."""
     if split is None or len(split) < cfg.min_val_images:
         return None
     view = TargetColumns(split.data, columns)
-    evaluable = _evaluable(view.targets)
+    evaluable = evaluable_labels(view.targets)
     if not evaluable.any():
         return None
 
@@ -455,6 +405,7 @@ def train_candidate(
             if progress is not None:
                 progress(_stage, step, total)
 
+        logger.info("%s: training on %d images over %d labels", stage, trainable, len(columns))
         if stage == "stage1":
             history = train_stage1(
                 model, view, train_labels, cfg.stage1, teacher=teacher, val_fn=val_fn, progress=report
@@ -493,118 +444,13 @@ def _encode(model: MKTModel, data: Dataset[Sample], items: Sequence[str]) -> tup
     return encode_dataset(model, data)
 
 
-# --------------------------------------------------------------------------------------------------
-# Evaluation and decision
-# --------------------------------------------------------------------------------------------------
-def cross_fitted_probabilities(
-    raw: NDArray[Any],
-    targets: NDArray[Any],
-    labels: Sequence[str],
-    *,
-    fallback: Calibrator,
-    config: FitConfig | None = None,
-    folds: int = 2,
-) -> NDArray[np.float64]:
-    """Calibrated probabilities where each row is scored by a calibrator fitted on the other folds.
-
-    Rows go to fold ``i % folds``. A fold whose complement is too small to fit uses ``fallback``.
-    """
-    raw = np.asarray(raw, dtype=np.float64)
-    out = np.empty_like(raw)
-    fold = np.arange(raw.shape[0]) % folds
-    for f in range(folds):
-        test = fold == f
-        if not test.any():
-            continue
-        try:
-            calibrator = Calibrator.fit(raw[~test], targets[~test], labels, config)
-        except DataError:
-            calibrator = fallback
-        out[test] = calibrator.apply(raw[test], labels)
-    return out
-
-
-def heldout_metrics(
-    raw: NDArray[Any],
-    probabilities: NDArray[Any],
-    targets: NDArray[Any],
-    labels: LabelSet,
-    seen: frozenset[str] | set[str],
-    ks: Sequence[int] = (3,),
-) -> tuple[dict[str, float], dict[str, float]]:
-    """The round metrics (see the module docstring, step 3) and the AP of every evaluable label."""
-    targets = np.asarray(targets)
-    evaluable = _evaluable(targets)
-    ap = per_label_ap(raw, targets)
-    seen_mask = labels.mask(seen)
-    metrics: dict[str, float] = {"images": float(targets.shape[0]), "labels_evaluated": float(evaluable.sum())}
-    for key, mask in (("mAP", np.ones_like(evaluable)), ("mAP_seen", seen_mask), ("mAP_novel", ~seen_mask)):
-        chosen = evaluable & mask
-        if chosen.any():
-            metrics[key] = 100.0 * float(ap[chosen].mean())
-    metrics["labels_seen_evaluated"] = float((evaluable & seen_mask).sum())
-    metrics["labels_novel_evaluated"] = float((evaluable & ~seen_mask).sum())
-    usable_ks = [k for k in ks if 1 <= k <= len(labels)]
-    if usable_ks:
-        top = evaluate(probabilities, targets, usable_ks)
-        metrics.update({k: v for k, v in top.items() if not k.startswith("mAP")})
-    per_label = {name: float(ap[j]) for j, name in enumerate(labels) if evaluable[j]}
-    return metrics, per_label
-
-
-def evaluate_model(
-    loaded: LoadedModel,
-    features: ImageFeatures,
-    targets: NDArray[Any],
-    labels: LabelSet,
-    seen: frozenset[str] | set[str],
-    cfg: RoundConfig,
-    *,
-    fallback: Calibrator | None = None,
-) -> Evaluation:
-    """Score held-out features with a model and compute the round metrics.
-
-    Args:
-        loaded: The model (its calibrator is the cross-fitting fallback unless ``fallback``).
-        features: Its held-out image features.
-        targets: The held-out targets over ``labels``.
-        labels: The vocabulary.
-        seen: The seen labels that split ``mAP_seen``/``mAP_novel`` (the current model's).
-        cfg: K values and calibration settings.
-        fallback: Calibrator for folds too small to fit.
-    """
-    tagger = Tagger(loaded, device=loaded.model.device, batch_size=cfg.eval_batch_size)
-    raw = np.asarray(tagger.raw_scores(features, list(labels)), dtype=np.float64)
-    probs = cross_fitted_probabilities(
-        raw,
-        np.asarray(targets),
-        list(labels),
-        fallback=fallback or loaded.calibrator,
-        config=cfg.calibration,
-        folds=cfg.calibration_folds,
-    )
-    metrics, per_label = heldout_metrics(raw, probs, targets, labels, seen, cfg.ks)
-    return Evaluation(loaded.model.version, metrics, per_label, raw, probs)
-
-
-def decide(current: Evaluation, candidate: Evaluation, tolerance: float) -> Decision:
-    """Promote when the candidate's held-out mAP is not lower than the current one's by more than ``tolerance``."""
-    if "mAP" not in current.metrics or "mAP" not in candidate.metrics:
-        return Decision(
-            False,
-            "no held-out label has both a positive and a negative answer, so the models cannot be compared",
-            float("nan"),
-        )
-    new, old = candidate.metrics["mAP"], current.metrics["mAP"]
-    delta = new - old
-    if delta >= -tolerance:
-        verdict = "better" if delta > 0 else "not worse beyond the tolerance"
-        return Decision(True, f"held-out mAP {new:.2f} vs {old:.2f} ({delta:+.2f}): {verdict}", delta)
-    return Decision(
-        False,
-        f"held-out mAP {new:.2f} vs {old:.2f} ({delta:+.2f}): lower by more than the tolerance of {tolerance:g}",
-        delta,
-    )
+def _eval_args(cfg: RoundConfig) -> dict[str, Any]:
+    return {
+        "ks": cfg.ks,
+        "calibration": cfg.calibration,
+        "folds": cfg.calibration_folds,
+        "batch_size": cfg.eval_batch_size,
+    }
 
 
 def run_round(
@@ -644,7 +490,7 @@ def run_round(
     if progress is not None:
         progress("evaluate", 0, 2)
     current_feats, _ = encode_dataset(parent.model, data.heldout.data, cfg.eval_batch_size)
-    current = evaluate_model(parent, current_feats, targets, data.labels, seen, cfg)
+    current = evaluate_model(parent, current_feats, targets, data.labels, seen, **_eval_args(cfg))
     if progress is not None:
         progress("evaluate", 1, 2)
     model = candidate.loaded.model
@@ -652,7 +498,7 @@ def run_round(
     same_tower = "stage1" not in cfg.stages
     candidate_feats = current_feats if same_tower else encode_dataset(model, data.heldout.data, cfg.eval_batch_size)[0]
     evaluated = evaluate_model(
-        candidate.loaded, candidate_feats, targets, data.labels, seen, cfg, fallback=parent.calibrator
+        candidate.loaded, candidate_feats, targets, data.labels, seen, fallback=parent.calibrator, **_eval_args(cfg)
     )
     if progress is not None:
         progress("evaluate", 2, 2)

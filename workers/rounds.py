@@ -431,9 +431,8 @@ class _Round:
             promote, reason = False, f"{reason}; not promoted: the round lost its lock to another round"
         elif outcome.decision.promote and not self.request.promote:
             reason = f"{reason}; not promoted: the request asked for evaluation only"
-        if promote:
-            self.registry.promote(self.project, record.version)
-        serving = self.registry.current(self.project).version
+        # The report is written before the pointer moves, so it exists once the version serves.
+        serving = record.version if promote else current.version
         report = write_round_report(
             outcome,
             self.paths.reports / round_id,
@@ -450,6 +449,8 @@ class _Round:
                 "images that could not be fetched": self.counts.get("images_failed"),
             },
         )
+        if promote:
+            self.registry.promote(self.project, record.version)
         self.report("save", 2, 3)
         result = _result(
             self.project,

@@ -16,16 +16,14 @@ from assistant.corrections import AnnotatedImage, assign_split, correction_targe
 from assistant.data import ArrayImageDataset
 from assistant.errors import ConfigError
 from assistant.labels import LabelSet
+from assistant.round_eval import Evaluation, cross_fitted_probabilities, decide
 from assistant.round_report import write_round_report
 from assistant.rounds import (
-    Evaluation,
     InsufficientDataError,
     RoundConfig,
     RoundData,
     RoundSplit,
     choose_training_labels,
-    cross_fitted_probabilities,
-    decide,
     run_round,
 )
 from tests.helpers import colour_world

@@ -93,3 +93,80 @@ def test_the_threshold_check_queues_due_projects_once(queued) -> None:
     assert set(outcome) == {"4"} and outcome["4"]["status"] == "queued" and outcome["4"]["new"] == 3
     assert check()["4"]["status"] == "already_queued"
     assert locks.holder(5) is None
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_assistant_beat_and_a_worker_queue_a_round_once_the_threshold_is_reached(tmp_path: Path) -> None:
+    """`assistant beat` sends the check every second; a predict worker runs it and queues the round."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO_ROOT
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"Redis is not reachable at {REDIS_URL}: {exc}")
+    prefix = f"assistant-test-{uuid.uuid4().hex[:10]}:"
+    home = tmp_path / "home"
+    ledger = open_ledger(None, home=home)
+    ledger.append(_events(21, 4))
+    ledger.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ASSISTANT_", "LABEL_STUDIO_"))}
+    env.update(
+        {
+            "ASSISTANT_HOME": str(home),
+            "ASSISTANT_BROKER_URL": REDIS_URL,
+            "ASSISTANT_REDIS_KEY_PREFIX": prefix,
+            "ASSISTANT_ROUND_THRESHOLD": "3",
+            "ASSISTANT_ROUND_CHECK_INTERVAL_S": "1",
+            "HF_HUB_OFFLINE": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    entry = [sys.executable, "-c", "from cli.main import main; main()"]
+    procs = []
+    try:
+        for name, args in (("beat", ["beat"]), ("worker", ["worker", "-Q", "predict", "-n", "beat-test@%h"])):
+            with open(tmp_path / f"{name}.log", "wb") as log:
+                procs.append(
+                    subprocess.Popen(
+                        entry + args,
+                        cwd=REPO_ROOT,
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
+        locks = RoundLocks(client, prefix)
+        deadline = time.monotonic() + 120
+        while locks.holder(21) is None:
+            assert time.monotonic() < deadline, (tmp_path / "beat.log").read_text() + (
+                tmp_path / "worker.log"
+            ).read_text()
+            assert all(p.poll() is None for p in procs), (tmp_path / "worker.log").read_text()[-3000:]
+            time.sleep(0.5)
+        holder = locks.holder(21)
+        # The round waits on the train queue (no train worker here); later checks find it queued.
+        time.sleep(3)
+        assert locks.holder(21) == holder
+        queued = list(client.scan_iter(match=f"{prefix}train*", count=100))
+        assert queued, "no message on the train queue"
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=20)
+        for key in client.scan_iter(match=f"{prefix}*", count=500):
+            client.delete(key)
+        client.close()
