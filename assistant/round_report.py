@@ -45,7 +45,9 @@ _METRIC_ROWS = ("mAP", "mAP_seen", "mAP_novel", "F1@3", "P@3", "R@3", "labels_ev
 def _fmt(value: float | None) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
-    return f"{value:.0f}" if float(value).is_integer() and abs(value) >= 1 else f"{value:.2f}"
+    if isinstance(value, int) or (float(value).is_integer() and abs(value) >= 1):
+        return f"{value:.0f}"
+    return f"{value:.2f}"
 
 
 def _metrics_table(current: Evaluation, candidate: Evaluation) -> list[str]:
@@ -73,7 +75,8 @@ def _label_table(outcome: RoundOutcome, limit: int = 40) -> list[str]:
         )
         old, new = before.get(name), after[name]
         change = "" if old is None else f"{100 * (new - old):+.1f}"
-        rows.append(f"| {name} | {kind} | {_fmt(None if old is None else 100 * old)} | {100 * new:.1f} | {change} |")
+        before_ap = "–" if old is None else f"{100 * old:.1f}"
+        rows.append(f"| {name} | {kind} | {before_ap} | {100 * new:.1f} | {change} |")
     if len(after) > limit:
         rows.append(f"\n({len(after) - limit} more labels in round.json and the figure.)")
     return rows
