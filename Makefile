@@ -20,7 +20,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test test-quick lint typecheck imports ls-venv bench clean
+.PHONY: help install demo test test-quick lint typecheck imports compose ls-venv bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -55,7 +55,10 @@ typecheck: $(STAMP)  ## mypy (strict)
 imports: $(STAMP)  ## import-linter contracts (import direction)
 	$(BIN)/lint-imports
 
-test: $(STAMP) $(LS_STAMP) lint typecheck imports  ## the whole suite: lint, types, import contracts, unit + integration tests
+compose: $(STAMP)  ## validate compose.yaml against the Compose Specification schema (offline, no Docker needed)
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
+
+test: $(STAMP) $(LS_STAMP) lint typecheck imports compose  ## the whole suite: lint, types, import contracts, compose schema, unit + integration tests
 	ASSISTANT_LS_VENV=$(abspath $(LS_VENV)) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-quick: $(STAMP)  ## the edit loop: unit tests only

@@ -54,6 +54,7 @@ from backends.state import RedisState, SharedState, redis_url_of
 from backends.webhook import WebhookHandler, WebhookReply
 from workers.celery_app import make_celery
 from workers.ledger import Ledger, open_ledger
+from workers.metrics import QueueDepths, broker_redis, queue_depths
 from workers.registry import Registry
 
 __all__ = ["MODEL_CLASS", "Services", "create_app"]
@@ -105,7 +106,7 @@ class Services:
         self.ledger = ledger or open_ledger(
             settings.ledger_url, home=settings.home, table_prefix=settings.ledger_table_prefix
         )
-        self.metrics = metrics or BackendMetrics(stats=state.stats)
+        self.metrics = metrics or BackendMetrics(stats=state.stats, queues=_queue_reader(settings))
         self.auth = AuthPolicy(settings.basic_auth_user, settings.basic_auth_password, settings.webhook_token)
         self.predictor = Predictor(settings, self.dispatcher, self.registry, self.metrics)
         self.webhooks = WebhookHandler(self.ledger, self.dispatcher)
@@ -124,6 +125,15 @@ def _redis_state(settings: BackendSettings) -> RedisState:
         claim_ttl_s=settings.result_expires_s,
         inflight_ttl_s=settings.inflight_ttl_s,
     )
+
+
+def _queue_reader(settings: BackendSettings) -> Callable[[], QueueDepths] | None:
+    # The queues live in the broker's Redis database, which may differ from the state's.
+    client = broker_redis(settings.broker_url, timeout_s=settings.redis_timeout_s)
+    if client is None:
+        return None
+    queues = tuple(dict.fromkeys((settings.predict_queue, settings.publish_queue, settings.train_queue)))
+    return functools.partial(queue_depths, client, queues, settings.redis_key_prefix)
 
 
 def _rid(request: Request) -> str:

@@ -14,6 +14,8 @@ import logging
 import re
 import uuid
 
+from workers.logs import JsonFormatter
+
 __all__ = ["REQUEST_ID_HEADER", "RequestIdFilter", "configure_logging", "new_request_id", "request_id_var"]
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -38,11 +40,19 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-def configure_logging(level: str | int = "INFO") -> None:
-    """Log to stderr with request ids. For entry points only (``backends.main``, ``assistant serve``)."""
+def configure_logging(level: str | int = "INFO", *, json_lines: bool = False) -> None:
+    """Log to stderr with request ids. For entry points only (``backends.main``, ``assistant serve``).
+
+    Args:
+        level: The root level.
+        json_lines: One JSON object per line (``ASSISTANT_LOG_FORMAT=json``), the workers' shape.
+    """
     handler = logging.StreamHandler()
     handler.addFilter(RequestIdFilter())
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
+    if json_lines:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

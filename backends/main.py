@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 def app_factory() -> FastAPI:
     """Configure logging and build the app from ``ASSISTANT_*`` (once per process)."""
     settings = get_backend_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, json_lines=settings.log_format == "json")
     app = create_app(settings)
     auth = "basic" if settings.basic_auth_enabled else "off"
     webhook = "token" if settings.webhook_token is not None else auth

@@ -16,6 +16,9 @@ background samples rather than a failed scrape.
 ``assistant_backend_webhook_events_total``     webhook events per action and outcome
 ``assistant_backend_errors_total``             error answers per route and kind (4xx/5xx)
 ``assistant_background_<counter>_total``       publish task counters: published, skipped, failed_<reason>
+``assistant_queue_messages``                   messages waiting per queue, read from the broker at scrape
+                                               time (with ``assistant_queue_unacked_messages`` and
+                                               ``assistant_broker_up``: :mod:`workers.metrics`)
 =============================================  =========================================================
 """
 
@@ -27,6 +30,8 @@ from collections.abc import Callable, Iterator
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
+
+from workers.metrics import QueueDepthCollector, QueueDepths
 
 __all__ = ["BackendMetrics", "BackgroundCollector"]
 
@@ -65,9 +70,14 @@ class BackendMetrics:
 
     Args:
         stats: Reads the background counters (None: not exported).
+        queues: Reads the broker's queue depths (None: not exported).
     """
 
-    def __init__(self, stats: Callable[[], dict[str, int]] | None = None) -> None:
+    def __init__(
+        self,
+        stats: Callable[[], dict[str, int]] | None = None,
+        queues: Callable[[], QueueDepths] | None = None,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.request_seconds = Histogram(
@@ -94,6 +104,8 @@ class BackendMetrics:
         self.errors = Counter("assistant_backend_errors", "Error answers", ["route", "kind"], registry=r)
         if stats is not None:
             r.register(BackgroundCollector(stats))
+        if queues is not None:
+            r.register(QueueDepthCollector(queues))
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Record one answered request."""

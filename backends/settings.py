@@ -91,14 +91,14 @@ class BackendSettings(Settings):
                 "ASSISTANT_BASIC_AUTH_USER and ASSISTANT_BASIC_AUTH_PASSWORD must be set together. "
                 "Fix: set both (and the same pair in Label Studio's model settings), or neither."
             )
-        if self.environment == "production":
+        if self.environment != "development":
             for name, secret in (
                 ("BASIC_AUTH_PASSWORD", self.basic_auth_password),
                 ("WEBHOOK_TOKEN", self.webhook_token),
             ):
                 if secret is not None and secret.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
                     raise ValueError(
-                        f"ASSISTANT_{name} is a placeholder while ASSISTANT_ENVIRONMENT=production. "
+                        f"ASSISTANT_{name} is a placeholder while ASSISTANT_ENVIRONMENT={self.environment}. "
                         "Fix: generate one, e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`."
                     )
         return self

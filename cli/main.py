@@ -16,6 +16,7 @@ from cli import preannotate as _preannotate
 from cli import rounds as _rounds
 from cli import serve as _serve
 from cli import simulate as _simulate
+from cli import status as _status
 from cli import tagging as _tagging
 from cli import worker as _worker
 
@@ -52,6 +53,7 @@ app.add_typer(_rounds.round_app, name="round")
 app.command("beat")(_rounds.beat)
 app.add_typer(_models.models_app, name="models")
 app.add_typer(_simulate.simulate_app, name="simulate")
+app.command("status")(_status.status)
 
 
 def main() -> None:

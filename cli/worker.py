@@ -4,26 +4,38 @@ The worker's parent process imports the task modules (and so torch) but never ru
 operation: with the prefork pool, torch work in the parent before the fork deadlocks the children
 (environment.md §2). Models load lazily in the process that runs the task (workers/runtime.py).
 
+Metrics: with ``--metrics-port`` (or ``ASSISTANT_WORKER_METRICS_PORT``) the worker's main process
+serves Prometheus metrics for all its pool processes (workers/metrics.py); with the prefork pool
+the command first switches prometheus_client to its multiprocess mode, in a private directory
+removed when the worker stops.
+
 Examples:
     assistant worker                                  # CPU box: solo pool, both queues
     assistant worker --queues predict --device cuda:0 # one GPU, predictions only
     assistant worker --pool prefork --concurrency 2   # two processes (time limits enforced)
+    assistant worker --metrics-port 9808 --json-logs  # what the compose stack runs
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import contextlib
 import enum
-import json
 import logging
 import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-__all__ = ["JsonFormatter", "Pool", "worker"]
+__all__ = ["Pool", "worker"]
 
 KNOWN_QUEUES = ("predict", "train")
+# prometheus_client picks its value storage when it is first imported, from this variable.
+_MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class Pool(enum.StrEnum):
@@ -32,31 +44,6 @@ class Pool(enum.StrEnum):
     solo = "solo"
     prefork = "prefork"
     threads = "threads"
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, and the traceback if any."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        doc: dict[str, Any] = {
-            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "process": record.process,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            doc["exc"] = self.formatException(record.exc_info)
-        return json.dumps(doc, ensure_ascii=False)
-
-
-def _configure_logging(level: str, json_logs: bool) -> None:
-    handler = logging.StreamHandler()
-    if json_logs:
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"))
-    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
 
 
 def worker(
@@ -77,9 +64,22 @@ def worker(
         ),
     ] = None,
     loglevel: Annotated[str, typer.Option("--loglevel", "-l", help="DEBUG, INFO, WARNING, ERROR.")] = "INFO",
-    json_logs: Annotated[bool, typer.Option("--json-logs", help="Log one JSON object per line.")] = False,
+    json_logs: Annotated[
+        bool,
+        typer.Option("--json-logs", help="One JSON object per line, with task and request ids (default: settings)."),
+    ] = False,
     hostname: Annotated[
         str | None, typer.Option("--hostname", "-n", help="Node name, e.g. gpu0@%h (default: celery@<host>).")
+    ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            min=0,
+            max=65535,
+            help="Serve Prometheus metrics of all pool processes on this port; 0: none "
+            "(default: ASSISTANT_WORKER_METRICS_PORT).",
+        ),
     ] = None,
 ) -> None:
     """Start a worker for the model tasks (pre-annotation, embeddings, training rounds)."""
@@ -92,14 +92,23 @@ def worker(
     if pool is Pool.solo and concurrency > 1:
         typer.echo("Error: the solo pool runs one task at a time. Fix: add --pool prefork or --pool threads.", err=True)
         raise typer.Exit(code=1)
-    _configure_logging(loglevel, json_logs)
+    from workers.settings import get_settings
+
+    try:
+        settings = get_settings()
+    except ValueError as exc:  # pydantic's ValidationError: a bad ASSISTANT_* value
+        typer.echo(f"Error: invalid settings: {exc}", err=True)
+        raise typer.Exit(code=1) from None
+    port = settings.worker_metrics_port if metrics_port is None else metrics_port
+
+    from workers.logs import configure_logging
+
+    configure_logging(loglevel.upper(), json_lines=json_logs or settings.log_format == "json")
 
     from celery.signals import setup_logging
 
     from workers.celery_app import DEFAULT_INCLUDE, make_celery
-    from workers.settings import get_settings
 
-    settings = get_settings()
     updates: dict[str, Any] = {}
     if device:
         updates["device"] = device
@@ -120,8 +129,57 @@ def worker(
     logging.getLogger(__name__).info(
         "starting worker: queues %s, pool %s x%d, device %s", chosen, pool.value, concurrency, settings.device
     )
-    app.worker_main(argv)
+    # Only the prefork pool runs tasks outside this process, so only it needs the multiprocess mode.
+    with _metrics_exporter(port, settings.worker_metrics_host, multiprocess=pool is Pool.prefork):
+        app.worker_main(argv)
 
 
 def _keep_logging(**_: Any) -> None:
     """Receiver of Celery's ``setup_logging``: the command configured logging already."""
+
+
+def _multiprocess_metrics_dir() -> Path:
+    """A private directory for prometheus_client's multiprocess mode, set before its first import."""
+    if "prometheus_client" in sys.modules:
+        # Its value storage was chosen at import: the children's samples would never reach the
+        # exporter. Only an embedding program (a test runner) can get here.
+        typer.echo(
+            "Error: prometheus_client was imported before the worker could enable its multiprocess mode. "
+            "Fix: start the worker as its own process (`assistant worker`), or use --metrics-port 0.",
+            err=True,
+        )
+        raise typer.Exit(code=1)
+    path = Path(tempfile.mkdtemp(prefix="assistant-worker-metrics-"))
+    os.environ[_MULTIPROC_ENV] = str(path)
+    return path
+
+
+@contextlib.contextmanager
+def _metrics_exporter(port: int, host: str, *, multiprocess: bool) -> Iterator[None]:
+    """Serve the metrics while the worker runs (none when ``port`` is 0); clean up afterwards."""
+    server, multiprocess_dir = None, None
+    try:
+        if port:
+            # Before anything imports prometheus_client (the task modules do, through workers.metrics).
+            multiprocess_dir = _multiprocess_metrics_dir() if multiprocess else None
+            from workers.metrics import connect_task_signals, start_exporter
+
+            connect_task_signals()
+            try:
+                server = start_exporter(port, host, multiprocess_dir=multiprocess_dir)
+            except OSError as exc:
+                typer.echo(
+                    f"Error: cannot serve metrics on {host}:{port} ({exc}). "
+                    "Fix: give each worker on this host its own --metrics-port (or 0 for none).",
+                    err=True,
+                )
+                raise typer.Exit(code=1) from None
+            where = f" (pool processes' samples in {multiprocess_dir})" if multiprocess_dir else ""
+            logging.getLogger(__name__).info("metrics on http://%s:%d/metrics%s", host, port, where)
+        yield
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if multiprocess_dir is not None:
+            shutil.rmtree(multiprocess_dir, ignore_errors=True)

@@ -23,6 +23,8 @@ import torch
 
 from assistant.backbone import ImageFeatures
 from workers.contracts import (
+    EMBED,
+    PREDICT,
     EmbedRequest,
     EmbedResult,
     ImageFailure,
@@ -36,6 +38,7 @@ from workers.errors import MediaError
 from workers.feature_cache import CachedFeatures
 from workers.images import decode_image
 from workers.media import SourceInfo
+from workers.metrics import worker_metrics
 from workers.runtime import CACHE_READERS, SCORE_CHUNK, LoadedVersion, Runtime
 
 __all__ = ["collect_features", "embed", "encode_adaptive", "from_image_features", "predict", "to_image_features"]
@@ -122,6 +125,7 @@ def predict(runtime: Runtime, request: PredictRequest) -> PredictResult:
             )
         )
     thresholds = model.tagger.calibrator.thresholds(labels)
+    _count_images(PREDICT, slots)
     logger.info(
         "predict %s: %d images (%d cached, %d failed), %d labels, version %s",
         request.request_id or "-",
@@ -144,8 +148,16 @@ def embed(runtime: Runtime, request: EmbedRequest) -> EmbedResult:
     """Fill the feature cache for a batch (images already cached are not recomputed)."""
     model = runtime.model_for(request.project, request.model_version)
     slots = collect_features(runtime, model, request.images, None)
+    _count_images(EMBED, slots)
     items = [ImageStatus(key=s.ref.key, content_hash=s.digest, cached=s.cached, error=s.failure) for s in slots]
     return EmbedResult(model_version=model.version, backbone_version=model.tower_version, items=items)
+
+
+def _count_images(task: str, slots: Sequence[_Slot]) -> None:
+    # Prometheus counters (workers/metrics.py): cache hits, model encodings, failures by reason.
+    failures = [s.failure.reason for s in slots if s.failure is not None]
+    cached = sum(1 for s in slots if s.cached and s.failure is None)
+    worker_metrics().record_images(task, cached=cached, computed=len(slots) - cached - len(failures), failures=failures)
 
 
 def collect_features(

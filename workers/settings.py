@@ -11,11 +11,12 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, computed_field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["PROJECT_ROOT", "Settings", "get_settings"]
+__all__ = ["PLACEHOLDER_SECRETS", "PROJECT_ROOT", "Settings", "get_settings", "url_has_placeholder_password"]
 
 # The repository root: the bundled model (assets/), the prompt sets (prompts/) and the sample
 # images (samples/) live here. The package is installed editable (`make install`) or copied
@@ -38,6 +39,17 @@ class Settings(BaseSettings):
     environment: Literal["development", "test", "production"] = "development"
     # Root of run-time state: the model registry, the feature cache, the ledger, reports.
     home: Path = PROJECT_ROOT / "var"
+
+    # --- observability (docs/observability.md) -----------------------------------------------------
+    # "json": one JSON object per log line, with request and task ids (the compose stack's choice);
+    # "text": human-readable lines.
+    log_format: Literal["text", "json"] = "text"
+    # Port of a worker's Prometheus exporter (one per `assistant worker`, covering all its pool
+    # processes); 0 serves none. The compose stack uses 9808 (the port usually given to Celery
+    # exporters); two workers on one host need two ports.
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
+    # Address the exporter binds: loopback by default, 0.0.0.0 in a container.
+    worker_metrics_host: str = "127.0.0.1"
 
     # --- queue ------------------------------------------------------------------------------------
     broker_url: str = "redis://127.0.0.1:6379/0"
@@ -208,14 +220,44 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:
-        if self.environment == "production":
-            key = self.label_studio_api_key.get_secret_value().strip().lower()
-            if key in PLACEHOLDER_SECRETS:
+        # Outside development every process talks to a real Label Studio and real databases, so
+        # an empty key or a "changeme" left over from an example file is refused at start-up
+        # rather than discovered as a 401 on the first image download.
+        if self.environment == "development":
+            return self
+        key = self.label_studio_api_key.get_secret_value().strip().lower()
+        if key in PLACEHOLDER_SECRETS:
+            raise ValueError(
+                "ASSISTANT_LABEL_STUDIO_API_KEY is empty or a placeholder while "
+                f"ASSISTANT_ENVIRONMENT={self.environment}. "
+                "Fix: set it to a Label Studio access token (Account & Settings > Access Token)."
+            )
+        for name, url in (
+            ("BROKER_URL", self.broker_url),
+            ("RESULT_BACKEND", self.result_backend),
+            ("LEDGER_URL", self.ledger_url),
+        ):
+            if url_has_placeholder_password(url):
                 raise ValueError(
-                    "ASSISTANT_LABEL_STUDIO_API_KEY is empty or a placeholder while ASSISTANT_ENVIRONMENT=production. "
-                    "Fix: set it to a Label Studio access token (Account & Settings > Access Token)."
+                    f"ASSISTANT_{name} carries a placeholder password while ASSISTANT_ENVIRONMENT={self.environment}. "
+                    "Fix: generate one, e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`, "
+                    "and use it both in the URL and in the server's configuration."
                 )
         return self
+
+
+def url_has_placeholder_password(url: str | None) -> bool:
+    """Whether a URL such as ``redis://:changeme@redis:6379/0`` carries a placeholder password.
+
+    A URL without a password is not a placeholder (a Redis on a private network may have none).
+    """
+    if not url:
+        return False
+    try:
+        password = urlsplit(url).password
+    except ValueError:  # a malformed port; the URL's own consumer reports that better
+        return False
+    return password is not None and unquote(password).strip().lower() in PLACEHOLDER_SECRETS
 
 
 @functools.cache

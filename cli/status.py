@@ -1,0 +1,276 @@
+"""`assistant status`: the running system at a glance: queues, workers, model versions, last rounds.
+
+It reads what every process shares: the broker's Redis (queue depth, and the workers, which
+answer a Celery broadcast), the model registry (the version serving each project), the round log
+and the corrections ledger. It never imports torch, so it answers in about a second.
+
+Examples:
+    assistant status                                 # tables
+    assistant status --json                          # the same as one JSON document
+    docker compose exec backend assistant status     # inside the compose stack
+
+Exit code 1 when the broker's Redis cannot be reached (queues and workers are then unknown), 0
+otherwise, also when no worker is online (the table says so).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from workers.settings import Settings
+
+__all__ = ["collect", "status"]
+
+_DIST = "labeling-assistant"
+
+
+def _redact(url: str) -> str:
+    # Broker and ledger URLs may carry a password.
+    return re.sub(r"//([^:/@]*):[^@]*@", r"//\1:***@", url)
+
+
+def _version() -> str:
+    try:
+        return metadata.version(_DIST)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _last_round(models_dir: Path, project: int) -> dict[str, Any] | None:
+    """The last complete line of the project's round log (``workers.rounds.RoundPaths.log``), or None.
+
+    Read here rather than through ``workers.rounds.round_history``, which would import torch.
+    """
+    path = models_dir / "rounds" / str(project) / "rounds.jsonl"
+    if not path.is_file():
+        return None
+    for line in reversed(path.read_text(encoding="utf-8").splitlines()):
+        with contextlib.suppress(json.JSONDecodeError):
+            if line.strip():
+                entry = json.loads(line)
+                return entry if isinstance(entry, dict) else None
+    return None
+
+
+def _registry_projects(models_dir: Path) -> list[int]:
+    root = models_dir / "projects"
+    return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.is_dir() else []
+
+
+def _workers(settings: Settings, timeout: float) -> list[dict[str, Any]]:
+    """The workers that answer a broadcast within ``timeout`` seconds (two broadcasts)."""
+    from workers.celery_app import make_celery
+
+    app = make_celery(settings, include=())
+    try:
+        inspect = app.control.inspect(timeout=timeout)
+        stats: dict[str, Any] = inspect.stats() or {}
+        queues: dict[str, Any] = inspect.active_queues() or {}
+    finally:
+        app.close()
+    found = []
+    for name in sorted(set(stats) | set(queues)):
+        info = stats.get(name) or {}
+        pool = info.get("pool") or {}
+        implementation = str(pool.get("implementation", "")).rsplit(":", 1)[0].rsplit(".", 1)[-1]
+        found.append(
+            {
+                "name": name,
+                "queues": sorted(str(q.get("name")) for q in queues.get(name) or []),
+                "pool": implementation or None,
+                "concurrency": pool.get("max-concurrency"),
+                "tasks_done": sum(int(v) for v in (info.get("total") or {}).values()),
+                "uptime_s": info.get("uptime"),
+            }
+        )
+    return found
+
+
+def _broker(settings: Settings, report: dict[str, Any], timeout: float) -> None:
+    from workers.contracts import QUEUE_PREDICT, QUEUE_TRAIN
+    from workers.metrics import broker_redis, queue_depths
+
+    client = broker_redis(settings.broker_url, timeout_s=timeout)
+    if client is None:
+        report["errors"].append("the broker is not Redis: queue depth is not available")
+        report["workers"] = _workers(settings, timeout)
+        return
+    try:
+        client.ping()
+        depths = queue_depths(client, (QUEUE_PREDICT, QUEUE_TRAIN), settings.redis_key_prefix)
+    except Exception as exc:  # redis.RedisError and socket errors alike: report, do not crash
+        report["redis"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        report["errors"].append(
+            f"Redis is unreachable at {_redact(settings.broker_url)} ({type(exc).__name__}). "
+            "Fix: start Redis, or point ASSISTANT_BROKER_URL at it"
+        )
+        return
+    finally:
+        client.close()
+    report["redis"] = {"ok": True, "error": None}
+    report["queues"] = depths.waiting
+    report["unacked"] = depths.unacked
+    report["workers"] = _workers(settings, timeout)
+
+
+def _models(settings: Settings, report: dict[str, Any]) -> None:
+    from workers.ledger import open_ledger
+    from workers.registry import Registry
+
+    registry = Registry(settings.models_dir, settings.base_model)
+    try:
+        report["base_model"] = registry.base_version()
+    except Exception as exc:  # a missing base checkpoint must not hide the rest
+        report["errors"].append(f"the base model cannot be read: {exc}")
+    ledger = None
+    try:
+        ledger = open_ledger(settings.ledger_url, home=settings.home, table_prefix=settings.ledger_table_prefix)
+        ledger_projects = ledger.projects()
+    except Exception as exc:  # the ledger's database may be down; the registry still answers
+        report["errors"].append(f"the corrections ledger cannot be read: {exc}")
+        ledger_projects = []
+    try:
+        for project in sorted(set(ledger_projects) | set(_registry_projects(settings.models_dir))):
+            entry: dict[str, Any] = {"project": project, "model_version": None, "new_corrections": None}
+            try:
+                entry["model_version"] = registry.current(project).version
+            except Exception as exc:
+                entry["error"] = str(exc)
+            if ledger is not None and project in ledger_projects:
+                entry["new_corrections"] = ledger.count_since_last_round(project)
+            entry["last_round"] = _last_round(settings.models_dir, project)
+            report["projects"].append(entry)
+    finally:
+        if ledger is not None:
+            ledger.close()
+
+
+def collect(settings: Settings, *, timeout: float = 1.0) -> dict[str, Any]:
+    """Everything ``assistant status`` shows, as JSON-ready data.
+
+    Args:
+        settings: Broker, registry and ledger locations.
+        timeout: Seconds to wait for Redis and for the workers' answers.
+    """
+    report: dict[str, Any] = {
+        "version": _version(),
+        "environment": settings.environment,
+        "broker": _redact(settings.broker_url),
+        "label_studio_url": settings.label_studio_url,
+        "redis": {"ok": None, "error": None},
+        "queues": {},
+        "unacked": None,
+        "workers": [],
+        "base_model": None,
+        "projects": [],
+        "errors": [],
+    }
+    _broker(settings, report, timeout)
+    _models(settings, report)
+    return report
+
+
+def status(
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document to stdout.")] = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.1, help="Seconds to wait for Redis and for the workers' answers.")
+    ] = 1.0,
+) -> None:
+    """Show queue depth, the workers online, the model version of each project and its last round."""
+    from workers.settings import get_settings
+
+    try:
+        settings = get_settings()
+    except ValueError as exc:  # pydantic's ValidationError: a bad ASSISTANT_* value
+        typer.echo(f"Error: invalid settings: {exc}", err=True)
+        raise typer.Exit(code=1) from None
+    report = collect(settings, timeout=timeout)
+    if json_output:
+        typer.echo(json.dumps(report, indent=2, default=str))
+    else:
+        from rich.console import Console
+
+        _render(Console(), report)
+    if report["redis"]["ok"] is False:
+        raise typer.Exit(code=1)
+
+
+def _render(console: Console, report: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    console.print(
+        f"[bold]Labeling assistant {report['version']}[/bold] ({report['environment']}): broker {report['broker']}, "
+        f"Label Studio {report['label_studio_url']}",
+        highlight=False,
+    )
+    for error in report["errors"]:
+        console.print(f"[red]Error:[/red] {error}", highlight=False)
+    if report["redis"]["ok"]:
+        queues = Table("queue", "waiting", title="Queues", title_justify="left")
+        for name, count in report["queues"].items():
+            queues.add_row(name, str(count))
+        console.print(queues)
+        console.print(f"{report['unacked']} delivered to workers and not yet acknowledged (running or prefetched).")
+        if report["workers"]:
+            workers = Table(
+                "worker",
+                "queues",
+                "pool",
+                "processes",
+                "tasks done",
+                "up for",
+                title="Workers online",
+                title_justify="left",
+            )
+            for w in report["workers"]:
+                uptime = f"{w['uptime_s'] / 3600:.1f} h" if isinstance(w["uptime_s"], int | float) else "-"
+                workers.add_row(
+                    w["name"],
+                    ", ".join(w["queues"]),
+                    w["pool"] or "-",
+                    str(w["concurrency"] or "-"),
+                    str(w["tasks_done"]),
+                    uptime,
+                )
+            console.print(workers)
+        else:
+            console.print(
+                "[yellow]No worker answered.[/yellow] Fix: start one (`assistant worker`); a solo-pool worker busy "
+                "with a long task answers only when it is done.",
+                highlight=False,
+            )
+    console.print(f"Base model (projects without a promoted version): {report['base_model'] or '-'}", highlight=False)
+    if not report["projects"]:
+        console.print("No project has corrections or model versions yet.")
+        return
+    projects = Table(
+        "project",
+        "model in service",
+        "new corrections",
+        "last round",
+        "status",
+        "finished",
+        title="Projects",
+        title_justify="left",
+    )
+    for p in report["projects"]:
+        last = p.get("last_round") or {}
+        projects.add_row(
+            str(p["project"]),
+            p["model_version"] or f"[red]{p.get('error', '?')}[/red]",
+            "-" if p["new_corrections"] is None else str(p["new_corrections"]),
+            str(last.get("round_id") or "-"),
+            str(last.get("status") or "-"),
+            str(last.get("finished_at") or "-")[:19],
+        )
+    console.print(projects)

@@ -1,0 +1,149 @@
+"""`assistant status`: Redis down, the registry, the ledger and the round log, queue depth (real Redis).
+
+Workers online are checked against a real prefork worker in tests/workers/test_metrics.py.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from cli.status import _last_round
+from tests.workers._helpers import save_tiny_checkpoint
+from workers.ledger import LedgerEvent, open_ledger
+from workers.registry import Registry
+from workers.settings import get_settings
+
+REDIS_URL = "redis://127.0.0.1:6379/13"
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("status-ckpt")
+    return save_tiny_checkpoint(root / "base", "tiny-base"), save_tiny_checkpoint(root / "r1", "mkt-p3-r0001", seed=1)
+
+
+@pytest.fixture
+def home(tmp_path: Path, checkpoints: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    base, _ = checkpoints
+    monkeypatch.setenv("ASSISTANT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ASSISTANT_BASE_MODEL", str(base))
+    monkeypatch.setenv("ASSISTANT_BROKER_URL", REDIS_URL)
+    monkeypatch.setenv("ASSISTANT_REDIS_KEY_PREFIX", f"assistant-test-{uuid.uuid4().hex[:10]}:")
+    monkeypatch.setenv("ASSISTANT_LABEL_STUDIO_API_KEY", "")
+    monkeypatch.delenv("ASSISTANT_LEDGER_URL", raising=False)
+    get_settings.cache_clear()
+    yield tmp_path / "home"
+    get_settings.cache_clear()
+
+
+def _state(home: Path, checkpoints: tuple[Path, Path]) -> None:
+    """Project 3: a promoted version, 2 corrections since its last round; project 5: corrections only."""
+    base, round1 = checkpoints
+    registry = Registry(home / "models", str(base))
+    registry.register(round1, parent="tiny-base", project=3, round_id="r0001")
+    registry.promote(3, "mkt-p3-r0001")
+    log = home / "models" / "rounds" / "3" / "rounds.jsonl"
+    log.parent.mkdir(parents=True)
+    entry = {"round_id": "r0001", "status": "promoted", "finished_at": "2026-03-01T03:00:00+00:00"}
+    log.write_text(json.dumps({"round_id": "r0000", "status": "skipped"}) + "\n" + json.dumps(entry) + "\n{torn")
+    ledger = open_ledger(None, home=home)
+    try:
+
+        def event(project: int, annotation: int) -> LedgerEvent:
+            return LedgerEvent.annotation(
+                "ANNOTATION_CREATED",
+                project=project,
+                annotation_id=annotation,
+                task=annotation,
+                result=[],
+                created_at=f"2026-03-0{annotation}T00:00:00Z",
+            )
+
+        ledger.append([event(3, 1)])
+        ledger.record_round(3, "r0001", ledger.watermark(3))
+        ledger.append([event(3, 2), event(3, 3), event(5, 4)])
+    finally:
+        ledger.close()
+
+
+def test_redis_down_is_said_clearly_and_the_rest_still_shows(
+    home: Path, checkpoints: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _state(home, checkpoints)
+    monkeypatch.setenv("ASSISTANT_BROKER_URL", "redis://:s3cret-pass@127.0.0.1:1/0")
+    get_settings.cache_clear()
+
+    result = CliRunner().invoke(app, ["status", "--json"])
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.output)
+    assert report["redis"]["ok"] is False and "ConnectionError" in report["redis"]["error"]
+    assert any("Redis is unreachable" in e and "ASSISTANT_BROKER_URL" in e for e in report["errors"])
+    assert report["broker"] == "redis://:***@127.0.0.1:1/0" and "s3cret-pass" not in result.output
+    assert report["workers"] == [] and report["queues"] == {}
+    assert [p["project"] for p in report["projects"]] == [3, 5]  # the registry and ledger still answer
+
+    table = CliRunner().invoke(app, ["status"], env={"COLUMNS": "200"})
+    assert table.exit_code == 1
+    assert "Redis is unreachable at redis://:***@127.0.0.1:1/0" in table.output
+    assert "Fix: start Redis" in table.output and "Queues" not in table.output
+
+
+@pytest.mark.integration
+def test_versions_rounds_corrections_and_queue_depth(home: Path, checkpoints: tuple[Path, Path]) -> None:
+    import redis
+
+    from workers.celery_app import make_celery
+    from workers.contracts import PREDICT
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"Redis is not reachable at {REDIS_URL}: {exc}")
+    _state(home, checkpoints)
+    settings = get_settings()
+    queued = make_celery(settings, include=())
+    try:
+        for _ in range(2):
+            queued.send_task(PREDICT, kwargs={"labels": ["x"], "images": []})
+        result = CliRunner().invoke(app, ["status", "--json", "--timeout", "0.5"])
+        table = CliRunner().invoke(app, ["status", "--timeout", "0.5"], env={"COLUMNS": "200"})
+    finally:
+        queued.close()
+        keys = list(client.scan_iter(match=f"{settings.redis_key_prefix}*", count=500))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["redis"] == {"ok": True, "error": None}
+    assert report["queues"] == {"predict": 2, "train": 0} and report["unacked"] == 0
+    assert report["workers"] == []  # nobody consumes this prefix
+    assert report["base_model"] == "tiny-base"
+    by_project = {p["project"]: p for p in report["projects"]}
+    assert by_project[3]["model_version"] == "mkt-p3-r0001" and by_project[3]["new_corrections"] == 2
+    assert by_project[3]["last_round"]["round_id"] == "r0001" and by_project[3]["last_round"]["status"] == "promoted"
+    assert by_project[5]["model_version"] == "tiny-base" and by_project[5]["new_corrections"] == 1
+    assert by_project[5]["last_round"] is None
+
+    assert table.exit_code == 0, table.output
+    assert "No worker answered" in table.output and "mkt-p3-r0001" in table.output and "promoted" in table.output
+
+
+def test_the_round_log_path_is_the_workers(tmp_path: Path) -> None:
+    # cli/status reads the log itself (workers.rounds imports torch); both must agree on where it is.
+    from workers.rounds import RoundPaths
+
+    path = RoundPaths(tmp_path, 7).log
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"round_id": "r0003", "status": "kept"}) + "\n")
+    assert _last_round(tmp_path, 7) == {"round_id": "r0003", "status": "kept"}
+    assert _last_round(tmp_path, 8) is None
