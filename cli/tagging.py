@@ -16,6 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
+    from PIL.Image import Image
+
     from assistant.checkpoint import LoadedModel
     from assistant.inference import ImageTags
 
@@ -53,8 +55,9 @@ def _load(model: str | None, device: str) -> tuple[LoadedModel, str]:
     return load_model(FALLBACK_ARCH, device=device, allow_random=True), note
 
 
-def _open_images(paths: list[Path]) -> tuple[list[Path], list[object]]:
-    from PIL import Image, ImageOps
+def _open_images(paths: list[Path]) -> tuple[list[Path], list[Image]]:
+    from PIL import Image as PILImage
+    from PIL import ImageOps
 
     from assistant.errors import DataError
 
@@ -69,7 +72,7 @@ def _open_images(paths: list[Path]) -> tuple[list[Path], list[object]]:
     images = []
     for file in files:
         try:
-            with Image.open(file) as im:
+            with PILImage.open(file) as im:
                 images.append(ImageOps.exif_transpose(im).convert("RGB"))
         except (OSError, ValueError) as exc:
             raise DataError(f"cannot read image {file}", why=str(exc), fix="pass PNG, JPEG or WebP files") from exc
@@ -126,7 +129,7 @@ def tag(
         files, opened = _open_images(images)
         loaded, source = _load(model, device)
         tagger = Tagger(loaded, device=device)
-        results = tagger.tag(opened, vocabulary)  # type: ignore[arg-type]
+        results = tagger.tag(opened, vocabulary)
     except AssistantError as exc:
         raise _fail(exc) from None
     if json_output:
@@ -168,7 +171,7 @@ def demo(
         files, opened = _open_images([samples / name for name in truth])
         loaded, source = _load(None, device)
         tagger = Tagger(loaded, device=device)
-        results = tagger.tag(opened, vocabulary)  # type: ignore[arg-type]
+        results = tagger.tag(opened, vocabulary)
     except AssistantError as exc:
         raise _fail(exc) from None
     seen = sum(tagger.model.is_seen(vocabulary))
