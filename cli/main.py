@@ -13,7 +13,9 @@ import typer
 from cli import evaluate as _evaluate
 from cli import models as _models
 from cli import preannotate as _preannotate
+from cli import review as _review
 from cli import rounds as _rounds
+from cli import select as _select
 from cli import serve as _serve
 from cli import simulate as _simulate
 from cli import status as _status
@@ -49,6 +51,8 @@ app.command("demo")(_tagging.demo)
 app.command("worker")(_worker.worker)
 app.command("serve")(_serve.serve)
 app.command("preannotate")(_preannotate.preannotate)
+app.command("select")(_select.select)
+app.command("review")(_review.review)
 app.add_typer(_rounds.round_app, name="round")
 app.command("beat")(_rounds.beat)
 app.add_typer(_models.models_app, name="models")

@@ -19,6 +19,8 @@ from typing import Annotated
 
 import typer
 
+from cli import simulate_al as _simulate_al
+
 __all__ = ["rounds", "simulate_app"]
 
 simulate_app = typer.Typer(help="Offline simulations on the benchmark world.", no_args_is_help=True)
@@ -121,3 +123,8 @@ def rounds(
     console.print(
         f"Promotions below the tolerance: {bad or 'none'}. Wrote {png}, {out / 'simulation.json'}.", highlight=False
     )
+
+
+# Active learning (its own module: cli/simulate_al.py).
+simulate_app.command("al")(_simulate_al.active_learning)
+simulate_app.command("label-quality")(_simulate_al.label_quality)

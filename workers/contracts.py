@@ -205,8 +205,11 @@ class ScorePoolRequest(_Message):
         strategy: A registered selection strategy (``random``, ``uncertainty``, ``entropy``,
             ``novelty``, ``diversity``, ``hybrid``).
         k: How many images to choose.
-        novel_labels: Labels with no annotations yet (the ``novelty`` strategy favours them).
+        novel_labels: Labels with no annotations yet (the ``novelty`` strategy favours them);
+            empty: the labels the model in service has not been trained on.
         seed: Seed of any randomness in the strategy.
+        labeled: Images already labeled: the diversity strategies choose away from them (their
+            features come from the cache like the pool's).
     """
 
     project: int | None = None
@@ -218,10 +221,19 @@ class ScorePoolRequest(_Message):
     novel_labels: list[str] = Field(default_factory=list)
     seed: int = 0
     request_id: str | None = None
+    labeled: list[ImageRef] = Field(default_factory=list)
+
+    _labels = field_validator("labels")(_check_labels)
 
 
 class PoolScore(_Message):
-    """One chosen image: its rank, its acquisition score and why it was chosen."""
+    """One chosen image: its rank, its acquisition score and why it was chosen.
+
+    Attributes:
+        rank: 1 for the image to label first.
+        score: The strategy's acquisition score (its own scale; higher is more wanted).
+        reason: Why, for people (e.g. the borderline tag and its threshold).
+    """
 
     key: str
     task_id: int | None = None
@@ -231,12 +243,25 @@ class PoolScore(_Message):
 
 
 class ScorePoolResult(_Message):
-    """The answer to a :class:`ScorePoolRequest`."""
+    """The answer to a :class:`ScorePoolRequest`.
+
+    Attributes:
+        model_version: The registry version that scored the pool.
+        strategy: The strategy that chose.
+        chosen: The chosen images, best first.
+        failed: Pool images that could not be scored (never chosen).
+        pool_size: Images in the request's pool.
+        cached: Pool images whose features came from the feature cache.
+        novel_labels: The novel labels the scores were summarised for.
+    """
 
     model_version: str
     strategy: str
     chosen: list[PoolScore]
     failed: list[ImageScores] = Field(default_factory=list)
+    pool_size: int = 0
+    cached: int = 0
+    novel_labels: list[str] = Field(default_factory=list)
 
 
 class RoundRequest(_Message):

@@ -17,11 +17,15 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 
 from assistant.backbone import ImageFeatures
+from assistant.errors import AssistantError
+from assistant.selection import PoolBuilder, SelectionPool, create_strategy
 from workers.contracts import (
     EMBED,
     PREDICT,
@@ -31,17 +35,28 @@ from workers.contracts import (
     ImageRef,
     ImageScores,
     ImageStatus,
+    PoolScore,
     PredictRequest,
     PredictResult,
+    ScorePoolRequest,
+    ScorePoolResult,
 )
-from workers.errors import MediaError
+from workers.errors import MediaError, RequestError
 from workers.feature_cache import CachedFeatures
 from workers.images import decode_image
 from workers.media import SourceInfo
 from workers.metrics import worker_metrics
 from workers.runtime import CACHE_READERS, SCORE_CHUNK, LoadedVersion, Runtime
 
-__all__ = ["collect_features", "embed", "encode_adaptive", "from_image_features", "predict", "to_image_features"]
+__all__ = [
+    "collect_features",
+    "embed",
+    "encode_adaptive",
+    "from_image_features",
+    "predict",
+    "score_pool",
+    "to_image_features",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +173,109 @@ def _count_images(task: str, slots: Sequence[_Slot]) -> None:
     failures = [s.failure.reason for s in slots if s.failure is not None]
     cached = sum(1 for s in slots if s.cached and s.failure is None)
     worker_metrics().record_images(task, cached=cached, computed=len(slots) - cached - len(failures), failures=failures)
+
+
+def score_pool(runtime: Runtime, request: ScorePoolRequest) -> ScorePoolResult:
+    """Score an unlabeled pool and choose ``k`` images with a selection strategy.
+
+    Each chunk of features (from the cache, or encoded and cached) is scored over the request's
+    vocabulary and reduced at once to the few numbers per image a strategy needs
+    (:class:`~assistant.selection.PoolBuilder`), so memory grows with the pool, not with the
+    vocabulary. The labeled images' embeddings are collected the same way for the diversity
+    strategies.
+
+    Raises:
+        RequestError: An unknown strategy or novel label, or a pool with no usable image.
+    """
+    model = runtime.model_for(request.project, request.model_version)
+    labels = list(request.labels)
+    seen = model.tagger.model.is_seen(labels)
+    novel = request.novel_labels or [label for label, s in zip(labels, seen, strict=True) if not s]
+    try:
+        strategy = create_strategy(request.strategy, seed=request.seed)
+        builder = _LazyPool(len(request.images), labels, model.tagger.calibrator.thresholds(labels), novel)
+    except AssistantError as exc:
+        raise RequestError(exc.what, why=exc.why, fix=exc.fix) from None
+    keep = strategy.needs_embeddings
+
+    def consume(indices: list[int], features: ImageFeatures) -> None:
+        probs = model.scorer.probabilities(features, labels)
+        builder.add(indices, probs, features.global_emb.numpy() if keep else None)
+
+    slots = collect_features(runtime, model, request.images, consume)
+    labeled = _labeled_embeddings(runtime, model, request.labeled) if keep and request.labeled else None
+    pool = builder.build(labeled)
+    if pool is None or pool.n_valid == 0:
+        raise RequestError(
+            f"none of the {len(request.images)} pool images could be scored",
+            why="; ".join(sorted({s.failure.reason for s in slots if s.failure is not None})) or "no features",
+            fix="check that the images are reachable by the workers (see the per-image errors of a predict task)",
+        )
+    selection = strategy.select(pool, request.k)
+    chosen = [
+        PoolScore(
+            key=request.images[row].key,
+            task_id=request.images[row].task_id,
+            rank=rank,
+            score=round(float(score), SCORE_DECIMALS),
+            reason=reason,
+        )
+        for rank, (row, score, reason) in enumerate(
+            zip(selection.indices.tolist(), selection.scores.tolist(), selection.reasons, strict=True), start=1
+        )
+    ]
+    failed = [ImageScores(key=s.ref.key, task_id=s.ref.task_id, error=s.failure) for s in slots if s.failure]
+    logger.info(
+        "score_pool %s: %s chose %d of %d images (%d cached, %d failed), version %s",
+        request.request_id or "-",
+        strategy.name,
+        len(chosen),
+        len(slots),
+        sum(s.cached for s in slots),
+        len(failed),
+        model.version,
+    )
+    return ScorePoolResult(
+        model_version=model.version,
+        strategy=strategy.name,
+        chosen=chosen,
+        failed=failed,
+        pool_size=len(slots),
+        cached=sum(s.cached for s in slots),
+        novel_labels=list(pool.novel_labels),
+    )
+
+
+class _LazyPool:
+    """A :class:`PoolBuilder` created with the first chunk (its embedding width is known then)."""
+
+    def __init__(self, n: int, labels: list[str], thresholds: NDArray[Any], novel: list[str]) -> None:
+        self.n, self.labels, self.thresholds, self.novel = n, labels, thresholds, novel
+        self.builder: PoolBuilder | None = None
+        # Fails fast on novel labels outside the vocabulary, before any image is fetched.
+        PoolBuilder(0, labels, thresholds, novel_labels=novel)
+
+    def add(self, indices: list[int], probs: NDArray[Any], embeddings: NDArray[Any] | None) -> None:
+        if self.builder is None:
+            dim = None if embeddings is None else int(embeddings.shape[1])
+            self.builder = PoolBuilder(self.n, self.labels, self.thresholds, novel_labels=self.novel, dim=dim)
+        # Float16, the cache's own precision: half the memory of a 10⁶-image pool.
+        self.builder.add(indices, probs, None if embeddings is None else embeddings.astype(np.float16))
+
+    def build(self, labeled: NDArray[Any] | None) -> SelectionPool | None:
+        return None if self.builder is None else self.builder.build(labeled)
+
+
+def _labeled_embeddings(runtime: Runtime, model: LoadedVersion, refs: Sequence[ImageRef]) -> NDArray[Any] | None:
+    found: dict[int, NDArray[Any]] = {}
+
+    def consume(indices: list[int], features: ImageFeatures) -> None:
+        glob = features.global_emb.to(torch.float16).numpy()
+        for i, row in zip(indices, glob, strict=True):
+            found[i] = row
+
+    collect_features(runtime, model, refs, consume)
+    return np.stack([found[i] for i in sorted(found)]) if found else None
 
 
 def collect_features(

@@ -3,7 +3,7 @@
 Registered with ``shared_task`` so that any app built by :func:`workers.celery_app.make_celery`
 with ``include=["workers.tasks"]`` serves them; callers send them by name
 (``send_task(contracts.PREDICT, kwargs=request.model_dump(mode="json"))``) and never import this
-module. Both tasks are idempotent (the same request gives the same result, and the feature cache
+module. The tasks are idempotent (the same request gives the same result, and the feature cache
 ignores entries it already holds), which is what makes ``acks_late`` redelivery safe. Only
 :class:`~workers.errors.TransientError` is retried; a bad payload or an unknown model version
 fails at once, and a bad image is a per-image failure inside a successful result.
@@ -18,11 +18,11 @@ from celery import shared_task
 from pydantic import BaseModel, ValidationError
 
 from workers import pipeline
-from workers.contracts import EMBED, PREDICT, EmbedRequest, PredictRequest
+from workers.contracts import EMBED, PREDICT, SCORE_POOL, EmbedRequest, PredictRequest, ScorePoolRequest
 from workers.errors import RequestError, TransientError
 from workers.runtime import ModelTask
 
-__all__ = ["embed", "predict"]
+__all__ = ["embed", "predict", "score_pool"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,3 +69,14 @@ def embed(self: ModelTask, **payload: Any) -> dict[str, Any]:
     """
     request = _validate(EmbedRequest, payload)
     return pipeline.embed(self.runtime, request).model_dump(mode="json")
+
+
+@shared_task(bind=True, base=ModelTask, name=SCORE_POOL, **_RETRY)  # type: ignore[untyped-decorator]
+def score_pool(self: ModelTask, **payload: Any) -> dict[str, Any]:
+    """Choose the pool images to label next (:class:`~workers.contracts.ScorePoolRequest` fields as kwargs).
+
+    Returns:
+        A :class:`~workers.contracts.ScorePoolResult` as JSON.
+    """
+    request = _validate(ScorePoolRequest, payload)
+    return pipeline.score_pool(self.runtime, request).model_dump(mode="json")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from assistant.simulation.annotator import LabeledImages, SimulatedAnnotator, render_labeled
 from assistant.simulation.loop import (
+    RoundObserver,
     RoundRow,
     Selector,
     SimulationConfig,
@@ -26,6 +27,7 @@ from assistant.simulation.loop import (
 
 __all__ = [
     "LabeledImages",
+    "RoundObserver",
     "RoundRow",
     "Selector",
     "SimulatedAnnotator",

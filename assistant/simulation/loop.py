@@ -48,6 +48,7 @@ from assistant.world.config import Stream, WorldConfig
 from assistant.world.vocabulary import default_vocabulary
 
 __all__ = [
+    "RoundObserver",
     "RoundRow",
     "Selector",
     "SimulationConfig",
@@ -116,6 +117,8 @@ class SimulationState:
 
 #: ``selector(state, n)`` returns up to ``n`` unannotated pool indices.
 Selector = Callable[[SimulationState, int], Sequence[int]]
+#: ``observer(state, row)``, called after each round (e.g. to keep the model in service).
+RoundObserver = Callable[[SimulationState, "RoundRow"], None]
 
 
 def next_unlabeled(state: SimulationState, n: int) -> list[int]:
@@ -328,6 +331,10 @@ def simulate_rounds(
     teacher: Backbone | None = None,
     selector: Selector | None = None,
     progress: SimulationProgress | None = None,
+    pool: LabeledImages | None = None,
+    test: LabeledImages | None = None,
+    annotator: SimulatedAnnotator | None = None,
+    observer: RoundObserver | None = None,
 ) -> SimulationResult:
     """Run the simulated project (see the module docstring).
 
@@ -338,6 +345,12 @@ def simulate_rounds(
         teacher: The frozen base backbone (default: a frozen copy of ``base``'s).
         selector: Which pool images get annotated each round (default :func:`next_unlabeled`).
         progress: ``progress(what, done, total)``.
+        pool: The images the selector chooses from (default: the first ``rounds ·
+            images_per_round`` of the world's train stream); active learning passes a larger one.
+        test: The evaluation images of the curves (default: ``cfg.test_images`` of the test stream).
+        annotator: Who annotates the pool (default: a :class:`SimulatedAnnotator` of ``pool``
+            with ``cfg.miss_rate``).
+        observer: Called after each round with the state and the round's row.
 
     Returns:
         One row per round after row 0 (the base model).
@@ -345,16 +358,18 @@ def simulate_rounds(
     world_names = default_vocabulary().names
     _check(cfg, world_names)
     report = progress or (lambda what, done, total: None)
-    pool = render_labeled(
-        Stream.TRAIN, cfg.rounds * cfg.images_per_round, cfg.world, progress=lambda d, t: report("pool", d, t)
-    )
-    test = render_labeled(Stream.TEST, cfg.test_images, cfg.world, progress=lambda d, t: report("test set", d, t))
+    if pool is None:
+        pool = render_labeled(
+            Stream.TRAIN, cfg.rounds * cfg.images_per_round, cfg.world, progress=lambda d, t: report("pool", d, t)
+        )
+    if test is None:
+        test = render_labeled(Stream.TEST, cfg.test_images, cfg.world, progress=lambda d, t: report("test set", d, t))
     batch = cfg.round.eval_batch_size
     if teacher is None:
         import copy
 
         teacher = copy.deepcopy(base.model.backbone).eval().requires_grad_(False)
-    annotator = SimulatedAnnotator(pool, miss_rate=cfg.miss_rate, seed=cfg.seed)
+    annotator = annotator or SimulatedAnnotator(pool, miss_rate=cfg.miss_rate, seed=cfg.seed)
     state = SimulationState(pool, [], set(), list(cfg.options()), base, 0, np.random.default_rng(cfg.seed))
     row0 = RoundRow(round=0, options=len(state.options), reason="base model", promoted=False)
     _evaluate_service(row0, base, test, cfg, batch)
@@ -409,6 +424,8 @@ def simulate_rounds(
         rows.append(row)
         services.append(state.service)
         logger.info("simulation round %d: %s", r, row.reason)
+        if observer is not None:
+            observer(state, row)
     if data is not None:
         _final_heldout(rows, services, data, cfg.round)
     prevalence = test.targets(list(cfg.novel_labels)).mean(axis=0) * 0.5 + 0.5 if cfg.novel_labels else []

@@ -1,0 +1,241 @@
+"""`assistant simulate al` and `assistant simulate label-quality`: active learning on the benchmark world.
+
+`simulate al` runs the fine-tuning round loop once per strategy and seed, each choosing what to
+annotate with a selection strategy, and writes the learning curves (mAP on a held-out evaluation
+set against labels spent): ``active-learning.json``, ``active-learning.png`` and
+``active-learning.md`` in ``--out``. Each finished run is saved at once under
+``--out/runs/<settings fingerprint>/``, so an interrupted simulation resumes, and several
+processes with different ``--strategy`` sets can share the work (a last call aggregates).
+
+Examples:
+    assistant simulate al --base-model local-dir:var/world-model                 # every strategy, 3 seeds
+    assistant simulate al --strategy hybrid --strategy random --budget 600 --rounds 6
+    assistant simulate al --eval-stream val --seeds 0                            # tune on VAL, never TEST
+    assistant simulate label-quality --fraction 0.05                             # corrupt 5% of the tasks
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from assistant.checkpoint import LoadedModel
+    from assistant.simulation.active import ActiveLearningConfig, StrategyRun
+
+__all__ = ["active_learning", "label_quality"]
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated integers, got {text!r}") from None
+
+
+BaseModel = Annotated[
+    str | None,
+    typer.Option("--base-model", help="A world-pretrained model: checkpoint dir or spec (default: settings)."),
+]
+Seeds = Annotated[str, typer.Option("--seeds", help="Comma-separated seeds, one run each.")]
+Budget = Annotated[int, typer.Option("--budget", min=1, help="Labels (annotated images) spent in all.")]
+Rounds = Annotated[int, typer.Option("--rounds", min=1, help="Rounds; each spends budget / rounds labels.")]
+PoolSize = Annotated[int, typer.Option("--pool", min=1, help="Unlabeled pool images per seed.")]
+EvalImages = Annotated[int, typer.Option("--eval-images", min=10, help="Images of the evaluation set.")]
+EvalStream = Annotated[
+    str, typer.Option("--eval-stream", help="test (report) or val (tune settings without touching test).")
+]
+Epochs = Annotated[int, typer.Option("--epochs", min=1, help="Stage-1 epochs per round.")]
+Threads = Annotated[int, typer.Option("--threads", min=0, help="Torch CPU threads (0: torch's default).")]
+Out = Annotated[Path, typer.Option("--out", help="Folder for the JSON, PNG and Markdown files.")]
+
+
+def _config(
+    strategies: list[str], seeds: str, budget: int, rounds: int, pool: int, eval_images: int, stream: str, epochs: int
+) -> ActiveLearningConfig:
+    from assistant.selection import list_strategies
+    from assistant.simulation import SimulationConfig
+    from assistant.simulation.active import AL_ROUND, ActiveLearningConfig
+    from assistant.world.config import Stream
+
+    if stream not in ("test", "val"):
+        raise typer.BadParameter(f"--eval-stream must be test or val, got {stream!r}")
+    round_cfg = dataclasses.replace(AL_ROUND, stage1=dataclasses.replace(AL_ROUND.stage1, epochs=epochs))
+    return ActiveLearningConfig(
+        strategies=tuple(strategies or list_strategies()),
+        seeds=_ints(seeds),
+        budget=budget,
+        rounds=rounds,
+        pool_images=pool,
+        eval_images=eval_images,
+        eval_stream=Stream.TEST if stream == "test" else Stream.VAL,
+        simulation=SimulationConfig(round=round_cfg),
+    )
+
+
+def _load(source: str | None, threads: int) -> tuple[str, LoadedModel]:
+    import torch
+
+    from assistant.checkpoint import load_model
+    from workers.settings import get_settings
+
+    if threads:
+        torch.set_num_threads(threads)
+    spec = source or get_settings().base_model
+    return spec, load_model(spec)
+
+
+class _RunBars:
+    """Two rich bars: runs done, and the phase of the current run."""
+
+    def __init__(self, progress: Progress, total_runs: int) -> None:
+        self.progress = progress
+        self.runs = progress.add_task("runs", total=max(1, total_runs))
+        self.phase = progress.add_task("starting", total=1)
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        if what == "runs":
+            self.progress.update(self.runs, completed=done)
+        else:
+            self.progress.update(self.phase, description=what[:60], completed=done, total=max(1, total))
+
+
+def _bars(console: Console) -> Progress:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description:<60}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    )
+
+
+def _read_runs(folder: Path) -> list[StrategyRun]:
+    from assistant.simulation.active import StrategyRun
+
+    runs = []
+    for path in sorted(folder.glob("*.json")):
+        runs.append(StrategyRun(**json.loads(path.read_text())))
+    return runs
+
+
+def active_learning(
+    strategy: Annotated[
+        list[str] | None,
+        typer.Option("--strategy", "-s", help="A strategy to run (repeatable; default: every registered one)."),
+    ] = None,
+    base_model: BaseModel = None,
+    seeds: Seeds = "0,1,2",
+    budget: Budget = 600,
+    rounds: Rounds = 6,
+    pool: PoolSize = 3000,
+    eval_images: EvalImages = 1000,
+    eval_stream: EvalStream = "test",
+    epochs: Epochs = 4,
+    threads: Threads = 0,
+    out: Out = Path("var/active-learning"),
+) -> None:
+    """Learning curves of the selection strategies on the benchmark world (mAP against labels spent)."""
+    from rich.console import Console
+
+    from assistant.errors import AssistantError
+    from assistant.simulation.active import plot_active_learning, simulate_active_learning
+
+    console = Console()
+    cfg = _config(strategy or [], seeds, budget, rounds, pool, eval_images, eval_stream, epochs)
+    folder = out / "runs" / cfg.fingerprint()
+    folder.mkdir(parents=True, exist_ok=True)
+    completed = [r for r in _read_runs(folder) if r.strategy in cfg.strategies and r.seed in cfg.seeds]
+    todo = len(cfg.strategies) * len(cfg.seeds) - len(completed)
+    console.print(
+        f"{len(cfg.strategies)} strategies x {len(cfg.seeds)} seeds; {len(completed)} runs already done in {folder}, "
+        f"{todo} to run. Budget {cfg.budget} labels in {cfg.rounds} rounds of {cfg.per_round}; pool {cfg.pool_images}; "
+        f"evaluation: {cfg.eval_images} {eval_stream} images.",
+        highlight=False,
+    )
+
+    def save(run: StrategyRun) -> None:
+        path = folder / f"{run.strategy}-seed{run.seed}.json"
+        path.write_text(json.dumps(dataclasses.asdict(run), indent=1) + "\n")
+
+    try:
+        source, base = _load(base_model, threads) if todo else (base_model or "-", None)
+        with _bars(console) as progress:
+            result = simulate_active_learning(
+                base,  # type: ignore[arg-type]  # None only when nothing is left to run
+                cfg,
+                completed=completed,
+                progress=_RunBars(progress, todo),
+                on_run=save,
+            )
+    except AssistantError as exc:
+        console.print(f"[red]Error:[/red] {exc.message}", highlight=False)
+        raise typer.Exit(code=1) from None
+    table = result.table()
+    console.print(table, highlight=False, soft_wrap=True)
+    out.mkdir(parents=True, exist_ok=True)
+    document: dict[str, Any] = {"base_model": source, **result.to_json()}
+    (out / "active-learning.json").write_text(json.dumps(document, indent=1, default=str) + "\n")
+    png = plot_active_learning(result, out / "active-learning.png")
+    (out / "active-learning.md").write_text(f"# Active learning ({source})\n\n```\n{table}\n```\n")
+    console.print(f"Wrote {png}, {out / 'active-learning.json'}, {out / 'active-learning.md'}.", highlight=False)
+
+
+def label_quality(
+    base_model: BaseModel = None,
+    fraction: Annotated[float, typer.Option("--fraction", min=0.0, max=1.0, help="Share of tasks corrupted.")] = 0.05,
+    flag: Annotated[float, typer.Option("--flag", min=0.0, max=1.0, help="Share of tasks flagged.")] = 0.05,
+    seeds: Seeds = "0,1,2",
+    budget: Budget = 600,
+    rounds: Rounds = 6,
+    eval_images: EvalImages = 500,
+    epochs: Epochs = 4,
+    threads: Threads = 0,
+    out: Out = Path("var/label-quality"),
+) -> None:
+    """Corrupt a share of the annotated tasks, train rounds on them, and count what the review flags."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from assistant.errors import AssistantError
+    from assistant.simulation.active import simulate_label_quality
+
+    console = Console()
+    cfg = _config(["random"], seeds, budget, rounds, budget, eval_images, "val", epochs)
+    try:
+        source, base = _load(base_model, threads)
+        with _bars(console) as progress:
+            results = simulate_label_quality(
+                base, cfg, fraction=fraction, flag_fraction=flag, progress=_RunBars(progress, len(cfg.seeds))
+            )
+    except AssistantError as exc:
+        console.print(f"[red]Error:[/red] {exc.message}", highlight=False)
+        raise typer.Exit(code=1) from None
+    table = Table(title=f"Label quality: {100 * fraction:g}% of tasks corrupted, top {100 * flag:g}% flagged")
+    for column in ("seed", "tasks", "corrupted", "flagged", "found", "missing", "wrong", "recall", "random"):
+        table.add_column(column)
+    for r in results:
+        missing, wrong = r.found_by_kind["missing"], r.found_by_kind["wrong"]
+        table.add_row(
+            str(r.seed), str(r.tasks), str(r.corrupted), str(r.flagged), str(r.found),
+            f"{missing[0]}/{missing[1]}", f"{wrong[0]}/{wrong[1]}", f"{r.recall:.2f}", f"{r.random_recall:.2f}",
+        )  # fmt: skip
+    console.print(table)
+    found, corrupted = sum(r.found for r in results), sum(r.corrupted for r in results)
+    console.print(f"Flagged {found} of {corrupted} corrupted tasks over all seeds ({found / max(1, corrupted):.0%}).")
+    out.mkdir(parents=True, exist_ok=True)
+    document = {
+        "base_model": source,
+        "fraction": fraction,
+        "flag": flag,
+        "settings": {"budget": budget, "rounds": rounds, "seeds": list(cfg.seeds), "epochs": epochs},
+        "results": [dataclasses.asdict(r) for r in results],
+        "recall": found / max(1, corrupted),
+    }
+    (out / "label-quality.json").write_text(json.dumps(document, indent=1) + "\n")
+    console.print(f"Wrote {out / 'label-quality.json'}.", highlight=False)

@@ -1,0 +1,208 @@
+"""Selection strategies: the registry, what each strategy favours, determinism, bounded k-center."""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+
+import numpy as np
+import pytest
+
+from assistant.errors import ConfigError, DataError
+from assistant.selection import (
+    PoolBuilder,
+    SelectionPool,
+    create_strategy,
+    describe_strategies,
+    image_entropy,
+    image_uncertainty,
+    k_center_greedy,
+    list_strategies,
+    project,
+    register_strategy,
+    tag_uncertainty,
+)
+from assistant.selection.strategies import Uncertainty
+
+LABELS = [f"l{i}" for i in range(6)]
+ALL = ["diversity", "entropy", "hybrid", "novelty", "random", "uncertainty"]
+
+
+def _pool(n: int = 200, seed: int = 0, **kwargs) -> SelectionPool:
+    rng = np.random.default_rng(seed)
+    probs = rng.random((n, len(LABELS))) ** 3
+    emb = rng.standard_normal((n, 16))
+    return SelectionPool.from_arrays(probs, np.full(len(LABELS), 0.4), LABELS, embeddings=emb, **kwargs)
+
+
+def test_the_registry_lists_documents_and_refuses_unknown_names() -> None:
+    assert list_strategies() == ALL
+    assert all(describe_strategies()[name] for name in ALL)
+    with pytest.raises(ConfigError, match="diversity, entropy, hybrid, novelty, random, uncertainty"):
+        create_strategy("margin")
+    with pytest.raises(ConfigError, match="(?i)invalid options"):
+        create_strategy("uncertainty", beta=3)
+    with pytest.warns(UserWarning, match="registered twice"):
+        register_strategy(Uncertainty)  # the same class again: the registry is unchanged
+    assert list_strategies() == ALL
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_strategy_returns_k_distinct_valid_rows_and_is_seeded(name: str) -> None:
+    valid = np.ones(200, dtype=bool)
+    valid[::3] = False
+    pool = _pool(valid=valid, novel_labels=["l1", "l4"], labeled_embeddings=np.ones((3, 16)))
+    first = create_strategy(name, seed=7).select(pool, 25)
+    again = create_strategy(name, seed=7).select(pool, 25)
+    assert len(first) == 25 == len(set(first.indices.tolist())) == len(first.reasons)
+    assert pool.valid[first.indices].all()
+    np.testing.assert_array_equal(first.indices, again.indices)
+    assert all(isinstance(r, str) and r for r in first.reasons)
+    assert first.strategy == name
+    # Asking for more than the pool holds gives the whole valid pool.
+    assert len(create_strategy(name, seed=7).select(pool, 10_000)) == pool.n_valid
+
+
+def test_random_depends_on_the_seed() -> None:
+    pool = _pool()
+    a = create_strategy("random", seed=1).select(pool, 20).indices
+    b = create_strategy("random", seed=2).select(pool, 20).indices
+    assert set(a.tolist()) != set(b.tolist())
+
+
+def test_uncertainty_is_one_minus_the_label_studio_prediction_score() -> None:
+    from backends.convert import confidence
+
+    rng = np.random.default_rng(3)
+    probs, thresholds = rng.random((50, 9)), rng.uniform(0.1, 0.9, 9)
+    u = image_uncertainty(probs, thresholds)
+    expected = [1.0 - confidence(row.tolist(), thresholds.tolist()) for row in probs]
+    np.testing.assert_allclose(u, expected, atol=1e-5)
+    # The fused reduction of the pool builder gives the same numbers.
+    pool = SelectionPool.from_arrays(probs, thresholds, [str(i) for i in range(9)])
+    np.testing.assert_allclose(pool.uncertainty, u, atol=1e-5)
+    np.testing.assert_allclose(pool.entropy, image_entropy(probs), atol=1e-5)
+    np.testing.assert_array_equal(pool.top_tag, tag_uncertainty(probs, thresholds).argmax(axis=1))
+
+
+def test_uncertainty_prefers_borderline_tags_and_entropy_prefers_ambiguity_everywhere() -> None:
+    thresholds = np.full(len(LABELS), 0.2)
+    probs = np.zeros((4, len(LABELS)))
+    probs[0, :3] = 0.2  # three tags exactly at their thresholds, the rest sure absences
+    probs[1] = 0.5  # every tag at 0.5: far above a 0.2 threshold, but maximally ambiguous
+    probs[2] = 0.95
+    probs[3, :] = 0.01
+    pool = SelectionPool.from_arrays(probs, thresholds, LABELS)
+    assert create_strategy("uncertainty").select(pool, 1).indices.tolist() == [0]
+    assert create_strategy("entropy").select(pool, 1).indices.tolist() == [1]
+    assert "0.20 vs threshold 0.20" in create_strategy("uncertainty").select(pool, 1).reasons[0]
+
+
+def test_novelty_takes_turns_over_the_novel_tags_and_falls_back_without_any() -> None:
+    probs = np.full((30, len(LABELS)), 0.1)
+    probs[:10, 1] = np.linspace(0.99, 0.9, 10)  # l1 scores high on 10 images
+    probs[10:13, 4] = [0.6, 0.5, 0.4]  # l4 scores lower, on 3 others
+    pool = SelectionPool.from_arrays(probs, np.full(len(LABELS), 0.5), LABELS, novel_labels=["l1", "l4"])
+    chosen = create_strategy("novelty").select(pool, 4)
+    assert chosen.indices.tolist() == [0, 10, 1, 11]  # alternating, each tag's best first
+    assert "likely novel tag 'l4'" in chosen.reasons[1]
+    plain = SelectionPool.from_arrays(probs, np.full(len(LABELS), 0.5), LABELS)
+    fallback = create_strategy("novelty").select(plain, 3)
+    assert fallback.reasons[0].startswith("no novel tags")
+    assert fallback.indices.tolist() == create_strategy("uncertainty").select(plain, 3).indices.tolist()
+
+
+def _clusters(per: int = 20, centers: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    means = np.eye(centers, 8) * 10
+    points = np.concatenate([m + 0.1 * rng.standard_normal((per, 8)) for m in means])
+    return points, np.repeat(np.arange(centers), per)
+
+
+def test_diversity_covers_what_the_labeled_images_do_not() -> None:
+    points, cluster = _clusters()
+    probs = np.full((len(points), len(LABELS)), 0.1)
+    labeled = points[cluster == 0][:3]
+    pool = SelectionPool.from_arrays(
+        probs, np.full(len(LABELS), 0.5), LABELS, embeddings=points, labeled_embeddings=labeled
+    )
+    chosen = create_strategy("diversity").select(pool, 4)
+    assert sorted(cluster[chosen.indices].tolist()) == [1, 2, 3, 4]
+    assert "from the nearest labeled or chosen image" in chosen.reasons[0]
+
+
+def test_hybrid_spreads_a_batch_that_uncertainty_would_spend_on_one_cluster() -> None:
+    points, cluster = _clusters(per=20, centers=3)
+    probs = np.full((len(points), len(LABELS)), 0.02)
+    probs[cluster == 0, 0] = 0.5  # cluster 0: the most uncertain images, all alike
+    probs[cluster == 1, 0] = 0.35  # cluster 1: nearly as uncertain, elsewhere
+    pool = SelectionPool.from_arrays(probs, np.full(len(LABELS), 0.5), LABELS, embeddings=points)
+    by_uncertainty = create_strategy("uncertainty").select(pool, 4)
+    hybrid = create_strategy("hybrid", candidates_per_pick=10).select(pool, 4)
+    assert set(cluster[by_uncertainty.indices].tolist()) == {0}
+    assert {0, 1} <= set(cluster[hybrid.indices].tolist())
+    assert 2 not in set(cluster[hybrid.indices].tolist())  # certain images are never candidates
+    narrow = create_strategy("hybrid", candidates_per_pick=1).select(pool, 4)
+    assert set(narrow.indices.tolist()) == set(by_uncertainty.indices.tolist())
+    with pytest.raises(ConfigError):
+        create_strategy("hybrid", candidates_per_pick=0.5)
+
+
+def test_strategies_that_need_embeddings_say_so() -> None:
+    pool = SelectionPool.from_arrays(np.random.default_rng(0).random((10, 6)), np.full(6, 0.5), LABELS)
+    for name in ("diversity", "hybrid"):
+        with pytest.raises(ConfigError, match="embeddings"):
+            create_strategy(name).select(pool, 3)
+    with pytest.raises(ConfigError, match="k >= 1"):
+        create_strategy("uncertainty").select(pool, 0)
+
+
+def test_k_center_greedy_is_within_twice_the_optimal_covering_radius() -> None:
+    rng = np.random.default_rng(5)
+    for trial in range(5):
+        points = rng.standard_normal((14, 3)).astype(np.float32)
+        picked, _ = k_center_greedy(points, 3, seed=trial, project_dim=0)
+        unit = points / np.linalg.norm(points, axis=1, keepdims=True)  # greedy works on normalised rows
+        dist = np.linalg.norm(unit[:, None] - unit[None], axis=-1)
+        radius = dist[:, picked].min(axis=1).max()
+        optimal = min(dist[:, list(c)].min(axis=1).max() for c in itertools.combinations(range(14), 3))
+        assert radius <= 2 * optimal + 1e-5
+
+
+def test_k_center_greedy_projects_large_embeddings_and_keeps_far_points_far() -> None:
+    points, cluster = _clusters(per=30, centers=4)
+    wide = np.concatenate([points, np.zeros((len(points), 248))], axis=1).astype(np.float16)  # D = 256
+    projected = project(wide, 64, seed=1)
+    assert projected.shape == (len(points), 64) and projected.dtype == np.float32
+    picked, gaps = k_center_greedy(wide, 4, seed=1, project_dim=64)
+    assert sorted(cluster[picked].tolist()) == [0, 1, 2, 3]
+    assert np.isinf(gaps[0]) and (gaps[1:] > 0.5).all()
+
+
+def test_the_pool_builder_accepts_chunks_in_any_order_and_marks_missing_rows_invalid() -> None:
+    rng = np.random.default_rng(2)
+    probs, emb = rng.random((50, 6)), rng.standard_normal((50, 4)).astype(np.float16)
+    whole = SelectionPool.from_arrays(probs, np.full(6, 0.3), LABELS, embeddings=emb, novel_labels=["l5"])
+    builder = PoolBuilder(52, LABELS, np.full(6, 0.3), dim=4, novel_labels=["l5"])
+    for rows in (np.arange(30, 50), np.arange(0, 30)[::-1]):
+        builder.add(rows, probs[rows], emb[rows])
+    chunked = builder.build()
+    np.testing.assert_allclose(chunked.uncertainty[:50], whole.uncertainty)
+    np.testing.assert_array_equal(chunked.embeddings[:50], emb)
+    assert chunked.novel_scores is not None and chunked.novel_scores.shape == (52, 1)
+    assert chunked.valid[:50].all() and not chunked.valid[50:].any()
+    assert chunked.nbytes() > 0
+    for name in ALL:
+        assert (create_strategy(name).select(chunked, 60).indices < 50).all()
+    with pytest.raises(DataError):
+        builder.add([0, 1], probs[:3], emb[:3])
+    with pytest.raises(DataError, match="(?i)novel"):
+        PoolBuilder(3, LABELS, np.full(6, 0.3), novel_labels=["unicorn"])
+    with pytest.raises(DataError, match="(?i)embeddings"):
+        builder.add([0], probs[:1])
+
+
+def test_the_strategy_modules_raise_no_warnings() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        create_strategy("hybrid").select(_pool(), 5)

@@ -1,0 +1,231 @@
+"""End to end: `assistant select` and `assistant review` against a real Label Studio and a real worker.
+
+The stack (module scope; every process it starts is stopped at the end, even when a test fails):
+Label Studio from the harness; Redis DB 10 with a key prefix of its own (only those keys are
+deleted afterwards); an `assistant worker` subprocess on the predict queue with a tiny random MKT
+checkpoint as the base model. The CLI runs as a subprocess, as a user would run it.
+
+What is proven: the chosen tasks come first, in the chosen order, in the Data Manager tab the
+command saves, and they are what Label Studio's "Label All Tasks" serves next from that tab; a
+second selection replaces the first (same tab, old ranks cleared); the review tab lists the
+flagged annotated tasks worst first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import REPO_ROOT
+from tests.integration.ls_harness import LSClient, LSServer
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REDIS_URL = "redis://127.0.0.1:6379/10"
+CONFIG = """<View>
+  <Image name="image" value="$image"/>
+  <Choices name="tags" toName="image" choice="multiple" showInline="true">
+    <Choice value="person"/>
+    <Choice value="dog"/>
+    <Choice value="giraffe"/>
+    <Choice value="outdoor"/>
+  </Choices>
+</View>"""
+START_TIMEOUT_S = 120.0
+
+
+@dataclass
+class Stack:
+    ls: LSClient
+    server: LSServer
+    env: dict[str, str]
+    worker: subprocess.Popen[bytes]
+    log: Path
+    root: Path
+    project: int = 0
+    tasks: tuple[int, ...] = ()
+    annotated: tuple[int, ...] = ()
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-c", "from cli.main import main; main()", *args]
+        done = subprocess.run(
+            cmd, cwd=REPO_ROOT, env={**self.env, "COLUMNS": "200"}, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stdout + done.stderr + self.log.read_text(errors="replace")[-3000:]
+        return done
+
+    def view(self, title: str) -> int:
+        views = [v for v in self.ls.sdk.views.list(project=self.project) if (v.data or {}).get("title") == title]
+        assert len(views) == 1, [v.data for v in views]
+        assert views[0].id is not None
+        return int(views[0].id)
+
+    def view_tasks(self, view: int) -> list[int]:
+        resp = self.ls.http.get(
+            "/api/tasks/", params={"project": self.project, "view": view, "page_size": 100}, headers=self.ls.headers()
+        )
+        resp.raise_for_status()
+        body = resp.json()
+        return [int(t["id"]) for t in (body["tasks"] if isinstance(body, dict) else body)]
+
+    def next_task(self, view: int) -> int:
+        resp = self.ls.http.get(f"/api/projects/{self.project}/next", params={"view": view}, headers=self.ls.headers())
+        resp.raise_for_status()
+        return int(resp.json()["id"])
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=20)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _save_base_model(directory: Path) -> Path:
+    import torch
+
+    from assistant.calibration import Calibrator
+    from assistant.checkpoint import load_model, save_checkpoint
+
+    torch.manual_seed(0)
+    loaded = load_model("test-tiny", allow_random=True)
+    # A slope of 10 spreads a random model's cosine scores over (0, 1), so uncertainties differ.
+    loaded.calibrator = Calibrator(slope=10.0, intercept=0.0, threshold=0.5, method="default")
+    save_checkpoint(loaded, directory, version="select-e2e-v1")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def stack(
+    ls_server: LSServer, ls_client: LSClient, shared_datasets: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"Redis is not reachable at {REDIS_URL}: {exc}")
+    root = tmp_path_factory.mktemp("select-e2e")
+    prefix = f"assistant-select-e2e-{uuid.uuid4().hex[:10]}:"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ASSISTANT_", "LABEL_STUDIO_"))}
+    env.update(
+        {
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "PYTHONUNBUFFERED": "1",
+            "ASSISTANT_HOME": str(root / "home"),
+            "ASSISTANT_BASE_MODEL": str(_save_base_model(root / "base-model")),
+            "ASSISTANT_BROKER_URL": REDIS_URL,
+            "ASSISTANT_REDIS_KEY_PREFIX": prefix,
+            "ASSISTANT_DEVICE": "cpu",
+            "ASSISTANT_BATCH_SIZE": "8",
+            "ASSISTANT_TORCH_THREADS": "1",
+            "ASSISTANT_LABEL_STUDIO_URL": ls_server.url,
+            "ASSISTANT_LABEL_STUDIO_API_KEY": ls_server.api_key,
+            "ASSISTANT_LABEL_STUDIO_MEDIA_ROOT": str(ls_server.config.data_dir / "media"),
+        }
+    )
+    log = root / "worker.log"
+    cmd = [sys.executable, "-c", "from cli.main import main; main()", "worker", "-Q", "predict", "-n", "select@%h"]
+    with open(log, "wb") as out:
+        worker = subprocess.Popen(
+            cmd, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while " ready." not in log.read_text(errors="replace"):
+            assert worker.poll() is None, log.read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, "the worker did not start:\n" + log.read_text(errors="replace")[-3000:]
+            time.sleep(0.5)
+        yield Stack(ls_client, ls_server, env, worker, log, root)
+    finally:
+        _stop(worker)
+        keys = list(client.scan_iter(match=f"{prefix}*", count=500))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+def _choices(labels: list[str]) -> list[dict[str, Any]]:
+    return [{"from_name": "tags", "to_name": "image", "type": "choices", "value": {"choices": labels}}]
+
+
+def test_select_puts_the_chosen_tasks_first_in_a_saved_view(stack: Stack, shared_datasets: Path) -> None:
+    photos = sorted((shared_datasets / "coco128" / "images" / "train2017").glob("*.jpg"))[:8]
+    stack.project = stack.ls.create_project(CONFIG)
+    stack.tasks = tuple(stack.ls.upload_images(stack.project, photos))
+    stack.annotated = stack.tasks[:2]
+    for task in stack.annotated:
+        stack.ls.create_annotation(task, _choices(["person", "outdoor"]))
+
+    out = stack.root / "select.json"
+    done = stack.cli(
+        "select", "--project", str(stack.project), "--k", "3", "--strategy", "uncertainty", "--json", str(out)
+    )
+    chosen = [c["task_id"] for c in json.loads(out.read_text())["chosen"]]
+    assert len(chosen) == 3 and not set(chosen) & set(stack.annotated), done.stdout
+    assert "Assistant: label next" in done.stdout and "borderline" in done.stdout
+
+    view = stack.view("Assistant: label next")
+    assert stack.view_tasks(view) == chosen  # exactly the chosen tasks, in the chosen order
+    assert stack.next_task(view) == chosen[0]  # what "Label All Tasks" opens first from the tab
+    ranks = {t["id"]: t["data"].get("assistant_rank") for t in stack.ls.tasks(stack.project)}
+    assert [ranks[t] for t in chosen] == [1, 2, 3]
+
+    # A second selection replaces the first: same tab, the earlier ranks are gone.
+    out2 = stack.root / "select2.json"
+    stack.cli("select", "--project", str(stack.project), "--k", "2", "--strategy", "hybrid", "--json", str(out2))
+    second = [c["task_id"] for c in json.loads(out2.read_text())["chosen"]]
+    assert stack.view("Assistant: label next") == view
+    assert stack.view_tasks(view) == second
+    ranks = {t["id"]: t["data"].get("assistant_rank") for t in stack.ls.tasks(stack.project)}
+    assert sum(r is not None for r in ranks.values()) == 2
+    # The image URL and every other data key survive the rank updates.
+    assert all(t["data"]["image"].startswith("/data/upload/") for t in stack.ls.tasks(stack.project))
+
+
+def test_dry_run_changes_nothing(stack: Stack) -> None:
+    before = {t["id"]: t["data"] for t in stack.ls.tasks(stack.project)}
+    done = stack.cli("select", "--project", str(stack.project), "--k", "4", "--strategy", "random", "--dry-run")
+    assert "Dry run" in done.stdout
+    assert {t["id"]: t["data"] for t in stack.ls.tasks(stack.project)} == before
+
+
+def test_review_lists_the_flagged_annotated_tasks_worst_first(stack: Stack) -> None:
+    out = stack.root / "review.json"
+    done = stack.cli("review", "--project", str(stack.project), "--k", "2", "--json", str(out))
+    flagged = json.loads(out.read_text())["flagged"]
+    assert [f["task"] for f in flagged] and {f["task"] for f in flagged} <= set(stack.annotated), done.stdout
+    assert [f["quality"] for f in flagged] == sorted(f["quality"] for f in flagged)
+    view = stack.view("Assistant: review")
+    assert stack.view_tasks(view) == [f["task"] for f in flagged]
+    # The selection tab is untouched by the review.
+    assert len(stack.view_tasks(stack.view("Assistant: label next"))) == 2
+
+
+def test_the_worker_answered_every_request(stack: Stack) -> None:
+    log = stack.log.read_text(errors="replace")
+    assert "score_pool" in log and "succeeded" in log
+    with httpx.Client() as http:  # Label Studio is still healthy after the pushes
+        assert http.get(f"{stack.server.url}/health").status_code == 200
