@@ -10,6 +10,7 @@ import logging
 
 import typer
 
+from cli import agent as _agent
 from cli import evaluate as _evaluate
 from cli import models as _models
 from cli import preannotate as _preannotate
@@ -21,6 +22,7 @@ from cli import simulate as _simulate
 from cli import status as _status
 from cli import tagging as _tagging
 from cli import worker as _worker
+from cli import world as _world
 
 __all__ = ["app", "main"]
 
@@ -57,7 +59,10 @@ app.add_typer(_rounds.round_app, name="round")
 app.command("beat")(_rounds.beat)
 app.add_typer(_models.models_app, name="models")
 app.add_typer(_simulate.simulate_app, name="simulate")
+app.add_typer(_agent.agent_app, name="agent")
 app.command("status")(_status.status)
+app.add_typer(_world.world_app, name="world")
+app.command("bench")(_world.bench)
 
 
 def main() -> None:

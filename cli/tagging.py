@@ -99,6 +99,16 @@ def _print_tags(files: list[Path], results: list[ImageTags], top: int, truth: di
             console.print(f"  truth: {', '.join(truth.get(file.name, []))}\n")
 
 
+def _demo_vocabulary(meta: dict[str, object]) -> list[str]:
+    """The sample set's vocabulary: listed in labels.json, else the benchmark world's 65 labels."""
+    listed = meta.get("vocabulary")
+    if isinstance(listed, list):
+        return [str(x) for x in listed]
+    from assistant.world.vocabulary import default_vocabulary
+
+    return list(default_vocabulary().names)
+
+
 def _fail(exc: Exception) -> typer.Exit:
     from assistant.errors import AssistantError
 
@@ -166,8 +176,8 @@ def demo(
         if not meta_path.is_file():
             raise AssistantError(f"{meta_path} is missing", fix="run the demo from the repository root")
         meta = json.loads(meta_path.read_text())
-        vocabulary: list[str] = list(meta["vocabulary"])
-        truth: dict[str, list[str]] = {k: list(v) for k, v in meta["images"].items()}
+        truth: dict[str, list[str]] = {k: list(v) for k, v in meta["labels"].items()}
+        vocabulary = _demo_vocabulary(meta)
         files, opened = _open_images([samples / name for name in truth])
         loaded, source = _load(None, device)
         tagger = Tagger(loaded, device=device)

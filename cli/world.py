@@ -1,0 +1,271 @@
+"""`assistant world ...` and `assistant bench`: the offline benchmark world.
+
+- `world build`: generate the train/val/test splits (deterministic) under the home directory.
+- `world pretrain`: contrastive pretraining of the tiny open_clip model; saves an open_clip
+  model directory with its manifest (the project ships the result as `assets/world-tiny`).
+- `world samples`: regenerate the sample images of `make demo`.
+- `bench`: the ML-ZSL table (random, frozen zero-shot, MKT stage 1, stage 1 + 2).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from assistant.world.dataset import MultiLabelSplit
+
+__all__ = ["bench", "world_app"]
+
+console = Console()
+err_console = Console(stderr=True)
+world_app = typer.Typer(
+    help="The offline benchmark world: build the data, pretrain the tiny model.", no_args_is_help=True
+)
+
+DEFAULT_ASSET = Path("assets/world-tiny")
+
+
+@contextmanager
+def _progress(description: str) -> Iterator[Callable[[int, int, dict[str, float]], None]]:
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task(description, total=None, info="")
+
+        def update(done: int, total: int, figures: dict[str, float]) -> None:
+            info = " ".join(f"{k} {v:.3g}" for k, v in figures.items())
+            bar.update(task, completed=done, total=total, info=info)
+
+        yield update
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    from assistant.errors import AssistantError
+
+    message = exc.message if isinstance(exc, AssistantError) else str(exc)
+    err_console.print(f"[red]error:[/] {message}")
+    return typer.Exit(code=1)
+
+
+def _world_dir(quick: bool) -> Path:
+    from workers.settings import get_settings
+
+    return get_settings().home / "world" / ("quick" if quick else "full")
+
+
+def _splits(quick: bool) -> dict[str, MultiLabelSplit]:
+    """Load the splits, building them first when missing or stale."""
+    from assistant.errors import DataError
+    from assistant.world import FULL_SIZES, QUICK_SIZES, build_world, load_world
+
+    directory = _world_dir(quick)
+    try:
+        return load_world(directory)
+    except (DataError, FileNotFoundError, OSError):
+        pass
+    sizes = QUICK_SIZES if quick else FULL_SIZES
+    with _progress(f"generating the {'quick' if quick else 'full'} world") as update:
+        build_world(directory, sizes=sizes, progress=lambda split, done, total: update(done, total, {}))
+    return load_world(directory)
+
+
+@world_app.command("build")
+def build(
+    quick: Annotated[bool, typer.Option(help="The small splits (2,000 / 500 / 1,000 images).")] = False,
+) -> None:
+    """Generate the world's train / validation / test splits (deterministic, cached)."""
+    try:
+        splits = _splits(quick)
+    except Exception as exc:
+        raise _fail(exc) from None
+    for name, split in splits.items():
+        console.print(f"{name}: {len(split)} images, data hash {split.data_hash[:16]}")
+    console.print(f"in {_world_dir(quick)}")
+
+
+@world_app.command("samples")
+def samples(out: Annotated[Path, typer.Option(help="Where to write them.")] = Path("samples")) -> None:
+    """Regenerate the sample images and their labels (used by `make demo`)."""
+    from assistant.world import write_samples
+
+    console.print(f"wrote {write_samples(out)}")
+
+
+@world_app.command("pretrain")
+def pretrain(
+    out: Annotated[Path, typer.Option(help="Output open_clip model directory.")] = DEFAULT_ASSET,
+    steps: Annotated[int, typer.Option(help="Optimiser steps of --batch-size pairs.")] = 560,
+    batch_size: Annotated[int, typer.Option(help="Pairs per step.")] = 256,
+    arch: Annotated[str, typer.Option(help="Registered open_clip architecture.")] = "world-tiny",
+    seed: Annotated[int, typer.Option(help="Seed of the initialisation.")] = 0,
+    max_minutes: Annotated[float, typer.Option(help="Stop early past this wall time (recorded).")] = 60.0,
+    quick_eval: Annotated[bool, typer.Option(help="Score zero-shot on the quick test split.")] = False,
+) -> None:
+    """Pretrain the tiny open_clip model contrastively on the world (the offline stand-in for CLIP)."""
+    from assistant.world.bench import frozen_scores
+    from assistant.world.pretrain import PretrainConfig, save_open_clip_dir, stream_hash
+    from assistant.world.pretrain import pretrain as run_pretrain
+
+    cfg = PretrainConfig(arch=arch, steps=steps, batch_size=batch_size, seed=seed, max_minutes=max_minutes)
+    if out.exists() and any(out.iterdir()):
+        raise _fail(FileExistsError(f"{out} is not empty; pass another --out or remove it"))
+    try:
+        with _progress(f"pretraining {arch} on {cfg.pairs:,} pairs") as update:
+            backbone, result = run_pretrain(cfg, progress=update)
+        splits = _splits(quick_eval)
+        test = splits["test"]
+        scores = _zero_shot_summary(backbone, test, frozen_scores)
+    except Exception as exc:
+        raise _fail(exc) from None
+    manifest = {
+        "config": cfg.__dict__,
+        "seed": seed,
+        "data_hash": stream_hash(_world_config(), cfg, backbone.context_length),
+        "pairs": result.pairs,
+        "steps": result.steps,
+        "seconds": round(result.seconds, 1),
+        "pairs_per_second": round(result.pairs / max(result.seconds, 1e-9), 1),
+        "stopped_early": result.stopped_early,
+        "training_curve": result.curve,
+        "zero_shot": scores,
+    }
+    save_open_clip_dir(backbone, arch, out, manifest)
+    console.print(
+        f"{result.pairs:,} pairs in {result.seconds / 60:.1f} min ({manifest['pairs_per_second']} pairs/s); "
+        f"zero-shot ZSL mAP {scores['zsl']['mAP']:.1f} (random {scores['random_zsl_mAP']:.1f}), "
+        f"GZSL mAP {scores['gzsl']['mAP']:.1f}"
+    )
+    console.print(f"saved to {out} (load it as local-dir:{out})")
+
+
+def _world_config() -> Any:
+    from assistant.world import WorldConfig
+
+    return WorldConfig()
+
+
+def _zero_shot_summary(backbone: Any, test: MultiLabelSplit, frozen_scores: Any) -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    from assistant.evaluate import evaluate_gzsl, evaluate_zsl
+    from assistant.world import default_vocabulary
+
+    vocab = default_vocabulary()
+    labels = list(test.label_names)
+    with torch.no_grad():
+        pixels = _eval_pixels(backbone, test)
+        feats = backbone.encode_image(pixels)
+    unseen = [n for n, s in zip(labels, test.seen, strict=True) if not s]
+    zsl = evaluate_zsl(frozen_scores(backbone, feats, unseen), test.targets, labels, test.seen)
+    gzsl = evaluate_gzsl(frozen_scores(backbone, feats, labels), test.targets, labels)
+    rng = np.random.default_rng(0)
+    random_zsl = evaluate_zsl(rng.random((len(test), len(unseen))), test.targets, labels, test.seen)
+    from assistant.evaluate import per_label_ap
+
+    aps = per_label_ap(frozen_scores(backbone, feats, labels), test.targets)
+    by_kind: dict[str, float] = {}
+    for kind in sorted({vocab.spec(n).kind.value for n in labels}):
+        idx = [i for i, n in enumerate(labels) if vocab.spec(n).kind.value == kind]
+        by_kind[kind] = round(100 * float(np.mean(aps[idx])), 2)
+    return {
+        "method": "class token, prompt ensemble (assistant.world.bench.WORLD_PROMPTS)",
+        "test_images": len(test),
+        "test_data_hash": test.data_hash,
+        "zsl": zsl,
+        "gzsl": gzsl,
+        "random_zsl_mAP": random_zsl["mAP"],
+        "mAP_by_kind": by_kind,
+    }
+
+
+def _eval_pixels(backbone: Any, split: MultiLabelSplit) -> Any:
+    import torch
+
+    from assistant.data import eval_transform
+
+    transform = eval_transform(backbone)
+    images = torch.from_numpy(split.images).permute(0, 3, 1, 2)
+    return torch.stack([transform(im) for im in images])
+
+
+def bench(
+    quick: Annotated[bool, typer.Option(help="Small splits and short training: under 5 minutes on 2 cores.")] = False,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write every number and config here.")] = None,
+    model: Annotated[str, typer.Option(help="The pretrained world model.")] = f"local-dir:{DEFAULT_ASSET}",
+    save_model: Annotated[Path | None, typer.Option(help="Save the MKT stage 1 + 2 checkpoint here.")] = None,
+    distill: Annotated[
+        list[float] | None, typer.Option(help="Distillation weights to select from on validation.")
+    ] = None,
+) -> None:
+    """The ML-ZSL table on the world: random, frozen zero-shot, MKT stage 1, MKT stage 1 + 2."""
+    from assistant.checkpoint import save_checkpoint
+    from assistant.world.bench import BenchConfig, run_bench
+
+    cfg = BenchConfig()
+    if quick:
+        cfg = replace(cfg, stage1=replace(cfg.stage1, epochs=3), stage2=replace(cfg.stage2, epochs=3))
+    if distill:
+        cfg = replace(cfg, distill_weights=tuple(distill))
+    try:
+        splits = _splits(quick)
+        with _progress("training") as update:
+            result, mkt = run_bench(splits, model, cfg, status=lambda m: console.print(f"- {m}"), progress=update)
+    except Exception as exc:
+        raise _fail(exc) from None
+    _print_table(result.rows)
+    console.print(f"selection (validation, seen labels): {json.dumps(result.selection)}")
+    console.print(f"seconds: {json.dumps(result.seconds)}")
+    if json_path is not None:
+        doc = {
+            "rows": [r.__dict__ for r in result.rows],
+            "config": result.config,
+            "data": result.data,
+            "selection": result.selection,
+            "seconds": result.seconds,
+            "model": model,
+            "quick": quick,
+        }
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+        console.print(f"wrote {json_path}")
+    if save_model is not None:
+        sidecar = save_checkpoint(
+            mkt,
+            save_model,
+            version=f"world-mkt-{result.data['hashes']['train'][:8]}",
+            metrics={
+                f"test_{k}_{m}": v for r in result.rows[-1:] for k in ("zsl", "gzsl") for m, v in getattr(r, k).items()
+            },
+            extra={"bench": {"quick": quick, "config": result.config}},
+        )
+        console.print(f"saved MKT checkpoint {sidecar.version} to {save_model}")
+
+
+def _print_table(rows: list[Any]) -> None:
+    table = Table(title="ML-ZSL on the benchmark world (test split; percent)")
+    table.add_column("method")
+    for setting in ("ZSL", "GZSL"):
+        for metric in ("mAP", "F1@3", "F1@5"):
+            table.add_column(f"{setting} {metric}", justify="right")
+    for row in rows:
+        cells = [f"{row.zsl[m]:.1f}" for m in ("mAP", "F1@3", "F1@5")]
+        cells += [f"{row.gzsl[m]:.1f}" for m in ("mAP", "F1@3", "F1@5")]
+        table.add_row(row.method, *cells)
+    console.print(table)
