@@ -13,8 +13,8 @@ from assistant.errors import ConfigError
 from assistant.factory import create_backbone
 from assistant.world import generate_split
 from assistant.world.bench import BenchConfig, frozen_scores, run_bench
-from assistant.world.pretrain import PretrainConfig, pretrain, save_open_clip_dir, stream_hash
 from assistant.world.config import WorldConfig
+from assistant.world.pretrain import PretrainConfig, pretrain, save_open_clip_dir, stream_hash
 
 
 @pytest.fixture(scope="module")
