@@ -51,7 +51,7 @@ from backends.predicting import Predictor, checkpoint_version
 from backends.protocol import LSPredictRequest, SetupRequest, SetupResponse, parse_project_id
 from backends.settings import BackendSettings
 from backends.state import RedisState, SharedState, redis_url_of
-from backends.webhook import WebhookHandler, WebhookReply
+from backends.webhook import EventSink, WebhookHandler, WebhookReply, redis_event_sink
 from workers.celery_app import make_celery
 from workers.ledger import Ledger, open_ledger
 from workers.metrics import QueueDepths, broker_redis, queue_depths
@@ -109,7 +109,7 @@ class Services:
         self.metrics = metrics or BackendMetrics(stats=state.stats, queues=_queue_reader(settings))
         self.auth = AuthPolicy(settings.basic_auth_user, settings.basic_auth_password, settings.webhook_token)
         self.predictor = Predictor(settings, self.dispatcher, self.registry, self.metrics)
-        self.webhooks = WebhookHandler(self.ledger, self.dispatcher)
+        self.webhooks = WebhookHandler(self.ledger, self.dispatcher, notify=_event_sink(state, settings))
 
     def close(self) -> None:
         """Release what the services opened themselves."""
@@ -125,6 +125,11 @@ def _redis_state(settings: BackendSettings) -> RedisState:
         claim_ttl_s=settings.result_expires_s,
         inflight_ttl_s=settings.inflight_ttl_s,
     )
+
+
+def _event_sink(state: SharedState, settings: BackendSettings) -> EventSink | None:
+    # Label Studio events wake the agent (backends/webhook.py); only a Redis state can reach it.
+    return redis_event_sink(state.client, settings.redis_key_prefix) if isinstance(state, RedisState) else None
 
 
 def _queue_reader(settings: BackendSettings) -> Callable[[], QueueDepths] | None:

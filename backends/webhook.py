@@ -12,22 +12,55 @@ appends rows (one SQLite/PostgreSQL transaction) or takes a Redis lock and sends
                                             lock: at most one queued or running)
 anything else                               ignored                                 200
 ==========================================  ======================================  ======
+
+Every event that names a project is also handed to ``notify`` when one is given: the app passes
+:func:`redis_event_sink`, which appends ``{"action", "project"}`` to a short Redis list that the
+agent (``agent/``) blocks on, so it reacts to ``TASKS_CREATED`` or a config change at once instead
+of at its next look. A hint only (the agent re-reads the project itself); a failure to notify is
+logged and never fails the webhook.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
+
+import redis
 
 from backends.dispatch import Dispatcher
 from backends.errors import BackendError
 from backends.protocol import WebhookEvent
 from workers.ledger import Ledger, LedgerEvent
 
-__all__ = ["WebhookHandler", "WebhookReply", "ledger_events"]
+__all__ = ["AGENT_EVENTS_KEY", "EventSink", "WebhookHandler", "WebhookReply", "ledger_events", "redis_event_sink"]
 
 logger = logging.getLogger(__name__)
+
+#: The agent's event list: ``<prefix>assistant:agent-events`` (read by ``agent.services.EventInbox``).
+AGENT_EVENTS_KEY: Final = "agent-events"
+# Events kept for an agent that is not running (older ones are dropped: they are only hints).
+_EVENTS_KEPT: Final = 1000
+_EVENTS_TTL_S: Final = 86_400
+
+#: ``notify(action, project)``.
+EventSink = Callable[[str, int], None]
+
+
+def redis_event_sink(client: redis.Redis, prefix: str = "") -> EventSink:
+    """An :data:`EventSink` appending to the agent's event list (one pipelined round trip, ~1 ms)."""
+    key = f"{prefix}assistant:{AGENT_EVENTS_KEY}"
+
+    def notify(action: str, project: int) -> None:
+        pipe = client.pipeline(transaction=False)
+        pipe.rpush(key, json.dumps({"action": action, "project": project}))
+        pipe.ltrim(key, -_EVENTS_KEPT, -1)
+        pipe.expire(key, _EVENTS_TTL_S)
+        pipe.execute()
+
+    return notify
 
 
 @dataclass(frozen=True)
@@ -97,11 +130,13 @@ class WebhookHandler:
     Args:
         ledger: Where annotation events go.
         dispatcher: Queues rounds.
+        notify: Told of every event that names a project (the agent's wake-up; module docstring).
     """
 
-    def __init__(self, ledger: Ledger, dispatcher: Dispatcher) -> None:
+    def __init__(self, ledger: Ledger, dispatcher: Dispatcher, notify: EventSink | None = None) -> None:
         self.ledger = ledger
         self.dispatcher = dispatcher
+        self.notify = notify
 
     def handle(self, raw: dict[str, Any], request_id: str | None = None) -> WebhookReply:
         """Record, queue or ignore one event.
@@ -111,6 +146,7 @@ class WebhookHandler:
             BackendError: A recordable event misses what it needs.
         """
         event = WebhookEvent.model_validate(raw)
+        self._notify(event)
         if event.kind in ("annotation", "delete"):
             events = ledger_events(event, raw)
             added = self.ledger.append(events)
@@ -127,6 +163,14 @@ class WebhookHandler:
             return self.start_round(event.project_id, request_id)
         logger.debug("webhook %s ignored", event.action)
         return WebhookReply(200, {"status": "ignored", "action": event.action}, "ignored")
+
+    def _notify(self, event: WebhookEvent) -> None:
+        if self.notify is None or event.project_id is None:
+            return
+        try:
+            self.notify(event.action, event.project_id)
+        except Exception as exc:  # a hint for the agent: never fail Label Studio's webhook over it
+            logger.warning("could not forward %s to the agent: %s", event.action, exc)
 
     def start_round(self, project: int | None, request_id: str | None = None) -> WebhookReply:
         """Queue a round for ``project`` (START_TRAINING and the legacy ``/train``)."""

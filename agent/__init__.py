@@ -1,0 +1,15 @@
+"""The agent: one loop that runs a labeling project by itself, and explains its decisions.
+
+A second composition-level package (like ``cli``): it may import ``backends``, the light
+``workers`` modules and the pure ``assistant`` policy, and nothing imports it but ``cli``. It never
+loads the model: every GPU job goes to the workers by task name. See ``docs/agent.md``.
+
+- :mod:`agent.settings`: ``AgentSettings`` (``ASSISTANT_AGENT_*``) and the policy built from them;
+- :mod:`agent.log`: the append-only decision log (SQLite under ``Settings.home``, or PostgreSQL);
+- :mod:`agent.observe`: a project's :class:`~assistant.agent_policy.Observation`;
+- :mod:`agent.execute`: each decision through the existing components;
+- :mod:`agent.loop`: observe, decide, execute, record; resume after a restart;
+- :mod:`agent.report`: the decisions in the round reports.
+
+Empty on purpose: importing ``agent.log`` must not import the rest.
+"""

@@ -1,0 +1,343 @@
+"""A project's :class:`~assistant.agent_policy.Observation`: what the policy looks at.
+
+Sources, all read-only:
+
+================  ========================================================================
+Label Studio      the config (vocabulary), the tasks (labeled or not, their queue rank), the
+                  predictions (versions per task; per-tag scores for the disagreement check)
+model registry    the checkpoint serving the project
+corrections       new corrections since the last round, the watermark, the annotations
+ledger            (for the disagreement check)
+round lock        whether a round is queued or running (whoever queued it: START_TRAINING,
+                  the beat, a person, the agent)
+round log         the last finished round; rounds and GPU minutes today
+decision log      the agent's memory: what it last predicted with, selected with, flagged
+================  ========================================================================
+
+**Disagreement.** An annotation is rated with :func:`assistant.label_quality.review_labels`
+against the prediction its annotator started from (``parent_prediction``, else the task's latest
+prediction): the per-tag scores and thresholds stored in that prediction's result items
+(``backends.convert``), +1 for a chosen tag and -1 for every other scored one (the annotator saw
+every option). No model runs: the scores are those of a model that had not trained on the
+annotation, which is what a fair review needs. Annotations are rated once, as their ledger rows
+arrive; a task whose prediction kept no scores (nothing selected) is not rated.
+
+**Cheap looks.** :meth:`Observer.changed` compares one Label Studio request (the project's
+counters and config digest) and a few local reads with the last full look; the loop skips the full
+look (and the policy) when nothing moved, the schedule did not fire and the day did not change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from agent.log import DecisionLog
+from agent.studio import PredictionRow, ProjectSummary, StudioReader, TaskRow
+from assistant.agent_policy import PREDICTION_ACTIONS, Budget, Flag, LastRound, Memory, Observation
+from assistant.label_quality import review_labels
+from backends.controls import ProjectVocabulary, parse_label_config
+from backends.convert import SCORES_KEY, annotation_to_correction
+from backends.predicting import checkpoint_version
+from backends.protocol import Annotation
+from workers.ledger import Ledger, LedgerEntry
+from workers.locks import RoundLocks
+from workers.registry import Registry
+from workers.schedule import parse_cron
+
+__all__ = ["Observer", "last_fire", "memory_from_log", "parse_time", "rate_annotation", "read_round_log"]
+
+logger = logging.getLogger(__name__)
+
+# How far back the schedule is searched for its latest firing (a weekly cron fires within 7 days).
+_SCHEDULE_LOOKBACK = dt.timedelta(days=8)
+# Rounds whose durations estimate the next one's GPU minutes.
+_ROUNDS_FOR_ESTIMATE = 3
+# Agent actions whose wall time counts as GPU time (an upper bound: it includes queueing).
+_GPU_ACTIONS = ("preannotate", "rescore", "repredict", "select")
+
+
+def read_round_log(models_dir: Path, project: int) -> list[dict[str, Any]]:
+    """The project's finished rounds, oldest first (``workers.rounds.round_history``'s file, read without torch)."""
+    path = models_dir / "rounds" / str(project) / "rounds.jsonl"
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            if line.strip():
+                out.append(json.loads(line))
+    return out
+
+
+def parse_time(text: Any) -> dt.datetime | None:
+    """An ISO time as an aware datetime (naive ones are UTC); None when absent or malformed."""
+    if not text:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(str(text))
+    except ValueError:
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+def last_fire(cron: str, now: dt.datetime, lookback: dt.timedelta = _SCHEDULE_LOOKBACK) -> dt.datetime | None:
+    """The latest minute at or before ``now`` (UTC) that a 5-field cron line matches, within ``lookback``.
+
+    Celery's parser and field semantics (``workers.schedule.parse_cron``; day of week 0 = Sunday,
+    every field must match).
+    """
+    spec = parse_cron(cron)
+    t = now.astimezone(dt.UTC).replace(second=0, microsecond=0)
+    end = t - lookback
+    minute = dt.timedelta(minutes=1)
+    while t > end:
+        if t.hour not in spec.hour or t.day not in spec.day_of_month or t.month not in spec.month_of_year:
+            t = t.replace(minute=0) - minute  # skip the rest of this hour
+            continue
+        if t.minute in spec.minute and (t.weekday() + 1) % 7 in spec.day_of_week:
+            return t
+        t -= minute
+    return None
+
+
+def memory_from_log(log: DecisionLog, project: int) -> Memory:
+    """What the agent did before in a project: its last prediction and selection, what it flagged."""
+    predicted = log.last(project, sorted(PREDICTION_ACTIONS))
+    selected = log.last(project, ["select"])
+    flagged: set[int] = set()
+    for record in log.states(project):
+        if record.decision.action == "review" and record.status == "done":
+            flagged.update(int(f["task"]) for f in record.decision.params.get("flags", []))
+    labels = predicted.decision.params.get("labels") if predicted else None
+    return Memory(
+        predicted_checkpoint=str(predicted.decision.params.get("checkpoint")) if predicted else None,
+        predicted_labels=tuple(str(x) for x in labels) if isinstance(labels, list) else None,
+        selected_version=str(selected.decision.params.get("model_version")) if selected else None,
+        flagged=frozenset(flagged),
+    )
+
+
+def rate_annotation(vocab: ProjectVocabulary, entry: LedgerEntry, prediction: PredictionRow) -> Flag | None:
+    """The label quality of one annotation under the prediction its annotator saw (module docstring)."""
+    event = entry.event
+    if event.was_cancelled or event.task is None:
+        return None
+    try:
+        annotation = Annotation.model_validate(
+            {"id": event.annotation_id, "task": event.task, "result": event.result or []}
+        )
+    except ValidationError:
+        return None
+    chosen = {c.control: set(c.positives) for c in annotation_to_correction(vocab, annotation).controls}
+    names: list[str] = []
+    probs: list[float] = []
+    targets: list[int] = []
+    thresholds: list[float] = []
+    multi = len(vocab.active) > 1
+    for item in prediction.result:
+        extras = item.get(SCORES_KEY)
+        if not isinstance(extras, Mapping):
+            continue
+        control = str(item.get("from_name", ""))
+        scores, limits = extras.get("scores") or {}, extras.get("thresholds") or {}
+        for key, score in scores.items():
+            if key not in limits:
+                continue
+            names.append(f"{control}:{key}" if multi else str(key))
+            probs.append(float(score))
+            thresholds.append(float(limits[key]))
+            targets.append(1 if key in chosen.get(control, set()) else -1)
+    if not names:
+        return None
+    review = review_labels(np.array([probs]), np.array([targets]), names, np.array(thresholds))
+    worst = review.worst[0]
+    why = worst.describe() if worst is not None else "no known tag"
+    return Flag(task=event.task, annotation=event.annotation_id, quality=round(float(review.quality[0]), 4), why=why)
+
+
+@dataclass
+class _Ratings:
+    upto: int = 0
+    by_annotation: dict[int, Flag] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Look:
+    counters: tuple[Any, ...]
+    at: dt.datetime
+
+
+class Observer:
+    """Builds observations of projects (module docstring).
+
+    Args:
+        reader: Label Studio.
+        registry: The model registry.
+        ledger: The corrections ledger.
+        locks: The round locks.
+        log: The decision log (the agent's memory).
+        models_dir: The registry's directory (round log).
+        schedule: The agent's round schedule (a cron line; empty: none).
+        flag_below: Ratings below this are reported as flags.
+        full_check_s: The longest time between two full looks (:meth:`changed`).
+    """
+
+    def __init__(
+        self,
+        reader: StudioReader,
+        registry: Registry,
+        ledger: Ledger,
+        locks: RoundLocks,
+        log: DecisionLog,
+        *,
+        models_dir: Path,
+        schedule: str = "",
+        flag_below: float = 0.3,
+        full_check_s: float = 600.0,
+    ) -> None:
+        self.reader, self.registry, self.ledger, self.locks, self.log = reader, registry, ledger, locks, log
+        self.models_dir = models_dir
+        self.schedule = schedule.strip()
+        self.flag_below = flag_below
+        self.full_check_s = full_check_s
+        self._looks: dict[int, _Look] = {}
+        self._ratings: dict[int, _Ratings] = {}
+
+    # --- the cheap look ----------------------------------------------------------------------
+    def _counters(self, project: int, summary: ProjectSummary) -> tuple[Any, ...]:
+        log_path = self.models_dir / "rounds" / str(project) / "rounds.jsonl"
+        last = self.log.records(project, limit=1, newest=True)
+        return (
+            *summary.counters(),
+            checkpoint_version(self.registry, project),
+            self.ledger.count(project),
+            log_path.stat().st_size if log_path.is_file() else 0,
+            self.locks.holder(project),
+            last[0].seq if last else 0,
+        )
+
+    def changed(self, project: int, now: dt.datetime) -> bool:
+        """Whether a full look is needed: something moved, the schedule fired, a new day, or it is time."""
+        look = self._looks.get(project)
+        if look is None or (now - look.at).total_seconds() >= self.full_check_s or now.date() != look.at.date():
+            return True
+        if self.schedule:
+            fired = last_fire(self.schedule, now)
+            if fired is not None and fired > look.at:
+                return True
+        return self._counters(project, self.reader.summary(project)) != look.counters
+
+    # --- the full look -----------------------------------------------------------------------
+    def observe(self, project: int, now: dt.datetime, events: Sequence[str] = ()) -> Observation:
+        """Look at everything (module docstring) and build the observation."""
+        summary = self.reader.summary(project)
+        vocab = parse_label_config(summary.label_config)
+        checkpoint = checkpoint_version(self.registry, project)
+        version = vocab.model_version(checkpoint)
+        tasks = self.reader.tasks(project)
+        predictions = self.reader.predictions(project)
+        versions: dict[int, set[str]] = {}
+        for pred in predictions:
+            versions.setdefault(pred.task, set()).add(pred.model_version)
+        unlabeled = [t for t in tasks if not t.labeled]
+        rounds = read_round_log(self.models_dir, project)
+        holder = self.locks.holder(project)
+        memory = self._memory(project)
+        # Rating the new ledger rows also finds the ledger's newest row (a round decision's identity).
+        flags = self._flags(project, vocab, predictions)
+        obs = Observation(
+            project=project,
+            now=now,
+            checkpoint=checkpoint,
+            labels=tuple(vocab.labels),
+            tasks=len(tasks),
+            unlabeled=len(unlabeled),
+            unpredicted=tuple(sorted(t.id for t in unlabeled if version not in versions.get(t.id, set()))),
+            queue=sum(1 for t in unlabeled if t.rank is not None),
+            new_corrections=self.ledger.count_since_last_round(project),
+            watermark=self._ratings[project].upto,
+            round_holder=holder,
+            last_round=_last_round(rounds),
+            schedule_fired_at=last_fire(self.schedule, now) if self.schedule else None,
+            flags=flags,
+            memory=memory,
+            budget=self._budget(project, now, rounds),
+            events=tuple(events),
+        )
+        # What changed since this look is compared against the state *before* acting on it.
+        self._looks[project] = _Look(self._counters(project, summary), now)
+        return obs
+
+    def tasks(self, project: int) -> list[TaskRow]:
+        """The project's tasks (the executors re-read them before acting)."""
+        return self.reader.tasks(project)
+
+    def _memory(self, project: int) -> Memory:
+        return memory_from_log(self.log, project)
+
+    def _budget(self, project: int, now: dt.datetime, rounds: Sequence[Mapping[str, Any]]) -> Budget:
+        day = dt.datetime.combine(now.astimezone(dt.UTC).date(), dt.time(), tzinfo=dt.UTC)
+        minutes, today, durations = 0.0, 0, []
+        for entry in rounds:
+            started, finished = parse_time(entry.get("started_at")), parse_time(entry.get("finished_at"))
+            if started is None or finished is None:
+                continue
+            length = max(0.0, (finished - started).total_seconds() / 60.0)
+            if entry.get("status") in ("promoted", "kept"):
+                durations.append(length)
+            if finished >= day:
+                today += 1
+                minutes += length
+        for record in self.log.done_since(project, day, _GPU_ACTIONS):
+            minutes += float(record.outcome.get("seconds", 0.0)) / 60.0
+        recent = durations[-_ROUNDS_FOR_ESTIMATE:]
+        return Budget(gpu_minutes=minutes, rounds=today, round_minutes=sum(recent) / len(recent) if recent else None)
+
+    def _flags(self, project: int, vocab: ProjectVocabulary, predictions: Sequence[PredictionRow]) -> tuple[Flag, ...]:
+        ratings = self._ratings.setdefault(project, _Ratings())
+        by_id = {p.id: p for p in predictions}
+        latest: dict[int, PredictionRow] = {}
+        for pred in predictions:  # the listing is in creation order: the last one wins
+            latest[pred.task] = pred
+        entries = self.ledger.entries(project, since=ratings.upto)
+        for entry in entries:
+            event, aid = entry.event, entry.event.annotation_id
+            ratings.upto = max(ratings.upto, entry.seq)
+            if aid is None:
+                continue
+            if entry.deleted:
+                ratings.by_annotation.pop(aid, None)
+                continue
+            parent = by_id.get(event.parent_prediction) if event.parent_prediction is not None else None
+            prediction = parent or latest.get(event.task or -1)
+            flag = rate_annotation(vocab, entry, prediction) if prediction is not None else None
+            if flag is None:
+                ratings.by_annotation.pop(aid, None)
+            else:
+                ratings.by_annotation[aid] = flag
+        return tuple(f for f in ratings.by_annotation.values() if f.quality < self.flag_below)
+
+
+def _last_round(rounds: Sequence[Mapping[str, Any]]) -> LastRound | None:
+    for entry in reversed(rounds):
+        finished = parse_time(entry.get("finished_at"))
+        if finished is None:
+            continue
+        return LastRound(
+            round_id=str(entry.get("round_id") or ""),
+            status=str(entry.get("status") or ""),
+            trigger=str(entry.get("trigger") or ""),
+            finished_at=finished,
+            version=str(entry.get("current_version") or ""),
+        )
+    return None

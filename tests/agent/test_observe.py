@@ -1,0 +1,200 @@
+"""The observer: Label Studio (faked), the ledger, the registry, the round log and the agent's memory."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.log import DecisionLog, open_decision_log
+from agent.observe import Observer, last_fire, memory_from_log, rate_annotation, read_round_log
+from agent.studio import PredictionRow, ProjectSummary, TaskRow
+from assistant.agent_policy import Decision
+from backends.controls import parse_label_config
+from workers.ledger import Ledger, LedgerEvent, open_ledger
+from workers.registry import Registry
+
+CONFIG = (
+    '<View><Image name="image" value="$image"/><Choices name="tags" toName="image" choice="multiple">'
+    '<Choice value="cat"/><Choice value="dog"/><Choice value="snow"/></Choices></View>'
+)
+NOW = dt.datetime(2026, 3, 4, 10, 30, tzinfo=dt.UTC)  # a Wednesday
+
+
+def scored(task: int, pred_id: int, version: str, scores: dict[str, float]) -> PredictionRow:
+    chosen = [k for k, v in scores.items() if v >= 0.5]
+    item = {
+        "from_name": "tags",
+        "to_name": "image",
+        "type": "choices",
+        "value": {"choices": chosen},
+        "assistant": {"scores": scores, "thresholds": dict.fromkeys(scores, 0.5), "novel": []},
+    }
+    return PredictionRow(id=pred_id, task=task, model_version=version, result=[item])
+
+
+def annotation(task: int, ann: int, choices: list[str], parent: int | None) -> LedgerEvent:
+    result = [{"from_name": "tags", "to_name": "image", "type": "choices", "value": {"choices": choices}}]
+    return LedgerEvent.annotation(
+        "ANNOTATION_CREATED", project=3, annotation_id=ann, task=task, result=result, parent_prediction=parent
+    )
+
+
+# --- pure pieces ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("cron", "expected"),
+    [
+        ("0 3 * * *", dt.datetime(2026, 3, 4, 3, 0, tzinfo=dt.UTC)),
+        ("45 10 * * *", dt.datetime(2026, 3, 3, 10, 45, tzinfo=dt.UTC)),
+        ("30 10 * * *", NOW),
+        ("0 0 * * 1", dt.datetime(2026, 3, 2, 0, 0, tzinfo=dt.UTC)),  # Monday (cron 1)
+        ("*/20 * * * *", dt.datetime(2026, 3, 4, 10, 20, tzinfo=dt.UTC)),
+        ("0 12 1 1 *", None),  # New Year's noon: not within the last 8 days
+    ],
+)
+def test_last_fire_follows_cron_semantics(cron: str, expected: dt.datetime | None) -> None:
+    assert last_fire(cron, NOW) == expected
+
+
+def test_an_annotation_the_model_strongly_disagrees_with_is_rated_low() -> None:
+    vocab = parse_label_config(CONFIG)
+    prediction = scored(5, 50, "v+f", {"cat": 0.9, "dog": 0.2, "snow": 0.97})
+    ledger_entry = _entry(annotation(5, 500, ["cat", "dog"], 50))
+    flag = rate_annotation(vocab, ledger_entry, prediction)
+    assert flag is not None and flag.task == 5 and flag.annotation == 500
+    assert flag.quality == pytest.approx(0.0916, abs=1e-3)  # EMA of 0.9, 0.2, 0.03
+    assert "possibly missing 'snow'" in flag.why
+    agreed = rate_annotation(vocab, _entry(annotation(5, 501, ["cat", "snow"], 50)), prediction)
+    assert agreed is not None and agreed.quality > 0.7 and "agrees" in agreed.why
+    cancelled = LedgerEvent.annotation("ANNOTATION_CREATED", project=3, annotation_id=502, task=5, was_cancelled=True)
+    assert rate_annotation(vocab, _entry(cancelled), prediction) is None
+    assert rate_annotation(vocab, ledger_entry, PredictionRow(51, 5, "v+f", [])) is None
+
+
+def _entry(event: LedgerEvent, seq: int = 1) -> Any:
+    from workers.ledger import LedgerEntry
+
+    return LedgerEntry(seq, event, "2026-03-04T10:00:00+00:00")
+
+
+def test_the_round_log_is_read_without_torch(tmp_path: Path) -> None:
+    path = tmp_path / "rounds" / "3" / "rounds.jsonl"
+    path.parent.mkdir(parents=True)
+    path.write_text('{"round_id": "r0001"}\nnot json\n{"round_id": "r0002"}\n')
+    assert [r["round_id"] for r in read_round_log(tmp_path, 3)] == ["r0001", "r0002"]
+    assert read_round_log(tmp_path, 4) == []
+
+
+# --- the observer over fakes -------------------------------------------------------------------------
+class FakeReader:
+    def __init__(self) -> None:
+        self.tasks_: list[TaskRow] = []
+        self.predictions_: list[PredictionRow] = []
+        self.config = CONFIG
+        self.summaries = 0
+
+    def summary(self, project: int) -> ProjectSummary:
+        self.summaries += 1
+        labeled = sum(t.labeled for t in self.tasks_)
+        return ProjectSummary(
+            project, "p", self.config[-16:], len(self.tasks_), labeled, len(self.predictions_), labeled, self.config
+        )
+
+    def tasks(self, project: int) -> list[TaskRow]:
+        return list(self.tasks_)
+
+    def predictions(self, project: int) -> list[PredictionRow]:
+        return list(self.predictions_)
+
+
+class FakeLocks:
+    def __init__(self) -> None:
+        self.held: str | None = None
+
+    def holder(self, project: int) -> str | None:
+        return self.held
+
+
+@pytest.fixture
+def parts(tmp_path: Path) -> Iterator[tuple[FakeReader, Ledger, DecisionLog, FakeLocks, Observer]]:
+    reader, locks = FakeReader(), FakeLocks()
+    ledger = open_ledger(None, home=tmp_path)
+    log = open_decision_log(None, home=tmp_path)
+    registry = Registry(tmp_path / "models", "spec:tiny")
+    observer = Observer(
+        reader,
+        registry,
+        ledger,
+        locks,
+        log,
+        models_dir=tmp_path / "models",
+        schedule="0 3 * * *",
+        full_check_s=600,  # type: ignore[arg-type]
+    )
+    yield reader, ledger, log, locks, observer
+    ledger.close()
+    log.close()
+
+
+def test_an_observation_of_a_project(tmp_path: Path, parts: Any) -> None:
+    reader, ledger, log, locks, observer = parts
+    version = parse_label_config(CONFIG).model_version(Registry(tmp_path / "models", "spec:tiny").base_version())
+    reader.tasks_ = [
+        TaskRow(1, {"image": "a", "assistant_rank": 2}, labeled=False),
+        TaskRow(2, {"image": "b", "assistant_rank": 1}, labeled=True),
+        TaskRow(3, {"image": "c"}, labeled=False),
+        TaskRow(4, {"image": "d"}, labeled=False),
+    ]
+    reader.predictions_ = [
+        scored(1, 10, version, {"cat": 0.9, "dog": 0.1, "snow": 0.1}),
+        scored(2, 11, version, {"cat": 0.9, "dog": 0.1, "snow": 0.99}),
+        scored(3, 12, "older+abc", {"cat": 0.9, "dog": 0.1, "snow": 0.1}),
+    ]
+    ledger.append([annotation(2, 200, ["cat"], 11)])
+    locks.held = "celery-9"
+    rounds = tmp_path / "models" / "rounds" / "3" / "rounds.jsonl"
+    rounds.parent.mkdir(parents=True)
+    today = {"round_id": "r0001", "status": "promoted", "trigger": "agent", "current_version": "mkt-p3-r0001",
+             "started_at": "2026-03-04T08:00:00+00:00", "finished_at": "2026-03-04T08:20:00+00:00"}  # fmt: skip
+    rounds.write_text(json.dumps(today) + "\n")
+    log.append(
+        Decision("select", 3, "s", "x", {"model_version": "old+f"}), "done", {"seconds": 120}, at=NOW
+    )  # 2 GPU minutes of the agent today
+
+    obs = observer.observe(3, NOW, ["TASKS_CREATED"])
+    assert obs.checkpoint.startswith("base-") and obs.labels == ("cat", "dog", "snow")
+    assert obs.tasks == 4 and obs.unlabeled == 3 and obs.unpredicted == (3, 4) and obs.queue == 1
+    assert obs.new_corrections == 1 and obs.watermark == 1 and obs.round_holder == "celery-9"
+    assert (
+        obs.last_round is not None and obs.last_round.round_id == "r0001" and obs.last_round.version == "mkt-p3-r0001"
+    )
+    assert obs.budget.rounds == 1 and obs.budget.gpu_minutes == pytest.approx(22.0)
+    assert obs.budget.round_minutes == pytest.approx(20.0)
+    assert obs.schedule_fired_at == dt.datetime(2026, 3, 4, 3, 0, tzinfo=dt.UTC)
+    assert [(f.task, f.annotation) for f in obs.flags] == [(2, 200)] and "missing 'snow'" in obs.flags[0].why
+    assert obs.memory.selected_version == "old+f" and obs.memory.predicted_labels is None
+    assert obs.events == ("TASKS_CREATED",)
+
+    # Nothing moved: no full look needed; a new ledger row, or the next day, needs one.
+    assert not observer.changed(3, NOW + dt.timedelta(seconds=30))
+    ledger.append([annotation(4, 201, ["dog"], None)])
+    assert observer.changed(3, NOW + dt.timedelta(seconds=30))
+    observer.observe(3, NOW + dt.timedelta(seconds=40))
+    assert not observer.changed(3, NOW + dt.timedelta(seconds=50))
+    assert observer.changed(3, NOW + dt.timedelta(hours=14))
+
+
+def test_memory_comes_from_the_decision_log(parts: Any) -> None:
+    _, _, log, _, _ = parts
+    assert memory_from_log(log, 3).predicted_labels is None
+    log.append(Decision("preannotate", 3, "a", "x", {"checkpoint": "base", "labels": ["cat"]}), "done")
+    log.append(Decision("rescore", 3, "b", "x", {"checkpoint": "base", "labels": ["cat", "zebra"]}), "failed")
+    log.append(Decision("review", 3, "r", "x", {"flags": [{"task": 7}, {"task": 9}]}), "done")
+    log.append(Decision("review", 3, "r2", "x", {"flags": [{"task": 8}]}), "pending")
+    memory = memory_from_log(log, 3)
+    assert memory.predicted_labels == ("cat",) and memory.predicted_checkpoint == "base"
+    assert memory.flagged == frozenset({7, 9})
