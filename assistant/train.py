@@ -32,9 +32,9 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from assistant.backbone import Backbone, ImageFeatures
 from assistant.config import HeadConfig, Stage1Config, Stage2Config
 from assistant.data import eval_transform, train_transform
+from assistant.devices import autocast_for
 from assistant.errors import DataError
 from assistant.head import two_stream_scores
-from assistant.devices import autocast_for
 from assistant.labels import LabelSet
 from assistant.losses import l1_distillation, ranking_loss
 from assistant.model import MKTModel
