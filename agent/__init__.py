@@ -6,8 +6,10 @@ loads the model: every GPU job goes to the workers by task name. See ``docs/agen
 
 - :mod:`agent.settings`: ``AgentSettings`` (``ASSISTANT_AGENT_*``) and the policy built from them;
 - :mod:`agent.log`: the append-only decision log (SQLite under ``Settings.home``, or PostgreSQL);
+- :mod:`agent.studio`: what it reads from Label Studio (project counters, tasks, predictions);
 - :mod:`agent.observe`: a project's :class:`~assistant.agent_policy.Observation`;
 - :mod:`agent.execute`: each decision through the existing components;
+- :mod:`agent.services`: the services from settings, the per-project agent lock, the event inbox;
 - :mod:`agent.loop`: observe, decide, execute, record; resume after a restart;
 - :mod:`agent.report`: the decisions in the round reports.
 

@@ -104,12 +104,14 @@ class Record:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready form (``assistant agent log --json``)."""
+        decision = self.decision.to_json()
+        decision.pop("status")  # the record's status says more (a deferred decision is a deferred record)
         return {
             "seq": self.seq,
             "at": self.at.isoformat(timespec="seconds"),
+            **decision,
             "status": self.status,
             "attempt": self.attempt,
-            **self.decision.to_json(),
             "outcome": self.outcome,
         }
 

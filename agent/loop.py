@@ -91,6 +91,8 @@ class Agent:
         log: The decision log.
         clock: Now, in UTC.
         stop: Set to stop between (and inside the waits of) actions.
+        heartbeat: Called at every step and while an action waits (a liveness mark, throttled by
+            the caller), so that a long action still shows a live agent.
     """
 
     def __init__(
@@ -102,10 +104,16 @@ class Agent:
         *,
         clock: Clock = _utcnow,
         stop: threading.Event | None = None,
+        heartbeat: Callable[[], None] | None = None,
     ) -> None:
         self.policy, self.observer, self.executor, self.log = policy, observer, executor, log
         self.clock = clock
         self.stop = stop or threading.Event()
+        self.heartbeat = heartbeat or (lambda: None)
+
+    def _should_stop(self) -> bool:
+        self.heartbeat()
+        return self.stop.is_set()
 
     # --- one step ----------------------------------------------------------------------------
     def step(self, project: int, events: Sequence[str] = (), *, force: bool = False) -> StepReport:
@@ -120,6 +128,7 @@ class Agent:
             Interrupted: :attr:`stop` was set during an action (its decision stays unfinished).
         """
         report = StepReport(project)
+        self.heartbeat()
         for record in self.log.unfinished(project):
             self._execute(record.decision, record, report)
             if self.stop.is_set():
@@ -167,7 +176,7 @@ class Agent:
     def _execute(self, decision: Decision, current: Record, report: StepReport) -> None:
         previous: Mapping[str, Any] | None = current.outcome if current.status == "running" else None
         try:
-            outcome = self.executor.run(decision, previous, self.stop.is_set)
+            outcome = self.executor.run(decision, previous, self._should_stop)
         except Interrupted:
             logger.info("stopped during %s: it stays %s and resumes at the next start", decision.key, current.status)
             raise
@@ -210,6 +219,7 @@ def run_forever(
     holder = f"agent:{uuid.uuid4().hex[:12]}"
     events: dict[int, list[str]] = defaultdict(list)
     while not agent.stop.is_set():
+        agent.heartbeat()
         for project in list(projects()):
             if agent.stop.is_set():
                 break

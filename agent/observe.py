@@ -270,6 +270,7 @@ class Observer:
             last_round=_last_round(rounds),
             schedule_fired_at=last_fire(self.schedule, now) if self.schedule else None,
             flags=flags,
+            rated=len(self._ratings[project].by_annotation),
             memory=memory,
             budget=self._budget(project, now, rounds),
             events=tuple(events),

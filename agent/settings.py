@@ -56,6 +56,8 @@ class AgentSettings(BackendSettings):
     # Flag annotations whose label quality under the prediction the annotator saw is below this.
     agent_review_quality: float = Field(default=0.3, ge=0.0, le=1.0)
     agent_review_max: int = Field(default=100, ge=1)
+    # ... but never more than this share of the rated annotations in all (the worst first).
+    agent_review_fraction: float = Field(default=0.05, ge=0.0, le=1.0)
     # Budget: GPU minutes per UTC day for rounds (0: no limit), rounds per day (0: no limit), and a
     # round's GPU minutes before one was measured.
     agent_gpu_minutes_per_day: float = Field(default=0.0, ge=0)
@@ -90,6 +92,7 @@ class AgentSettings(BackendSettings):
             reselect_on_change=self.agent_reselect_on_change,
             review_quality=self.agent_review_quality,
             review_max=self.agent_review_max,
+            review_fraction=self.agent_review_fraction,
             gpu_minutes_per_day=self.agent_gpu_minutes_per_day,
             max_rounds_per_day=self.agent_max_rounds_per_day,
             round_minutes_estimate=self.agent_round_minutes_estimate,

@@ -28,7 +28,10 @@ prediction          One of, by cause (first match):
                     score, so that the log records the change and the agent's memory moves on.
 ``review``          Annotations the model strongly disagrees with (label quality of the
                     annotation under the prediction the annotator saw, below
-                    ``review_quality``), never flagged before: queued for review.
+                    ``review_quality``), never flagged before: queued for review, the worst
+                    first, as long as at most ``review_fraction`` of the rated annotations
+                    were ever flagged (a model that disagrees with everything, early or
+                    uncalibrated, must not flood the reviewers).
 ``train``           No round queued or running, and either ``round_threshold`` new corrections
                     since the last round, or the ``schedule`` fired since the last round with at
                     least ``schedule_min_new`` new corrections. Deferred (logged once per day and
@@ -65,6 +68,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -131,6 +135,8 @@ class PolicyConfig:
             annotation whose worst tag the model gives less than ~12% chance of being right
             (image quality is ~0.2 + 0.8 x the worst tag's when the other tags agree).
         review_max: Flags per review decision (the worst first).
+        review_fraction: At most this share of the rated annotations is ever flagged (rounded up,
+            so the first strong disagreement is flagged at once).
         gpu_minutes_per_day: Rounds are deferred when the GPU minutes used today (rounds, and the
             agent's prediction and selection jobs) plus a round's estimate exceed this; 0: no limit.
             Pre-annotation is never deferred: annotators wait for it.
@@ -149,6 +155,7 @@ class PolicyConfig:
     reselect_on_change: bool = True
     review_quality: float = 0.3
     review_max: int = 100
+    review_fraction: float = 0.05
     gpu_minutes_per_day: float = 0.0
     max_rounds_per_day: int = 0
     round_minutes_estimate: float = 30.0
@@ -248,6 +255,7 @@ class Observation:
         last_round: The last finished round.
         schedule_fired_at: The latest time the round schedule fired, if a schedule is set.
         flags: Annotations the model strongly disagrees with (not yet filtered by memory).
+        rated: Annotations rated for disagreement so far (flagged or not).
         memory: What the agent did before.
         budget: Today's use.
         events: Label Studio events that woke the agent since its last look (context only).
@@ -267,6 +275,7 @@ class Observation:
     last_round: LastRound | None = None
     schedule_fired_at: dt.datetime | None = None
     flags: tuple[Flag, ...] = ()
+    rated: int = 0
     memory: Memory = field(default_factory=Memory)
     budget: Budget = field(default_factory=Budget)
     events: tuple[str, ...] = ()
@@ -400,6 +409,8 @@ class Policy:
             reason = (
                 f"first look at project {obs.project}: {pending} of {obs.tasks} tasks are unlabeled without a "
                 f"prediction for {obs.model_version}"
+                if pending
+                else f"first look at project {obs.project} ({obs.tasks} tasks): nothing to pre-annotate yet"
             )
         elif tuple(memory.predicted_labels) != obs.labels:
             action = "rescore"
@@ -437,10 +448,11 @@ class Policy:
     # --- review ------------------------------------------------------------------------------
     def _review(self, obs: Observation) -> Decision | None:
         cfg = self.config
+        allowed = math.ceil(cfg.review_fraction * max(obs.rated, len(obs.flags))) - len(obs.memory.flagged)
         fresh = sorted(
             (f for f in obs.flags if f.task not in obs.memory.flagged and f.quality < cfg.review_quality),
             key=lambda f: (f.quality, f.task),
-        )[: max(1, cfg.review_max)]
+        )[: max(0, min(cfg.review_max, allowed))]
         if not fresh:
             return None
         reason = (

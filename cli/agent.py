@@ -20,6 +20,7 @@ Examples:
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import threading
 import time
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from agent.settings import AgentSettings
     from assistant.agent_policy import Decision, Observation
 
-__all__ = ["agent_app", "log", "policy", "run"]
+__all__ = ["ALIVE_FILE", "agent_app", "health", "log", "policy", "run"]
 
 agent_app = typer.Typer(
     help="The agent: runs labeling projects by itself (pre-annotation, rounds, selection, review) and explains why.",
@@ -46,6 +47,26 @@ Projects = Annotated[
     list[int] | None,
     typer.Option("--project", "-p", min=1, help="A Label Studio project (repeatable; default: settings, else all)."),
 ]
+
+
+#: Touched while the agent runs (``assistant agent health`` reads it; the compose healthcheck).
+ALIVE_FILE = "agent-alive"
+# Liveness marks at most this often (each is a file touch).
+_ALIVE_EVERY_S = 10.0
+
+
+def _liveness(settings: AgentSettings) -> Any:
+    path = settings.home / ALIVE_FILE
+    last = [0.0]
+
+    def touch() -> None:
+        now = time.monotonic()
+        if now - last[0] >= _ALIVE_EVERY_S:
+            last[0] = now
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+
+    return touch
 
 
 def _build(settings: AgentSettings) -> tuple[AgentServices, Agent]:
@@ -67,7 +88,8 @@ def _build(settings: AgentSettings) -> tuple[AgentServices, Agent]:
         flag_below=settings.agent_review_quality,
         full_check_s=settings.agent_full_check_s,
     )
-    return svc, Agent(Policy(settings.policy_config()), observer, LabelStudioExecutor(svc), svc.log)
+    policy = Policy(settings.policy_config())
+    return svc, Agent(policy, observer, LabelStudioExecutor(svc), svc.log, heartbeat=_liveness(settings))
 
 
 def _project_source(svc: AgentServices, chosen: list[int]) -> Any:
@@ -136,6 +158,8 @@ def run(
 
     settings = get_agent_settings()
     configure_logging(settings.log_level, json_lines=settings.log_format == "json")
+    # One line per Label Studio request would bury the decisions (a look is 3+ requests).
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     console = Console()
     svc, agent = _build(settings)
     keeper = LockKeeper(svc.agent_locks, settings.agent_lock_ttl_s)
@@ -213,6 +237,24 @@ def log(
         return
     for line in story(records, every_row=True):
         typer.echo(line)
+
+
+@agent_app.command("health")
+def health(
+    max_age: Annotated[
+        float, typer.Option("--max-age", min=1, help="Seconds since the agent's last sign of life (default: 600).")
+    ] = 600.0,
+) -> None:
+    """Exit 0 when an agent on this machine showed life recently (the compose healthcheck), else 1."""
+    from agent.settings import get_agent_settings
+
+    path = get_agent_settings().home / ALIVE_FILE
+    age = time.time() - path.stat().st_mtime if path.is_file() else None
+    if age is None or age > max_age:
+        seen = "never" if age is None else f"{age:.0f} s ago"
+        typer.echo(f"unhealthy: the agent's last sign of life ({path}) was {seen}", err=True)
+        raise typer.Exit(code=1)
+    typer.echo(f"healthy: the agent showed life {age:.0f} s ago")
 
 
 @agent_app.command("policy")

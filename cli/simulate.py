@@ -19,6 +19,7 @@ from typing import Annotated
 
 import typer
 
+from cli import simulate_agent as _simulate_agent
 from cli import simulate_al as _simulate_al
 
 __all__ = ["rounds", "simulate_app"]
@@ -128,3 +129,5 @@ def rounds(
 # Active learning (its own module: cli/simulate_al.py).
 simulate_app.command("al")(_simulate_al.active_learning)
 simulate_app.command("label-quality")(_simulate_al.label_quality)
+# The agent against a fixed schedule (its own module: cli/simulate_agent.py).
+simulate_app.command("agent")(_simulate_agent.agent)

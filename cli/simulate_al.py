@@ -53,12 +53,24 @@ EvalStream = Annotated[
     str, typer.Option("--eval-stream", help="test (report) or val (tune settings without touching test).")
 ]
 Epochs = Annotated[int, typer.Option("--epochs", min=1, help="Stage-1 epochs per round.")]
+Tolerance = Annotated[
+    float,
+    typer.Option("--tolerance", min=0.0, help="Promotion gate: mAP points a candidate may lose (100: always promote)."),
+]
 Threads = Annotated[int, typer.Option("--threads", min=0, help="Torch CPU threads (0: torch's default).")]
 Out = Annotated[Path, typer.Option("--out", help="Folder for the JSON, PNG and Markdown files.")]
 
 
 def _config(
-    strategies: list[str], seeds: str, budget: int, rounds: int, pool: int, eval_images: int, stream: str, epochs: int
+    strategies: list[str],
+    seeds: str,
+    budget: int,
+    rounds: int,
+    pool: int,
+    eval_images: int,
+    stream: str,
+    epochs: int,
+    tolerance: float,
 ) -> ActiveLearningConfig:
     from assistant.selection import list_strategies
     from assistant.simulation import SimulationConfig
@@ -67,7 +79,9 @@ def _config(
 
     if stream not in ("test", "val"):
         raise typer.BadParameter(f"--eval-stream must be test or val, got {stream!r}")
-    round_cfg = dataclasses.replace(AL_ROUND, stage1=dataclasses.replace(AL_ROUND.stage1, epochs=epochs))
+    round_cfg = dataclasses.replace(
+        AL_ROUND, stage1=dataclasses.replace(AL_ROUND.stage1, epochs=epochs), tolerance=tolerance
+    )
     return ActiveLearningConfig(
         strategies=tuple(strategies or list_strategies()),
         seeds=_ints(seeds),
@@ -137,6 +151,7 @@ def active_learning(
     eval_images: EvalImages = 1000,
     eval_stream: EvalStream = "test",
     epochs: Epochs = 4,
+    tolerance: Tolerance = 100.0,
     threads: Threads = 0,
     out: Out = Path("var/active-learning"),
 ) -> None:
@@ -147,7 +162,7 @@ def active_learning(
     from assistant.simulation.active import plot_active_learning, simulate_active_learning
 
     console = Console()
-    cfg = _config(strategy or [], seeds, budget, rounds, pool, eval_images, eval_stream, epochs)
+    cfg = _config(strategy or [], seeds, budget, rounds, pool, eval_images, eval_stream, epochs, tolerance)
     folder = out / "runs" / cfg.fingerprint()
     folder.mkdir(parents=True, exist_ok=True)
     completed = [r for r in _read_runs(folder) if r.strategy in cfg.strategies and r.seed in cfg.seeds]
@@ -195,6 +210,7 @@ def label_quality(
     rounds: Rounds = 6,
     eval_images: EvalImages = 500,
     epochs: Epochs = 4,
+    tolerance: Tolerance = 100.0,
     threads: Threads = 0,
     out: Out = Path("var/label-quality"),
 ) -> None:
@@ -206,7 +222,7 @@ def label_quality(
     from assistant.simulation.active import simulate_label_quality
 
     console = Console()
-    cfg = _config(["random"], seeds, budget, rounds, budget, eval_images, "val", epochs)
+    cfg = _config(["random"], seeds, budget, rounds, budget, eval_images, "val", epochs, tolerance)
     try:
         source, base = _load(base_model, threads)
         with _bars(console) as progress:

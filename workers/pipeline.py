@@ -193,7 +193,8 @@ def score_pool(runtime: Runtime, request: ScorePoolRequest) -> ScorePoolResult:
     novel = request.novel_labels or [label for label, s in zip(labels, seen, strict=True) if not s]
     try:
         strategy = create_strategy(request.strategy, seed=request.seed)
-        builder = _LazyPool(len(request.images), labels, model.tagger.calibrator.thresholds(labels), novel)
+        calibrator = model.tagger.calibrator
+        builder = _LazyPool(len(request.images), labels, calibrator.thresholds(labels), novel, calibrator.method)
     except AssistantError as exc:
         raise RequestError(exc.what, why=exc.why, fix=exc.fix) from None
     keep = strategy.needs_embeddings
@@ -249,8 +250,10 @@ def score_pool(runtime: Runtime, request: ScorePoolRequest) -> ScorePoolResult:
 class _LazyPool:
     """A :class:`PoolBuilder` created with the first chunk (its embedding width is known then)."""
 
-    def __init__(self, n: int, labels: list[str], thresholds: NDArray[Any], novel: list[str]) -> None:
+    def __init__(self, n: int, labels: list[str], thresholds: NDArray[Any], novel: list[str], method: str) -> None:
         self.n, self.labels, self.thresholds, self.novel = n, labels, thresholds, novel
+        # "default" is Calibrator.default(): no annotation has calibrated the thresholds yet.
+        self.calibrated = method != "default"
         self.builder: PoolBuilder | None = None
         # Fails fast on novel labels outside the vocabulary, before any image is fetched.
         PoolBuilder(0, labels, thresholds, novel_labels=novel)
@@ -258,7 +261,9 @@ class _LazyPool:
     def add(self, indices: list[int], probs: NDArray[Any], embeddings: NDArray[Any] | None) -> None:
         if self.builder is None:
             dim = None if embeddings is None else int(embeddings.shape[1])
-            self.builder = PoolBuilder(self.n, self.labels, self.thresholds, novel_labels=self.novel, dim=dim)
+            self.builder = PoolBuilder(
+                self.n, self.labels, self.thresholds, novel_labels=self.novel, dim=dim, calibrated=self.calibrated
+            )
         # Float16, the cache's own precision: half the memory of a 10⁶-image pool.
         self.builder.add(indices, probs, None if embeddings is None else embeddings.astype(np.float16))
 

@@ -107,6 +107,9 @@ class SelectionPool:
         labeled_embeddings: ``(M, D)`` float16 embeddings of already labeled images, or None: the
             diversity strategies start from them, so they look for what is not labeled yet.
         valid: ``(N,)`` False for images that could not be scored (never selected).
+        calibrated: Whether the thresholds come from a calibrator fitted on annotations. Before
+            any (``Calibrator.default()``, an uninformed prior), closeness to a threshold says
+            little, and the hybrid strategy relies on diversity alone.
     """
 
     labels: tuple[str, ...]
@@ -120,6 +123,7 @@ class SelectionPool:
     embeddings: NDArray[np.float16] | None
     labeled_embeddings: NDArray[np.float16] | None
     valid: NDArray[np.bool_]
+    calibrated: bool = True
 
     def __len__(self) -> int:
         return int(self.uncertainty.shape[0])
@@ -151,6 +155,7 @@ class SelectionPool:
         embeddings: ArrayLike | None = None,
         labeled_embeddings: ArrayLike | None = None,
         valid: ArrayLike | None = None,
+        calibrated: bool = True,
     ) -> SelectionPool:
         """A pool from in-memory arrays (small pools, tests, the simulation).
 
@@ -162,13 +167,19 @@ class SelectionPool:
             embeddings: ``(N, D)`` global image embeddings.
             labeled_embeddings: ``(M, D)`` embeddings of labeled images.
             valid: ``(N,)`` mask of usable rows (default: all).
+            calibrated: See :attr:`SelectionPool.calibrated`.
         """
         probs = np.asarray(probabilities, dtype=np.float32)
         if probs.ndim != 2:
             raise DataError(f"pool scores must be (images, labels), got shape {probs.shape}")
         emb = None if embeddings is None else np.asarray(embeddings)
         builder = PoolBuilder(
-            probs.shape[0], labels, thresholds, novel_labels=novel_labels, dim=None if emb is None else emb.shape[1]
+            probs.shape[0],
+            labels,
+            thresholds,
+            novel_labels=novel_labels,
+            dim=None if emb is None else emb.shape[1],
+            calibrated=calibrated,
         )
         rows = np.arange(probs.shape[0]) if valid is None else np.nonzero(np.asarray(valid, dtype=bool))[0]
         builder.add(rows, probs[rows], None if emb is None else emb[rows])
@@ -185,6 +196,7 @@ class PoolBuilder:
         novel_labels: Labels without annotations yet (their scores are kept for novelty).
         dim: Embedding dimension, or None to keep no embeddings (no diversity strategies).
         top_k: Tags averaged into the image uncertainty.
+        calibrated: See :attr:`SelectionPool.calibrated`.
     """
 
     def __init__(
@@ -196,8 +208,10 @@ class PoolBuilder:
         novel_labels: Sequence[str] = (),
         dim: int | None = None,
         top_k: int = UNCERTAIN_TOP_K,
+        calibrated: bool = True,
     ) -> None:
         self.labels = tuple(labels)
+        self.calibrated = calibrated
         self.thresholds = np.asarray(thresholds, dtype=np.float32)
         if self.thresholds.shape != (len(self.labels),):
             raise DataError(f"{self.thresholds.shape[0]} thresholds for {len(self.labels)} labels")
@@ -281,4 +295,5 @@ class PoolBuilder:
             embeddings=self._emb,
             labeled_embeddings=labeled,
             valid=self._valid,
+            calibrated=self.calibrated,
         )

@@ -12,7 +12,8 @@ novelty    images likely to show the novel tags (no annotations yet), taken in t
 diversity  images farthest from everything labeled or chosen (k-center greedy on image
            embeddings): coverage of the image space, blind to the model's doubts
 hybrid     uncertain images that are also far from the labeled ones: k-center greedy weighted by
-           uncertainty over the most uncertain candidates
+           uncertainty over the most uncertain candidates (diversity alone while the model is
+           uncalibrated)
 ========== ======================================================================================
 
 The hybrid follows the "filter, then diversify" recipe of cluster-margin (Citovsky et al. 2021)
@@ -24,6 +25,11 @@ on sand" and its twins); the distance term spreads the batch, and the uncertaint
 it informative. BADGE (Ash et al. 2020) gets the same effect from k-means++ on gradient
 embeddings, whose norms grow with uncertainty; weighting explicit image embeddings does it
 without per-label gradients, which a 10⁶ x 10³ pool could not hold.
+
+Before the model in service has been calibrated on any annotation (``SelectionPool.calibrated``
+is False: the thresholds are ``Calibrator.default()``'s prior), the hybrid takes the diversity
+batch instead, the usual cold start of active learning: a pilot on the world's validation stream
+saw uncertainty-led first batches train candidates that the promotion gate refused.
 """
 
 from __future__ import annotations
@@ -214,6 +220,12 @@ class Hybrid(Strategy):
         """See :meth:`Strategy.select`."""
         k = self._check(pool, k)
         assert pool.embeddings is not None  # checked by _check
+        if not pool.calibrated:
+            # Cold start: before any calibration the thresholds are a prior's guess, and "near
+            # the threshold" is noise; coverage of the image space is the better first batch.
+            cold = Diversity(self.seed, self.project_dim).select(pool, k)
+            reasons = tuple(f"uncalibrated model, so by diversity: {r}" for r in cold.reasons)
+            return Selection(self.name, cold.indices, cold.scores, reasons)
         rows = _top(pool.uncertainty, pool.valid, int(np.ceil(self.candidates_per_pick * k)))
         # Only the candidates' embeddings are touched: O(candidates), not O(pool), per pick.
         picked, gaps = k_center_greedy(

@@ -196,14 +196,27 @@ def test_strong_disagreements_are_queued_for_review_once() -> None:
         Flag(12, 102, 0.05, "possibly missing 'snow'"),
         Flag(13, 103, 0.6, "the model agrees"),
     )
-    (review,) = Policy(PolicyConfig(review_quality=0.3)).decide(observe(flags=flags))
+    (review,) = Policy(PolicyConfig(review_quality=0.3)).decide(observe(flags=flags, rated=100))
     assert [f["task"] for f in review.params["flags"]] == [12, 11]  # worst first, the agreeing one left out
     assert "task 12, possibly missing 'snow'" in review.reason
     flagged = Memory(**{**dataclasses.asdict(observe().memory), "flagged": frozenset({12})})
-    (again,) = Policy().decide(observe(flags=flags, memory=flagged))
+    (again,) = Policy().decide(observe(flags=flags, memory=flagged, rated=100))
     assert [f["task"] for f in again.params["flags"]] == [11] and again.key != review.key
-    capped = Policy(PolicyConfig(review_max=1)).decide(observe(flags=flags))[0]
+    capped = Policy(PolicyConfig(review_max=1)).decide(observe(flags=flags, rated=100))[0]
     assert [f["task"] for f in capped.params["flags"]] == [12]
+
+
+def test_a_model_that_disagrees_with_everything_does_not_flood_the_reviewers() -> None:
+    flags = tuple(Flag(t, t, 0.01 * (t % 7), "possibly wrong 'cat'") for t in range(1, 41))
+    policy = Policy(PolicyConfig(review_fraction=0.05))
+    # The first strong disagreement is flagged at once (5% of 1, rounded up) ...
+    (first,) = policy.decide(observe(flags=flags[:1], rated=1))
+    assert [f["task"] for f in first.params["flags"]] == [1]
+    # ... then at most 5% of the rated annotations in all: 2 of 40, the worst ones.
+    (review,) = policy.decide(observe(flags=flags, rated=40))
+    assert [f["task"] for f in review.params["flags"]] == [7, 14]
+    full = Memory(**{**dataclasses.asdict(observe().memory), "flagged": frozenset({7, 14})})
+    assert policy.decide(observe(flags=flags, rated=40, memory=full)) == []
 
 
 # --- the whole table ---------------------------------------------------------------------------------
@@ -212,6 +225,7 @@ def test_decisions_come_in_execution_order_and_survive_json() -> None:
         labels=(*LABELS, "zebra"),
         unpredicted=(1, 2),
         flags=(Flag(9, 90, 0.01, "possibly wrong 'dog'"),),
+        rated=10,
         new_corrections=60,
         queue=3,
     )

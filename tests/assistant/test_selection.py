@@ -148,6 +148,17 @@ def test_hybrid_spreads_a_batch_that_uncertainty_would_spend_on_one_cluster() ->
         create_strategy("hybrid", candidates_per_pick=0.5)
 
 
+def test_hybrid_starts_cold_with_diversity_until_the_model_is_calibrated() -> None:
+    points, cluster = _clusters(per=20, centers=3)
+    probs = np.full((len(points), len(LABELS)), 0.02)
+    probs[cluster == 0, 0] = 0.5  # "uncertain" only against an uncalibrated prior
+    cold = SelectionPool.from_arrays(probs, np.full(6, 0.5), LABELS, embeddings=points, calibrated=False)
+    chosen = create_strategy("hybrid", seed=3).select(cold, 3)
+    assert sorted(cluster[chosen.indices].tolist()) == [0, 1, 2]  # coverage, not the uncertain cluster
+    assert chosen.reasons[0].startswith("uncalibrated model, so by diversity")
+    np.testing.assert_array_equal(chosen.indices, create_strategy("diversity", seed=3).select(cold, 3).indices)
+
+
 def test_strategies_that_need_embeddings_say_so() -> None:
     pool = SelectionPool.from_arrays(np.random.default_rng(0).random((10, 6)), np.full(6, 0.5), LABELS)
     for name in ("diversity", "hybrid"):

@@ -1,0 +1,712 @@
+"""The agent's whole loop on the benchmark world, against a fixed schedule: mAP against annotation effort.
+
+A simulated project, looked at once per **tick** (a simulated hour):
+
+1. tasks arrive in ``imports`` batches (the first at the start, the others as the budget is spent);
+   the ``novel_labels`` join the labeling config when ``novel_at`` of the budget is spent;
+2. the **agent** looks at the project (an :class:`~assistant.agent_policy.Observation` built from the
+   simulated state), decides with the production :class:`~assistant.agent_policy.Policy`, and carries
+   the decisions out in simulation: pre-annotation, re-scoring and re-prediction with the model in
+   service, rounds with :func:`assistant.rounds.run_round` (the production round), selection with a
+   registered strategy (:mod:`assistant.selection`), review flags with
+   :func:`assistant.label_quality.review_labels`. Its decisions form a log, as in production;
+3. the **annotator** (:class:`~assistant.simulation.annotator.SimulatedAnnotator`) labels
+   ``annotations_per_tick`` tasks: the agent's queue first, then the other unlabeled tasks in import
+   order. It starts from the task's latest prediction, so its **effort** is the tag edits it makes:
+   true tags it adds plus predicted tags it removes (a perfect pre-annotation costs 0 edits).
+
+The **fixed schedule** is the baseline: every imported batch is pre-annotated once, when it arrives,
+with the base model (novel labels added later are never pre-annotated), tasks are labeled in import
+order, and one round runs at the end on every annotation.
+
+Both runs meet the same tasks, the same annotator and the same budget. The curves are the test mAP of
+the model in service (the world's test stream, over the final options, never used by a decision)
+against annotations and against cumulative edits; :class:`AgentSimResult` summarises the final mAP, the
+mean mAP over the budget (the area under the curve, normalised) and the edits per annotation.
+With ``final_round`` the agent's schedule fires once when the budget is spent (a nightly round), so
+both runs end having trained on every annotation.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from assistant.agent_policy import (
+    PREDICTION_ACTIONS,
+    Budget,
+    Decision,
+    Flag,
+    LastRound,
+    Memory,
+    Observation,
+    Policy,
+    PolicyConfig,
+)
+from assistant.backbone import Backbone, ImageFeatures
+from assistant.checkpoint import LoadedModel
+from assistant.config import Stage1Config, Stage2Config
+from assistant.corrections import AnnotatedImage, assign_split, correction_targets
+from assistant.data import ArrayImageDataset
+from assistant.errors import ConfigError
+from assistant.evaluate import per_label_ap
+from assistant.inference import Tagger
+from assistant.label_quality import review_labels
+from assistant.labels import LabelSet
+from assistant.plots import plot_learning_curves
+from assistant.rounds import InsufficientDataError, RoundConfig, RoundData, RoundSplit, run_round
+from assistant.selection import SelectionPool, create_strategy
+from assistant.simulation.annotator import LabeledImages, SimulatedAnnotator, render_labeled
+from assistant.train import encode_dataset
+from assistant.world.config import Stream, WorldConfig
+from assistant.world.vocabulary import default_vocabulary
+
+__all__ = [
+    "AGENT_ROUND",
+    "AgentSimConfig",
+    "AgentSimResult",
+    "CurvePoint",
+    "RunSummary",
+    "plot_agent_simulation",
+    "quick_config",
+    "simulate_agent",
+]
+
+logger = logging.getLogger(__name__)
+
+#: ``progress(what, done, total)``.
+Progress = Callable[[str, int, int], None]
+
+# The production round scaled to 2 cores, as the active-learning simulation scales it: 4 stage-1
+# epochs (validation kept epochs 2-3 of 8 in trial rounds of 100-400 images), stage 2 as in production.
+AGENT_ROUND = RoundConfig(
+    stage1=Stage1Config(epochs=4, batch_size=32, warmup_epochs=1.0, distill_weight=0.3),
+    stage2=Stage2Config(epochs=4, batch_size=32),
+)
+_T0 = dt.datetime(2026, 1, 5, 8, 0, tzinfo=dt.UTC)
+_TICK = dt.timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class AgentSimConfig:
+    """The simulated project (module docstring).
+
+    Attributes:
+        pool_images: Tasks the project receives in all (world train-stream images).
+        imports: Import batches of equal size.
+        budget: Annotations in all.
+        annotations_per_tick: Annotations between two looks of the agent.
+        initial_labels: The first options (default: the world's 49 seen labels).
+        novel_labels: Labels added mid-way (unseen by every base model).
+        novel_at: Share of the budget spent when they are added.
+        policy: The agent's policy settings.
+        final_round: The agent's schedule fires once when the budget is spent.
+        round: Round settings (both runs).
+        heldout_fraction: Held-out share of the annotations (rounds' evaluation).
+        val_fraction: Validation share (epoch selection).
+        test_images: World test images of the curves.
+        miss_rate: Probability that the annotator leaves a true tag unticked.
+        seed: Seed of the pool slice, the split, the annotator and the strategies.
+        world: The world.
+    """
+
+    pool_images: int = 600
+    imports: int = 2
+    budget: int = 400
+    annotations_per_tick: int = 25
+    initial_labels: tuple[str, ...] = ()
+    novel_labels: tuple[str, ...] = ("zebra", "pink", "sand")
+    novel_at: float = 0.6
+    policy: PolicyConfig = field(
+        default_factory=lambda: PolicyConfig(round_threshold=100, queue_low_water=25, batch_size=75)
+    )
+    final_round: bool = True
+    round: RoundConfig = AGENT_ROUND
+    heldout_fraction: float = 0.2
+    val_fraction: float = 0.1
+    test_images: int = 1000
+    miss_rate: float = 0.0
+    seed: int = 0
+    world: WorldConfig = field(default_factory=WorldConfig)
+
+    def options(self) -> tuple[str, ...]:
+        """The initial options."""
+        return self.initial_labels or default_vocabulary().seen_names
+
+    def check(self) -> None:
+        """Raise :class:`~assistant.errors.ConfigError` on unusable settings."""
+        names = set(default_vocabulary().names)
+        unknown = [n for n in (*self.options(), *self.novel_labels) if n not in names]
+        sizes_ok = 1 <= self.budget <= self.pool_images and self.imports >= 1 and self.annotations_per_tick >= 1
+        if unknown or not sizes_ok or not 0 <= self.novel_at <= 1:
+            raise ConfigError(
+                "invalid agent simulation settings",
+                why=f"unknown labels {unknown[:5]}; budget {self.budget}, pool {self.pool_images}, "
+                f"imports {self.imports}, novel_at {self.novel_at}",
+                fix="use world labels, a pool at least as large as the budget, one import or more, novel_at in [0, 1]",
+            )
+
+
+def quick_config(seed: int = 0) -> AgentSimConfig:
+    """A configuration that runs in minutes on 2 CPU cores (``assistant simulate agent --quick``)."""
+    return AgentSimConfig(
+        pool_images=400,
+        budget=240,
+        annotations_per_tick=20,
+        policy=PolicyConfig(round_threshold=60, queue_low_water=20, batch_size=60),
+        round=dataclasses.replace(AGENT_ROUND, stage1=dataclasses.replace(AGENT_ROUND.stage1, epochs=3)),
+        test_images=500,
+        seed=seed,
+    )
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """The model in service after some effort.
+
+    Attributes:
+        annotations: Annotations so far.
+        edits: Tag edits so far (added true tags plus removed predicted ones).
+        map: Test mAP (percent) over the final options.
+        version: The model in service.
+    """
+
+    annotations: int
+    edits: int
+    map: float
+    version: str
+
+
+@dataclass
+class RunSummary:
+    """One run (the agent's or the fixed schedule's).
+
+    Attributes:
+        name: ``agent`` or ``fixed``.
+        points: The curve, one point per tick (and one after a final round).
+        rounds: ``(annotations, round, promoted, held-out delta)`` of every round.
+        decisions: The agent's decision log (``{"tick", "action", "status", "reason", "outcome"}``).
+        novel_preannotated: Novel tags pre-annotated (shown to the annotator), and how many were right.
+        flagged: Annotations queued for review.
+        seconds: Wall time.
+    """
+
+    name: str
+    points: list[CurvePoint] = field(default_factory=list)
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    novel_preannotated: tuple[int, int] = (0, 0)
+    flagged: int = 0
+    seconds: float = 0.0
+
+    @property
+    def final_map(self) -> float:
+        """mAP of the model in service at the end."""
+        return self.points[-1].map
+
+    @property
+    def edits(self) -> int:
+        """Tag edits in all."""
+        return self.points[-1].edits
+
+    def mean_map(self) -> float:
+        """The mAP averaged over the annotations spent (area under the mAP-vs-annotations curve / budget)."""
+        xs = np.array([p.annotations for p in self.points], dtype=np.float64)
+        ys = np.array([p.map for p in self.points], dtype=np.float64)
+        if xs[-1] <= xs[0]:
+            return float(ys[-1])
+        # A step function: each model serves until the next point's annotations.
+        widths = np.diff(xs)
+        return float((ys[:-1] * widths).sum() / widths.sum())
+
+
+@dataclass
+class AgentSimResult:
+    """Both runs and their comparison."""
+
+    config: AgentSimConfig
+    agent: RunSummary
+    fixed: RunSummary
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Per run: final mAP, mean mAP over the budget, edits, edits per annotation, rounds."""
+        out = {}
+        for run in (self.agent, self.fixed):
+            n = max(1, run.points[-1].annotations)
+            out[run.name] = {
+                "final_map": round(run.final_map, 2),
+                "mean_map": round(run.mean_map(), 2),
+                "edits": run.edits,
+                "edits_per_annotation": round(run.edits / n, 3),
+                "rounds": len(run.rounds),
+                "promotions": sum(1 for r in run.rounds if r["promoted"]),
+                "novel_tags_preannotated": run.novel_preannotated[0],
+                "novel_tags_right": run.novel_preannotated[1],
+                "flagged_for_review": run.flagged,
+                "seconds": round(run.seconds, 1),
+            }
+        return out
+
+    def table(self) -> str:
+        """Both curves side by side, per tick, then the summary."""
+        lines = [
+            f"{'annot':>5}  {'agent edits':>11} {'agent mAP':>9}  {'fixed edits':>11} {'fixed mAP':>9}",
+            "-" * 52,
+        ]
+        fixed = {p.annotations: p for p in self.fixed.points}
+        for p in self.agent.points:
+            f = fixed.get(p.annotations)
+            right = f"{f.edits:>11} {f.map:>9.2f}" if f else f"{'':>11} {'':>9}"
+            lines.append(f"{p.annotations:>5}  {p.edits:>11} {p.map:>9.2f}  {right}")
+        extra = [p for p in self.fixed.points if p.annotations not in {q.annotations for q in self.agent.points}]
+        for f in extra:
+            lines.append(f"{f.annotations:>5}  {'':>11} {'':>9}  {f.edits:>11} {f.map:>9.2f}")
+        lines.append("")
+        for name, s in self.summary().items():
+            lines.append(
+                f"{name:<6} final mAP {s['final_map']:.2f}, mean mAP over the budget {s['mean_map']:.2f}, "
+                f"{s['edits']} edits ({s['edits_per_annotation']:.2f} per annotation), {s['rounds']} rounds "
+                f"({s['promotions']} promoted), novel tags pre-annotated {s['novel_tags_preannotated']} "
+                f"({s['novel_tags_right']} right), flagged for review {s['flagged_for_review']}, {s['seconds']:.0f} s"
+            )
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        """Settings, both curves, rounds, the agent's decisions and the summary."""
+        cfg = self.config
+        return {
+            "settings": {
+                "pool_images": cfg.pool_images,
+                "imports": cfg.imports,
+                "budget": cfg.budget,
+                "annotations_per_tick": cfg.annotations_per_tick,
+                "novel_labels": list(cfg.novel_labels),
+                "novel_at": cfg.novel_at,
+                "policy": cfg.policy.as_dict(),
+                "final_round": cfg.final_round,
+                "stages": list(cfg.round.stages),
+                "stage1_epochs": cfg.round.stage1.epochs,
+                "test_images": cfg.test_images,
+                "seed": cfg.seed,
+            },
+            "summary": self.summary(),
+            "runs": {
+                run.name: {
+                    "points": [dataclasses.asdict(p) for p in run.points],
+                    "rounds": run.rounds,
+                    "decisions": run.decisions,
+                }
+                for run in (self.agent, self.fixed)
+            },
+        }
+
+
+# --------------------------------------------------------------------------------------------------
+# The simulated project
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class _Prediction:
+    version: str
+    tags: tuple[str, ...]
+    labels: tuple[str, ...]
+    probs: NDArray[np.float64]
+    thresholds: NDArray[np.float64]
+
+
+class _Features:
+    """The pool's (or test set's) features under a model, computed once per image tower."""
+
+    def __init__(self, images: NDArray[np.uint8], batch: int) -> None:
+        self.images, self.batch = images, batch
+        self._key: str | None = None
+        self._features: ImageFeatures | None = None
+
+    def of(self, loaded: LoadedModel) -> ImageFeatures:
+        key = loaded.model.image_tower_version()
+        if self._features is None or key != self._key:
+            dummy = np.zeros((self.images.shape[0], 1), dtype=np.int8)
+            self._features, _ = encode_dataset(loaded.model, ArrayImageDataset(self.images, dummy), self.batch)
+            self._key = key
+        return self._features
+
+
+class _Project:
+    """The state both runs share the rules of: tasks, options, predictions, annotations, effort."""
+
+    def __init__(self, cfg: AgentSimConfig, pool: LabeledImages, base: LoadedModel, annotator: SimulatedAnnotator):
+        self.cfg, self.pool, self.annotator = cfg, pool, annotator
+        self.service = base
+        self.options: list[str] = list(cfg.options())
+        self.imported: list[int] = []
+        self.annotations: list[AnnotatedImage] = []
+        self.labeled: set[int] = set()
+        self.predictions: dict[int, _Prediction] = {}
+        self.queue: list[int] = []
+        self.edits = 0
+        self.novel_shown = self.novel_right = 0
+        self.features = _Features(pool.images, cfg.round.eval_batch_size)
+        self.since_round = 0
+        self.tick = 0
+
+    @property
+    def now(self) -> dt.datetime:
+        return _T0 + self.tick * _TICK
+
+    def arrivals(self) -> None:
+        """Import batches and the novel labels, as the budget is spent."""
+        cfg, spent = self.cfg, len(self.annotations)
+        per = cfg.pool_images // cfg.imports
+        due = min(cfg.imports, 1 + (spent * cfg.imports) // cfg.budget)
+        while len(self.imported) < min(cfg.pool_images, due * per):
+            self.imported.append(len(self.imported))
+        if spent >= cfg.novel_at * cfg.budget:
+            self.options += [n for n in cfg.novel_labels if n not in self.options]
+
+    def unlabeled(self) -> list[int]:
+        return [i for i in self.imported if i not in self.labeled]
+
+    def predict(self, tasks: Sequence[int]) -> None:
+        """Pre-annotate ``tasks`` with the model in service over the current options."""
+        if not tasks:
+            return
+        tagger = Tagger(self.service, device=self.service.model.device, batch_size=256)
+        rows = torch.as_tensor(list(tasks), dtype=torch.long)
+        probs = tagger.probabilities(self.features.of(self.service).index(rows), self.options).astype(np.float64)
+        thresholds = np.asarray(tagger.calibrator.thresholds(self.options), dtype=np.float64)
+        labels = tuple(self.options)
+        for task, row in zip(tasks, probs, strict=True):
+            tags = tuple(labels[j] for j in np.nonzero(row >= thresholds)[0])
+            self.predictions[task] = _Prediction(self.service.model.version, tags, labels, row, thresholds)
+
+    def annotate(self, count: int) -> list[Flag]:
+        """The annotator labels ``count`` tasks (queue first); returns the ratings of its annotations."""
+        order = [t for t in self.queue if t not in self.labeled]
+        order += [t for t in self.unlabeled() if t not in set(order)]
+        flags = []
+        for task in order[:count]:
+            pred = self.predictions.get(task)
+            shown = [t for t in (pred.tags if pred else ()) if t in self.options]
+            annotation = self.annotator.annotate(task, self.options, shown)
+            self.annotations.append(annotation)
+            self.labeled.add(task)
+            self.since_round += 1
+            self.edits += len(annotation.positives - set(shown)) + len(set(shown) - annotation.positives)
+            novel = [t for t in shown if t in self.cfg.novel_labels]
+            self.novel_shown += len(novel)
+            self.novel_right += sum(t in annotation.positives for t in novel)
+            if pred is not None:
+                flags.append(_rate(task, annotation, pred))
+        return flags
+
+    def round_data(self) -> RoundData:
+        labels = LabelSet(tuple(self.options))
+        sides = assign_split(
+            [a.key for a in self.annotations],
+            salt=f"agent-simulation-{self.cfg.seed}",
+            heldout_fraction=self.cfg.heldout_fraction,
+            val_fraction=self.cfg.val_fraction,
+        )
+        targets = correction_targets(labels, self.annotations)
+        rows = np.array([int(a.key) for a in self.annotations])
+
+        def split(name: str) -> RoundSplit:
+            sel = [j for j, side in enumerate(sides) if side == name]
+            data = ArrayImageDataset(self.pool.images[rows[sel]], targets[sel])
+            return RoundSplit(data, tuple(self.annotations[j].identity for j in sel))
+
+        val = split("val")
+        return RoundData(labels, train=split("train"), heldout=split("heldout"), val=val if len(val) else None)
+
+    def train(self, teacher: Backbone, number: int, progress: Progress) -> dict[str, Any]:
+        """One round on every annotation so far; promotes as production does."""
+        self.since_round = 0
+        try:
+            outcome = run_round(
+                self.service,
+                self.round_data(),
+                self.cfg.round,
+                teacher=teacher,
+                progress=lambda phase, d, t: progress(f"round {number}: {phase}", d, t),
+            )
+        except InsufficientDataError as exc:
+            return {"round": number, "annotations": len(self.annotations), "promoted": False, "reason": exc.what}
+        promoted = outcome.decision.promote
+        if promoted:
+            outcome.candidate.loaded.model.version = f"sim-r{number}"
+            self.service = outcome.candidate.loaded
+        delta = outcome.decision.delta
+        return {
+            "round": number,
+            "annotations": len(self.annotations),
+            "promoted": promoted,
+            "delta": None if not np.isfinite(delta) else round(float(delta), 2),
+            "reason": outcome.decision.reason,
+            "version": self.service.model.version,
+        }
+
+
+def _rate(task: int, annotation: AnnotatedImage, pred: _Prediction) -> Flag:
+    """The label quality of an annotation under the prediction its annotator saw (as ``agent/observe.py``)."""
+    targets = np.array([[1 if label in annotation.positives else -1 for label in pred.labels]])
+    review = review_labels(pred.probs[None, :], targets, list(pred.labels), pred.thresholds)
+    worst = review.worst[0]
+    return Flag(task, None, float(review.quality[0]), worst.describe() if worst is not None else "")
+
+
+class _Evaluator:
+    """Test mAP over the final options, once per model version."""
+
+    def __init__(self, test: LabeledImages, labels: Sequence[str], batch: int) -> None:
+        self.test, self.labels = test, list(labels)
+        self.features = _Features(test.images, batch)
+        self.targets = test.targets(self.labels)
+        # Keyed by object id; the model is kept alongside, so that an id is never reused meanwhile.
+        self._cache: dict[int, tuple[LoadedModel, float]] = {}
+
+    def map(self, loaded: LoadedModel) -> float:
+        key = id(loaded)
+        if key not in self._cache:
+            tagger = Tagger(loaded, device=loaded.model.device, batch_size=256)
+            raw = tagger.raw_scores(self.features.of(loaded), self.labels)
+            self._cache[key] = (loaded, 100.0 * float(np.nanmean(per_label_ap(raw, self.targets))))
+        return self._cache[key][1]
+
+
+# --------------------------------------------------------------------------------------------------
+# The agent's run
+# --------------------------------------------------------------------------------------------------
+class _SimAgent:
+    """The production policy over the simulated project, with an in-memory decision log."""
+
+    def __init__(self, project: _Project, policy: Policy, teacher: Backbone, progress: Progress) -> None:
+        self.p, self.policy, self.teacher, self.progress = project, policy, teacher, progress
+        self.log: list[tuple[Decision, str, dict[str, Any]]] = []
+        self.flags: dict[int, Flag] = {}
+        self.flagged: set[int] = set()
+        self.rounds: list[dict[str, Any]] = []
+        self.last_round: LastRound | None = None
+
+    def memory(self) -> Memory:
+        predicted = next((d for d, s, _ in reversed(self.log) if d.action in PREDICTION_ACTIONS and s == "done"), None)
+        selected = next((d for d, s, _ in reversed(self.log) if d.action == "select" and s == "done"), None)
+        return Memory(
+            predicted_checkpoint=str(predicted.params["checkpoint"]) if predicted else None,
+            predicted_labels=tuple(predicted.params["labels"]) if predicted else None,
+            selected_version=str(selected.params["model_version"]) if selected else None,
+            flagged=frozenset(self.flagged),
+        )
+
+    def observe(self, *, schedule: bool = False) -> Observation:
+        p = self.p
+        unlabeled = p.unlabeled()
+        version = p.service.model.version
+        fingerprint_labels = tuple(p.options)
+        current = f"{version}+{'|'.join(fingerprint_labels)}"
+        unpredicted = tuple(
+            t
+            for t in unlabeled
+            if t not in p.predictions or f"{p.predictions[t].version}+{'|'.join(p.predictions[t].labels)}" != current
+        )
+        return Observation(
+            project=1,
+            now=p.now,
+            checkpoint=version,
+            labels=fingerprint_labels,
+            tasks=len(p.imported),
+            unlabeled=len(unlabeled),
+            unpredicted=unpredicted,
+            queue=sum(1 for t in p.queue if t not in p.labeled),
+            new_corrections=p.since_round,
+            watermark=len(p.annotations),
+            last_round=self.last_round,
+            schedule_fired_at=p.now if schedule else None,
+            flags=tuple(self.flags.values()),
+            rated=len(self.flags),
+            memory=self.memory(),
+            budget=Budget(rounds=0),
+        )
+
+    def step(self, *, schedule: bool = False) -> None:
+        done_keys = {d.key for d, s, _ in self.log if s in ("done", "deferred")}
+        for decision in self.policy.decide(self.observe(schedule=schedule)):
+            if decision.key in done_keys:
+                continue
+            if decision.status == "deferred":
+                self.log.append((decision, "deferred", {}))
+                continue
+            outcome = self.execute(decision)
+            self.log.append((decision, "done", outcome))
+
+    def execute(self, decision: Decision) -> dict[str, Any]:
+        p = self.p
+        if decision.action in PREDICTION_ACTIONS:
+            todo = [t for t in p.unlabeled() if t in set(self.observe().unpredicted)]
+            p.predict(todo)
+            return {"posted": len(todo), "model_version": p.service.model.version}
+        if decision.action == "train":
+            result = p.train(self.teacher, len(self.rounds) + 1, self.progress)
+            self.rounds.append(result)
+            status = "promoted" if result["promoted"] else "kept"
+            self.last_round = LastRound(f"r{result['round']}", status, "agent", p.now, p.service.model.version)
+            return result
+        if decision.action == "select":
+            p.queue = self._select(int(decision.params["k"]), str(decision.params["strategy"]), decision.key)
+            return {"chosen": len(p.queue)}
+        if decision.action == "review":
+            tasks = [int(f["task"]) for f in decision.params["flags"]]
+            self.flagged.update(tasks)
+            return {"flagged": len(tasks)}
+        raise ValueError(f"no simulated executor for {decision.action}")
+
+    def _select(self, k: int, strategy: str, key: str) -> list[int]:
+        p = self.p
+        rows = np.array(p.unlabeled(), dtype=np.int64)
+        if rows.size == 0:
+            return []
+        feats = p.features.of(p.service)
+        tagger = Tagger(p.service, device=p.service.model.device, batch_size=256)
+        probs = tagger.probabilities(feats.index(torch.from_numpy(rows)), p.options)
+        seen = p.service.model.is_seen(p.options)
+        glob = feats.global_emb.numpy()
+        labeled = np.array(sorted(p.labeled), dtype=np.int64)
+        pool = SelectionPool.from_arrays(
+            probs,
+            tagger.calibrator.thresholds(p.options),
+            p.options,
+            novel_labels=[o for o, s in zip(p.options, seen, strict=True) if not s],
+            embeddings=glob[rows],
+            labeled_embeddings=glob[labeled] if labeled.size else None,
+        )
+        seed = int.from_bytes(key.encode()[-4:], "little") ^ p.cfg.seed
+        chosen = create_strategy(strategy, seed=seed).select(pool, min(k, rows.size))
+        picked: list[int] = rows[chosen.indices].tolist()
+        return picked
+
+
+def _point(project: _Project, evaluator: _Evaluator) -> CurvePoint:
+    service = project.service
+    return CurvePoint(len(project.annotations), project.edits, evaluator.map(service), service.model.version)
+
+
+def _run_agent(
+    cfg: AgentSimConfig,
+    base: LoadedModel,
+    pool: LabeledImages,
+    evaluator: _Evaluator,
+    teacher: Backbone,
+    progress: Progress,
+) -> RunSummary:
+    started = time.perf_counter()
+    project = _Project(cfg, pool, base, SimulatedAnnotator(pool, miss_rate=cfg.miss_rate, seed=cfg.seed))
+    agent = _SimAgent(project, Policy(cfg.policy), teacher, progress)
+    run = RunSummary("agent")
+    while len(project.annotations) < cfg.budget and (project.unlabeled() or len(project.imported) < cfg.pool_images):
+        project.arrivals()
+        agent.step()
+        run.points.append(_point(project, evaluator))
+        room = min(cfg.annotations_per_tick, cfg.budget - len(project.annotations))
+        for flag in project.annotate(room):
+            agent.flags[flag.task] = flag
+        project.tick += 1
+        progress("agent: annotations", len(project.annotations), cfg.budget)
+    project.arrivals()
+    agent.step(schedule=cfg.final_round)
+    run.points.append(_point(project, evaluator))
+    run.rounds = agent.rounds
+    run.decisions = [
+        {"at": d.saw.get("at"), "action": d.action, "status": s, "reason": d.reason, "outcome": o}
+        for d, s, o in agent.log
+    ]
+    run.novel_preannotated = (project.novel_shown, project.novel_right)
+    run.flagged = len(agent.flagged)
+    run.seconds = time.perf_counter() - started
+    return run
+
+
+def _run_fixed(
+    cfg: AgentSimConfig,
+    base: LoadedModel,
+    pool: LabeledImages,
+    evaluator: _Evaluator,
+    teacher: Backbone,
+    progress: Progress,
+) -> RunSummary:
+    started = time.perf_counter()
+    project = _Project(cfg, pool, base, SimulatedAnnotator(pool, miss_rate=cfg.miss_rate, seed=cfg.seed))
+    run = RunSummary("fixed")
+    while len(project.annotations) < cfg.budget and (project.unlabeled() or len(project.imported) < cfg.pool_images):
+        project.arrivals()
+        project.predict([t for t in project.imported if t not in project.predictions])  # each import once
+        run.points.append(_point(project, evaluator))
+        project.annotate(min(cfg.annotations_per_tick, cfg.budget - len(project.annotations)))
+        project.tick += 1
+        progress("fixed: annotations", len(project.annotations), cfg.budget)
+    run.points.append(_point(project, evaluator))
+    run.rounds = [project.train(teacher, 1, progress)]
+    run.points.append(_point(project, evaluator))
+    run.novel_preannotated = (project.novel_shown, project.novel_right)
+    run.seconds = time.perf_counter() - started
+    return run
+
+
+def simulate_agent(
+    base: LoadedModel,
+    cfg: AgentSimConfig,
+    *,
+    teacher: Backbone | None = None,
+    progress: Progress | None = None,
+) -> AgentSimResult:
+    """Run the agent and the fixed schedule on the same simulated project (module docstring).
+
+    Args:
+        base: The model in service at the start of both runs (never modified).
+        cfg: The project.
+        teacher: The frozen base backbone for stage-1 distillation (default: a frozen copy of ``base``'s).
+        progress: ``progress(what, done, total)``.
+    """
+    cfg.check()
+    report = progress or (lambda what, done, total: None)
+    pool = render_labeled(
+        Stream.TRAIN,
+        cfg.pool_images,
+        cfg.world,
+        first=cfg.seed * cfg.pool_images,
+        progress=lambda d, t: report("pool", d, t),
+    )
+    test = render_labeled(Stream.TEST, cfg.test_images, cfg.world, progress=lambda d, t: report("test set", d, t))
+    if teacher is None:
+        teacher = copy.deepcopy(base.model.backbone).eval().requires_grad_(False)
+    evaluator = _Evaluator(test, [*cfg.options(), *cfg.novel_labels], cfg.round.eval_batch_size)
+    agent = _run_agent(cfg, base, pool, evaluator, teacher, report)
+    fixed = _run_fixed(cfg, base, pool, evaluator, teacher, report)
+    return AgentSimResult(cfg, agent, fixed)
+
+
+def plot_agent_simulation(result: AgentSimResult, folder: Path) -> list[Path]:
+    """``agent-vs-fixed.png`` (mAP against annotations) and ``agent-vs-fixed-edits.png`` (against tag edits)."""
+    paths = []
+    axes = (
+        ("annotations", "agent-vs-fixed.png", "annotations"),
+        ("edits", "agent-vs-fixed-edits.png", "tag edits (annotation effort)"),
+    )
+    for x, name, label in axes:
+        curves = {
+            f"{run.name}: {'the agent' if run.name == 'agent' else 'pre-annotate once, train once at the end'}": [
+                (float(getattr(p, x)), p.map) for p in run.points
+            ]
+            for run in (result.agent, result.fixed)
+        }
+        title = "The agent against a fixed schedule: test mAP of the model in service"
+        paths.append(plot_learning_curves(curves, folder / name, label, "test mAP (%)", title))
+    return paths
