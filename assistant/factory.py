@@ -10,6 +10,11 @@ Examples:
 A model that cannot load its weights is an error with the fix in its message, never a silently
 random model: real weights are always loaded with open_clip's ``require_pretrained=True``, and a
 spec without weights builds a random model only when ``allow_random=True`` (tests, pretraining).
+
+No checkpoint is ever unpickled with code execution: open_clip weights load with
+``weights_only=True`` (torch's restricted unpickler), Hugging Face directories only from
+safetensors (a directory with nothing but ``pytorch_model.bin`` is refused), and MKT checkpoints
+are safetensors (:mod:`assistant.checkpoint`).
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ logger = logging.getLogger(__name__)
 # The project's own architecture configs (tiny test models, the benchmark world model).
 MODEL_CONFIGS_DIR = Path(__file__).with_name("model_configs")
 OPEN_CLIP_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+# Weight files that are pickles: loaded only through torch's weights_only unpickler (open_clip), or
+# not at all (Hugging Face directories must hold safetensors).
+PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"})
 
 SpecKind = Literal["open_clip", "open_clip_dir", "hf"]
 
@@ -205,8 +213,10 @@ def _create_hf(spec: BackboneSpec) -> Backbone:
             why="config.json is missing",
             fix="save the model with CLIPModel.save_pretrained(dir) and its tokenizer with save_pretrained(dir)",
         )
+    _require_safetensors(directory)
     try:
-        model = CLIPModel.from_pretrained(directory, local_files_only=True)
+        # use_safetensors=True: a pytorch_model.bin next to the safetensors is never unpickled.
+        model = CLIPModel.from_pretrained(directory, local_files_only=True, use_safetensors=True)
         tokenizer = CLIPTokenizer.from_pretrained(directory, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(
@@ -224,6 +234,30 @@ def _create_hf(spec: BackboneSpec) -> Backbone:
         size = cfg.get("size", {})
         resize = size.get("shortest_edge") if isinstance(size, dict) else size
     return HFClipBackbone(model, tokenizer, name=f"hf:{directory.name}", image_mean=mean, image_std=std, resize=resize)
+
+
+def _require_safetensors(directory: Path) -> None:
+    """Refuse a Hugging Face directory whose weights exist only as pickles (``pytorch_model.bin``)."""
+    if any(directory.glob("*.safetensors")):
+        return
+    pickles = sorted(
+        p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES or p.name.endswith(".bin.index.json")
+    )
+    what = f"the Hugging Face model in {directory} has no safetensors weights"
+    if not pickles:
+        raise ModelLoadError(
+            what,
+            why="there is no model.safetensors in it",
+            fix="save the model there with CLIPModel.save_pretrained(dir), or download its safetensors files",
+        )
+    raise ModelLoadError(
+        what,
+        why=f"it holds only {', '.join(pickles)}: pickled weights, which can run code when they are loaded, "
+        "so the assistant never loads them",
+        fix='convert the model once, from a copy you trust: python -c "from transformers import CLIPModel; '
+        f"CLIPModel.from_pretrained('{directory}').save_pretrained('{directory}')\" writes model.safetensors "
+        "next to it (or download the model's safetensors files)",
+    )
 
 
 def _display_name(spec: BackboneSpec) -> str:
@@ -249,7 +283,7 @@ def _weight_files(spec: BackboneSpec) -> list[Path]:
     directory = Path(spec.name)
     if spec.kind == "open_clip_dir":
         return [directory / f for f in OPEN_CLIP_WEIGHT_FILES if (directory / f).is_file()][:1]
-    return sorted(p for p in directory.glob("*.safetensors")) or sorted(directory.glob("*.bin"))
+    return sorted(directory.glob("*.safetensors"))  # the only weights a Hugging Face directory is loaded from
 
 
 def weights_digest(files: list[Path]) -> str:

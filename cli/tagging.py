@@ -2,12 +2,19 @@
 
 No Label Studio, no Redis: the model runs here. Heavy imports (torch, the model) happen inside
 the commands so that `assistant --help` stays fast.
+
+Never a silently random model: without ``--model`` the commands load ``ASSISTANT_BASE_MODEL``.
+Only when that is the bundled model (``assets/world-tiny``) and it is missing (a checkout where it
+was not built yet) do they fall back to a tiny randomly initialised model, and then they say so:
+a warning on stderr, a note in the tables, and ``"random_model": true`` with a ``"warning"`` in
+``tag --json``. Any other model that cannot be loaded is an error.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -32,27 +39,41 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".ti
 FALLBACK_ARCH = "test-tiny"
 
 
-def _load(model: str | None, device: str) -> tuple[LoadedModel, str]:
-    """Load the requested model, or the bundled offline default; returns it with a description."""
+@dataclass(frozen=True)
+class _Model:
+    """The model the command runs, and whether it is the random stand-in for a missing bundled one."""
+
+    loaded: LoadedModel
+    source: str
+    random_model: bool = False
+    warning: str | None = None
+
+
+def _load(model: str | None, device: str) -> _Model:
+    """Load ``--model``, else ``ASSISTANT_BASE_MODEL``; a random stand-in only for a missing bundled model."""
     from assistant.checkpoint import load_model
-    from assistant.errors import AssistantError
     from workers.settings import get_settings
 
-    settings = get_settings()
-    source = model or settings.base_model
-    try:
-        return load_model(source, device=device), source
-    except AssistantError:
-        if model is not None:
-            raise
-    import torch
+    source = model or get_settings().base_model
+    if model is None and _is_missing_bundled_model(source):
+        import torch
 
-    torch.manual_seed(0)
-    note = (
-        f"the bundled model was not found at {source}: using a tiny RANDOMLY INITIALISED model "
-        f"({FALLBACK_ARCH}); its tags are meaningless"
-    )
-    return load_model(FALLBACK_ARCH, device=device, allow_random=True), note
+        torch.manual_seed(0)
+        warning = (
+            f"the bundled model was not found at {source}: using a tiny RANDOMLY INITIALISED model "
+            f"({FALLBACK_ARCH}); its tags are meaningless. Fix: build it with `assistant world pretrain`, "
+            "or pass --model / set ASSISTANT_BASE_MODEL"
+        )
+        err_console.print(f"[bold red]warning:[/] {warning}")
+        return _Model(load_model(FALLBACK_ARCH, device=device, allow_random=True), FALLBACK_ARCH, True, warning)
+    return _Model(load_model(source, device=device), source)
+
+
+def _is_missing_bundled_model(source: str) -> bool:
+    from workers import settings  # the module, not the name: read when called (tests move it)
+
+    path = Path(source.removeprefix("local-dir:"))
+    return path.resolve() == settings.BUNDLED_MODEL_DIR.resolve() and not path.exists()
 
 
 def _open_images(paths: list[Path]) -> tuple[list[Path], list[Image]]:
@@ -137,14 +158,18 @@ def tag(
         if not vocabulary:
             raise AssistantError("the vocabulary is empty", fix="pass --labels 'cat,dog'")
         files, opened = _open_images(images)
-        loaded, source = _load(model, device)
-        tagger = Tagger(loaded, device=device)
+        chosen = _load(model, device)
+        tagger = Tagger(chosen.loaded, device=device)
         results = tagger.tag(opened, vocabulary)
     except AssistantError as exc:
         raise _fail(exc) from None
     if json_output:
         doc = {
+            "model": chosen.source,
             "model_version": tagger.version,
+            # True: the bundled model is missing and the tags come from a random model.
+            "random_model": chosen.random_model,
+            "warning": chosen.warning,
             "images": [
                 {
                     "image": str(f),
@@ -158,8 +183,14 @@ def tag(
         }
         console.print_json(json.dumps(doc))
         return
-    console.print(f"model: {source} (version {tagger.version})")
+    _print_model(chosen, tagger.version)
     _print_tags(files, results, top, None)
+
+
+def _print_model(chosen: _Model, version: str) -> None:
+    if chosen.random_model:
+        console.print(f"[bold red]NOTE:[/] {chosen.warning}")
+    console.print(f"model: {chosen.source} (version {version})")
 
 
 def demo(
@@ -179,18 +210,15 @@ def demo(
         truth: dict[str, list[str]] = {k: list(v) for k, v in meta["labels"].items()}
         vocabulary = _demo_vocabulary(meta)
         files, opened = _open_images([samples / name for name in truth])
-        loaded, source = _load(None, device)
-        tagger = Tagger(loaded, device=device)
+        chosen = _load(None, device)
+        tagger = Tagger(chosen.loaded, device=device)
         results = tagger.tag(opened, vocabulary)
     except AssistantError as exc:
         raise _fail(exc) from None
     seen = sum(tagger.model.is_seen(vocabulary))
-    if "RANDOMLY" in source:
-        console.print(f"[bold red]NOTE:[/] {source}")
-    else:
-        console.print(f"model: {source}")
+    _print_model(chosen, tagger.version)
     console.print(
-        f"version {tagger.version}; vocabulary of {len(vocabulary)} tags: {seen} seen in training, "
+        f"vocabulary of {len(vocabulary)} tags: {seen} seen in training, "
         f"{len(vocabulary) - seen} [magenta]novel[/] (zero-shot)\n"
     )
     _print_tags(files, results, top, truth)

@@ -10,6 +10,7 @@ setting the deployment must provide makes these tests fail until compose.yaml pr
 from __future__ import annotations
 
 import copy
+import pkgutil
 import re
 import shutil
 import subprocess
@@ -25,6 +26,7 @@ import yaml
 from pydantic import AliasChoices, SecretStr, ValidationError
 from pydantic_settings import BaseSettings
 
+from agent.settings import AgentSettings
 from backends.settings import BackendSettings
 from tests.conftest import REPO_ROOT
 from workers.settings import PLACEHOLDER_SECRETS, Settings
@@ -126,13 +128,17 @@ def _command(service: Mapping[str, Any]) -> list[str]:
     return command.split() if isinstance(command, str) else [str(c) for c in command]
 
 
+# The settings class each `assistant` command group reads (the rest read workers.settings.Settings).
+_SETTINGS_OF_COMMAND: dict[str, type[Settings]] = {"serve": BackendSettings, "agent": AgentSettings}
+
+
 def assistant_services(doc: Mapping[str, Any]) -> dict[str, type[Settings]]:
     """Services that run our code, with the settings class their command reads."""
     found: dict[str, type[Settings]] = {}
     for name, service in doc["services"].items():
         command = _command(service)
         if command[:1] == ["assistant"]:
-            found[name] = BackendSettings if command[1] == "serve" else Settings
+            found[name] = _SETTINGS_OF_COMMAND.get(command[1], Settings)
     return found
 
 
@@ -236,6 +242,9 @@ def test_the_services_of_the_stack() -> None:
         assert "--queues=predict,train" in command and "--pool=prefork" in command
     assert "--device=cpu" in _command(services["worker-cpu"]) and "deploy" not in services["worker-cpu"]
     assert _command(services["beat"]) == ["assistant", "beat"]
+    # The agent is opt-in (docs/agent.md) and reads its own settings class.
+    assert profiles["agent"] == {"agent"} and _command(services["agent"]) == ["assistant", "agent", "run"]
+    assert assistant_services(compose())["agent"] is AgentSettings
     assert "celery" in " ".join(_command(services["flower"])) and "flower" in " ".join(_command(services["flower"]))
 
 
@@ -281,7 +290,7 @@ def test_named_volumes_hold_the_models_the_feature_cache_and_the_databases(monke
             assert any(PurePosixPath(str(media)).is_relative_to(t) for t in ls_data), f"{name}: media root not mounted"
 
 
-@pytest.mark.parametrize("service", ["backend", "worker-gpu", "worker-cpu", "beat"])
+@pytest.mark.parametrize("service", ["backend", "worker-gpu", "worker-cpu", "beat", "agent"])
 def test_assistant_services_get_every_setting_the_code_needs(service: str, monkeypatch: pytest.MonkeyPatch) -> None:
     raw, doc = raw_compose(), compose()
     cls = assistant_services(doc)[service]
@@ -318,7 +327,12 @@ def test_assistant_services_get_every_setting_the_code_needs(service: str, monke
             assert password is None or password.startswith("{"), f"{service}: a password is written in {name}"
 
     # Inside the stack, services reach each other by name; `localhost` would be the container itself.
-    for url in (settings.label_studio_url, settings.broker_url, settings.ledger_url):
+    urls = [settings.label_studio_url, settings.broker_url, settings.ledger_url]
+    if isinstance(settings, AgentSettings):
+        # The decision log lives next to the ledger, never in a SQLite file inside the container.
+        urls.append(settings.agent_log_url)
+        assert settings.agent_log_url is not None, f"{service}: ASSISTANT_AGENT_LOG_URL is missing"
+    for url in urls:
         host = urlsplit(url or "").hostname
         assert host in doc["services"], f"{service}: {url} does not point at a compose service"
 
@@ -389,7 +403,7 @@ def test_the_backend_image_runs_without_the_model_packages() -> None:
     names = {reqs._name(r) for r in everything}
     assert reqs.MODEL_ONLY <= names, "docker/requirements.py names a distribution pyproject.toml no longer has"
     assert {reqs._name(r) for r in light} == names - reqs.MODEL_ONLY
-    # What the backend image runs: serve (uvicorn + the app), beat, status, preannotate, the healthcheck.
+    # What the backend image runs: serve (uvicorn + the app), beat, status, preannotate, the agent, the healthcheck.
     modules = [
         "backends.main",
         "cli.main",
@@ -407,6 +421,11 @@ def test_the_backend_image_runs_without_the_model_packages() -> None:
         "backends.ls_client",
         "uvicorn",
     ]
+    # The agent service runs on the backend image too (`assistant agent run`, `agent health`):
+    # every module of the agent package, the CLI group and the pure policy.
+    modules += ["cli.agent", "assistant.agent_policy"]
+    modules += [f"agent.{m.name}" for m in pkgutil.iter_modules([str(REPO_ROOT / "agent")])]
+    assert {"agent.loop", "agent.settings", "agent.execute"} <= set(modules)
     code = (
         "import json, sys\n"
         f"for m in {modules!r}: __import__(m)\n"

@@ -12,12 +12,16 @@ URL forms (label-studio.md §8):
 - ``http(s)://``: downloaded directly; Label Studio's token goes only to Label Studio's origin.
 - other absolute paths: plain local files, only under ``media_local_roots`` (the CLI, tests).
 
-Security: Label Studio's origin and ``media_allowed_hosts`` are trusted; any other host is
-fetched only when every address it resolves to is public (never loopback, private, link-local
-such as cloud metadata at 169.254.169.254, or reserved), and every redirect is checked the same
-way, dropping the token when it leaves Label Studio. Responses are bounded in bytes, time and
-decoded pixels. Every failure is a :class:`~workers.errors.MediaError` with a machine ``reason``
-that the pipeline turns into a per-image ``ImageFailure``, never a failed batch.
+Security (no server-side request forgery): images come only from Label Studio's origin and the
+hosts of ``media_allowed_hosts``; any other host is refused as ``forbidden_host`` before a byte is
+sent, and every redirect is checked by the same rule (a cloud storage URL that Label Studio's
+presign endpoint redirects to must be allowlisted too), dropping the token when it leaves Label
+Studio. A name on the allowlist never reaches a link-local address (cloud metadata at
+169.254.169.254) unless that address is listed itself. ``media_allow_public_hosts`` is an opt-in
+for any other host whose every address is public (never loopback, private, link-local or
+reserved). Responses are bounded in bytes, time and decoded pixels. Every failure is a
+:class:`~workers.errors.MediaError` with a machine ``reason`` that the pipeline turns into a
+per-image ``ImageFailure``, never a failed batch.
 """
 
 from __future__ import annotations
@@ -56,6 +60,9 @@ _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # A Retry-After longer than this is not worth holding a worker for; the image fails instead.
 _MAX_RETRY_AFTER_S = 10.0
 _CHUNK = 64 * 1024
+# AWS's IPv6 instance metadata address: a unique-local (private) address, not a link-local one,
+# yet as dangerous as 169.254.169.254 (instance credentials).
+_METADATA_ADDRESSES = frozenset({ipaddress.ip_address("fd00:ec2::254")})
 
 Resolver = Callable[[str, int], list[str]]
 
@@ -383,31 +390,26 @@ class MediaFetcher:
     def _is_ls(self, url: httpx.URL) -> bool:
         return _origin(url) == _origin(self._ls)
 
-    def _check_host(self, url: httpx.URL) -> None:
+    def _check_host(self, url: httpx.URL, redirected_from: httpx.URL | None = None) -> None:
+        """Refuse a URL whose host is not allowed (``forbidden_host``) before anything is sent to it."""
         if url.scheme not in ("http", "https") or not url.host:
-            raise MediaError(f"unsupported URL {str(url)[:200]!r}", reason="bad_url")
+            raise MediaError(f"unsupported URL {_safe(url)!r}", reason="bad_url")
         host = url.host.lower()
-        if self._is_ls(url) or any(_host_matches(host, p) for p in self.settings.media_allowed_hosts):
+        if self._is_ls(url):
+            return
+        if any(_host_matches(host, p) for p in self.settings.media_allowed_hosts):
+            self._refuse_link_local(url, host)
             return
         if not self.settings.media_allow_public_hosts:
+            origin = f"{_safe(redirected_from)} redirected to" if redirected_from is not None else "the image URL names"
             raise MediaError(
-                f"host {host} is not allowed",
+                f"{origin} the host {host}, which is not allowed",
                 reason="forbidden_host",
-                fix="add it to ASSISTANT_MEDIA_ALLOWED_HOSTS or set ASSISTANT_MEDIA_ALLOW_PUBLIC_HOSTS=true",
+                why="images are fetched only from Label Studio and the hosts of ASSISTANT_MEDIA_ALLOWED_HOSTS",
+                fix=f"if {host} is trusted, add it (or a wildcard such as {_wildcard(host)!r}) to "
+                "ASSISTANT_MEDIA_ALLOWED_HOSTS, a JSON list",
             )
-        try:
-            # An IP literal is checked as is; a name is resolved (every address must be public).
-            addresses = [str(ipaddress.ip_address(host.strip("[]")))]
-        except ValueError:
-            addresses = []
-        try:
-            addresses = addresses or self._resolver(host, _origin(url)[2])
-        except OSError as exc:
-            raise MediaError(f"host {host} does not resolve", reason="not_found", why=str(exc)) from exc
-        for address in addresses:
-            ip = ipaddress.ip_address(address.split("%")[0])
-            if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-                ip = ip.ipv4_mapped
+        for ip in self._addresses(url, host):
             if not ip.is_global:
                 raise MediaError(
                     f"host {host} resolves to the non-public address {ip}",
@@ -416,15 +418,53 @@ class MediaFetcher:
                     fix="add the host to ASSISTANT_MEDIA_ALLOWED_HOSTS if it is trusted",
                 )
 
+    def _refuse_link_local(self, url: httpx.URL, host: str) -> None:
+        # An allowlisted *name* (a wildcard above all) may be pointed anywhere by whoever runs its
+        # DNS; the one place it must never lead is the cloud metadata service.
+        if _ip_literal(host) is not None:
+            return  # the address itself is listed: the operator asked for it
+        try:
+            addresses = self._addresses(url, host)
+        except MediaError as exc:
+            if exc.reason == "not_found":
+                return  # the download itself reports a name that does not resolve
+            raise
+        for ip in addresses:
+            if ip.is_link_local or ip in _METADATA_ADDRESSES:
+                raise MediaError(
+                    f"the allowed host {host} resolves to the link-local address {ip}",
+                    reason="forbidden_host",
+                    why="link-local addresses serve cloud metadata (credentials at 169.254.169.254)",
+                    fix=f"list {ip} itself in ASSISTANT_MEDIA_ALLOWED_HOSTS if {host} really lives there",
+                )
+
+    def _addresses(self, url: httpx.URL, host: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+        # An IP literal is taken as is; a name is resolved (every address it may connect to).
+        literal = _ip_literal(host)
+        if literal is not None:
+            return [literal]
+        try:
+            resolved = self._resolver(host, _origin(url)[2])
+        except OSError as exc:
+            raise MediaError(f"host {host} does not resolve", reason="not_found", why=str(exc)) from exc
+        found = []
+        for address in resolved:
+            ip = _ip_literal(address)
+            if ip is None:
+                raise MediaError(f"host {host} resolved to {address!r}, which is not an address", reason="error")
+            found.append(ip)
+        return found
+
     def _download(self, url_text: str) -> bytes:
         deadline = time.monotonic() + self.settings.media_total_timeout_s
         url = httpx.URL(url_text)
+        previous: httpx.URL | None = None
         for _ in range(_MAX_REDIRECTS + 1):
-            self._check_host(url)
+            self._check_host(url, previous)
             status, location, body = self._get_with_retries(url, deadline)
             if location is None:
                 return _expect_ok(status, body, url)
-            url = url.join(location)
+            previous, url = url, url.join(location)
         raise MediaError(f"too many redirects from {url_text[:200]}", reason="bad_url")
 
     def _get_with_retries(self, url: httpx.URL, deadline: float) -> tuple[int, str | None, bytes | None]:
@@ -523,10 +563,31 @@ def _safe(url: httpx.URL) -> str:
 
 
 def _host_matches(host: str, pattern: str) -> bool:
-    pattern = pattern.strip().lower()
+    pattern = pattern.strip().lower().strip("[]")
     if pattern.startswith("*."):
         return host.endswith(pattern[1:])
+    literal = _ip_literal(pattern)
+    if literal is not None:
+        # "::1" and "0:0:0:0:0:0:0:1" are one address.
+        return _ip_literal(host) == literal
     return host == pattern
+
+
+def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        ip = ipaddress.ip_address(host.strip("[]").split("%")[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _wildcard(host: str) -> str:
+    # bucket.s3.amazonaws.com -> *.s3.amazonaws.com; a two-label name or an address stays itself.
+    if _ip_literal(host) is not None or host.count(".") < 2:
+        return host
+    return "*." + host.split(".", 1)[1]
 
 
 def _check_relative(rel: str) -> None:

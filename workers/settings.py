@@ -16,12 +16,21 @@ from urllib.parse import unquote, urlsplit
 from pydantic import AliasChoices, Field, SecretStr, computed_field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["PLACEHOLDER_SECRETS", "PROJECT_ROOT", "Settings", "get_settings", "url_has_placeholder_password"]
+__all__ = [
+    "BUNDLED_MODEL_DIR",
+    "PLACEHOLDER_SECRETS",
+    "PROJECT_ROOT",
+    "Settings",
+    "get_settings",
+    "url_has_placeholder_password",
+]
 
 # The repository root: the bundled model (assets/), the prompt sets (prompts/) and the sample
 # images (samples/) live here. The package is installed editable (`make install`) or copied
 # whole into the container image, so the relative layout always holds.
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# The bundled offline model (the default base model), built by `assistant world pretrain`.
+BUNDLED_MODEL_DIR = PROJECT_ROOT / "assets" / "world-tiny"
 
 # Values that must never reach a deployment (docs/deploy.md).
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "changethis", "secret", "password", "token"})
@@ -71,7 +80,7 @@ class Settings(BaseSettings):
     # --- model ------------------------------------------------------------------------------------
     # The base model every project starts from: a checkpoint directory, an open_clip spec such as
     # "ViT-B-16:laion2b_s34b_b88k", or "hf:/path/to/dir". Default: the offline world model.
-    base_model: str = str(PROJECT_ROOT / "assets" / "world-tiny")
+    base_model: str = str(BUNDLED_MODEL_DIR)
     prompts_dir: Path = PROJECT_ROOT / "prompts"
     prompt_set: str = "scene"
     # "auto" picks CUDA when present.
@@ -109,13 +118,17 @@ class Settings(BaseSettings):
     torch_threads: int = Field(default=0, ge=0)
 
     # --- workers: media download -------------------------------------------------------------------
-    # Hosts besides Label Studio's that images may come from, even at private addresses: exact
-    # names or "*.example.com" wildcards (e.g. an internal MinIO). Label Studio's own host is
-    # always allowed.
+    # Image hosts besides Label Studio's origin (always allowed): exact names, IP addresses or
+    # "*.example.com" wildcards, e.g. an internal MinIO, a CDN, or the cloud storage Label
+    # Studio's presign endpoint redirects to ("*.s3.amazonaws.com", "storage.googleapis.com").
+    # Every other host is refused as `forbidden_host`, redirects included (no server-side request
+    # forgery). A name listed here may resolve to a private address, never to a link-local one
+    # (cloud metadata at 169.254.169.254) unless that address itself is listed.
     media_allowed_hosts: list[str] = Field(default_factory=list)
-    # Whether other hosts may be fetched when every address they resolve to is public; loopback,
-    # private, link-local (cloud metadata) and reserved addresses are always refused for them.
-    media_allow_public_hosts: bool = True
+    # Opt-in: also fetch from any other host whose every address is public (loopback, private,
+    # link-local and reserved addresses stay refused). Off: a task's image URL would otherwise
+    # make the workers fetch from any host on the internet.
+    media_allow_public_hosts: bool = False
     # Folders plain local paths may be read from (the CLI and tests); empty refuses every path.
     media_local_roots: list[Path] = Field(default_factory=list)
     # Label Studio's LOCAL_FILES_DOCUMENT_ROOT when mounted here: /data/local-files/?d=... is then

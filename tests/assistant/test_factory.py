@@ -126,3 +126,62 @@ def test_hf_and_open_clip_tokenizers_agree(hf_tiny_dir, tiny_loaded):
     hf = create_backbone(f"hf:{hf_tiny_dir}")
     texts = ["There is a traffic light in the scene.", "café au lait", "a 3-d render"]
     assert torch.equal(hf.tokenize(texts)[:, :20], tiny_loaded.model.backbone.tokenize(texts)[:, :20])
+
+
+class _RunsCodeWhenUnpickled:
+    """A pickle payload that leaves a marker file if anything ever unpickles it with full pickle."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w').close()",))
+
+
+def _hf_copy(hf_tiny_dir: Path, target: Path, *, safetensors: bool, evil_bin: bool) -> Path:
+    import pickle
+    import shutil
+
+    shutil.copytree(hf_tiny_dir, target)
+    if not safetensors:
+        for file in target.glob("*.safetensors"):
+            file.unlink()
+    if evil_bin:
+        (target / "pytorch_model.bin").write_bytes(pickle.dumps(_RunsCodeWhenUnpickled(target.parent / "pwned")))
+    return target
+
+
+def test_hf_directory_with_only_pickled_weights_is_refused(hf_tiny_dir, tmp_path):
+    # Real pickled weights too (a torch.save of the same model): refused all the same.
+    plain = _hf_copy(hf_tiny_dir, tmp_path / "plain-bin", safetensors=False, evil_bin=False)
+    model = create_backbone(f"hf:{hf_tiny_dir}").model
+    torch.save(model.state_dict(), plain / "pytorch_model.bin")
+    with pytest.raises(ModelLoadError) as info:
+        create_backbone(f"hf:{plain}")
+    message = info.value.message
+    assert "no safetensors weights" in message and "pytorch_model.bin" in message  # what
+    assert "run code" in message  # why
+    assert "save_pretrained" in message and "model.safetensors" in message  # the fix
+
+    evil = _hf_copy(hf_tiny_dir, tmp_path / "evil-bin", safetensors=False, evil_bin=True)
+    with pytest.raises(ModelLoadError, match="no safetensors weights"):
+        create_backbone(f"hf:{evil}")
+    assert not (tmp_path / "pwned").exists()
+    # A directory without any weights says what is missing.
+    empty = _hf_copy(hf_tiny_dir, tmp_path / "no-weights", safetensors=False, evil_bin=False)
+    with pytest.raises(ModelLoadError, match=r"no model\.safetensors in it"):
+        create_backbone(f"hf:{empty}")
+
+
+def test_hf_pickle_next_to_safetensors_is_never_unpickled(hf_tiny_dir, tmp_path):
+    both = _hf_copy(hf_tiny_dir, tmp_path / "both", safetensors=True, evil_bin=True)
+    backbone = create_backbone(f"hf:{both}")
+    reference = create_backbone(f"hf:{hf_tiny_dir}")
+    x = torch.randn(1, 3, 32, 32)
+    torch.testing.assert_close(backbone.encode_image(x).global_emb, reference.encode_image(x).global_emb)
+    assert not (tmp_path / "pwned").exists()
+    # The payload is live: full pickle would have run it (so the test can fail).
+    import pickle
+
+    pickle.loads((both / "pytorch_model.bin").read_bytes())
+    assert (tmp_path / "pwned").exists()

@@ -1,4 +1,4 @@
-"""Media download: URL forms, tokens, host policy, redirects, retries, limits, local files.
+"""Media download: URL forms, tokens, host policy (SSRF), redirects, retries, limits, local files.
 
 Network-free through ``httpx.MockTransport`` and an injected DNS resolver, plus a real
 ``http.server`` on 127.0.0.1 for the timeout behaviour.
@@ -16,9 +16,11 @@ import httpx
 import pytest
 
 from tests.workers._helpers import serving, worker_settings
-from workers.contracts import ImageRef
+from workers.contracts import ImageRef, PredictRequest
 from workers.errors import MediaError
 from workers.media import MediaFetcher
+from workers.runtime import Runtime
+from workers.settings import Settings
 
 LS = "http://ls.test:8080"
 PNG = b"\x89PNG\r\n\x1a\n-fake-image-bytes"
@@ -42,10 +44,14 @@ def _fetcher(tmp_path: Path, handler: Handler, *, dns: dict[str, list[str]] | No
     return MediaFetcher(settings, transport=httpx.MockTransport(handler), resolver=_resolver(dns or {}))
 
 
-def _reason(fetcher: MediaFetcher, url: str, task_id: int | None = None) -> str:
+def _error(fetcher: MediaFetcher, url: str, task_id: int | None = None) -> MediaError:
     with pytest.raises(MediaError) as info:
         fetcher.fetch(ImageRef(key="k", url=url, task_id=task_id))
-    return info.value.reason
+    return info.value
+
+
+def _reason(fetcher: MediaFetcher, url: str, task_id: int | None = None) -> str:
+    return _error(fetcher, url, task_id).reason
 
 
 @pytest.mark.parametrize("storage_status", [404, 400])
@@ -108,7 +114,7 @@ def test_refused_pat_is_unauthorized(tmp_path: Path) -> None:
     assert _reason(_fetcher(tmp_path, handler, label_studio_api_key=PAT), "/data/upload/1/a.png") == "unauthorized"
 
 
-def test_token_only_to_ls_and_public_hosts_allowed(tmp_path: Path) -> None:
+def test_token_only_to_ls_and_allowlisted_hosts(tmp_path: Path) -> None:
     seen: dict[str, str | None] = {}
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -116,10 +122,58 @@ def test_token_only_to_ls_and_public_hosts_allowed(tmp_path: Path) -> None:
         return httpx.Response(200, content=PNG)
 
     dns = {"images.example.com": ["93.184.216.34"]}
-    fetcher = _fetcher(tmp_path, handler, dns=dns, label_studio_api_key="legacy123")
+    fetcher = _fetcher(
+        tmp_path, handler, dns=dns, label_studio_api_key="legacy123", media_allowed_hosts=["images.example.com"]
+    )
     assert fetcher.fetch(ImageRef(key="1", url="https://images.example.com/a.png")) == PNG
     assert fetcher.fetch(ImageRef(key="2", url=f"{LS}/data/upload/1/a.png")) == PNG
     assert seen == {"images.example.com": None, "ls.test": "Token legacy123"}
+
+
+def test_by_default_only_label_studio_is_fetched(tmp_path: Path) -> None:
+    # The default refuses every host but Label Studio's origin, public ones included, before any
+    # request is sent (server-side request forgery), with the setting to change in the message.
+    sent: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(str(request.url))
+        return httpx.Response(200, content=PNG)
+
+    dns = {"images.example.com": ["93.184.216.34"]}
+    fetcher = _fetcher(tmp_path, handler, dns=dns)
+    assert fetcher.settings.media_allowed_hosts == [] and fetcher.settings.media_allow_public_hosts is False
+    assert Settings.model_fields["media_allow_public_hosts"].default is False
+    for url in (
+        "https://images.example.com/a.png",
+        "http://93.184.216.34/a.png",
+        "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+        "http://[fd00:ec2::254]/latest/meta-data/",
+        "http://metadata.google.internal/computeMetadata/v1/",
+        "http://ls.test:9999/data/upload/1/a.png",  # Label Studio's host, another port: another origin
+    ):
+        with pytest.raises(MediaError) as info:
+            fetcher.fetch(ImageRef(key="1", url=url))
+        assert info.value.reason == "forbidden_host", url
+        assert "ASSISTANT_MEDIA_ALLOWED_HOSTS" in info.value.message
+    assert "'*.images.example.com'" in _error(fetcher, "https://cdn.images.example.com/a.png").message
+    assert sent == []
+    assert fetcher.fetch(ImageRef(key="2", url=f"{LS}/data/upload/1/a.png")) == PNG
+
+
+def test_refused_hosts_are_per_image_errors_in_a_batch(runtime: Runtime, image_dir: Path) -> None:
+    from workers import pipeline
+
+    refs = [ImageRef(key=p.name, url=str(p)) for p in sorted(image_dir.glob("*.png"))[:2]]
+    refs += [
+        ImageRef(key="public", url="https://images.example.com/a.png"),
+        ImageRef(key="metadata", url="http://169.254.169.254/latest/meta-data/"),
+    ]
+    result = pipeline.predict(runtime, PredictRequest(labels=["cat", "dog"], images=refs))
+    errors = {item.key: item.error for item in result.items if item.error is not None}
+    assert set(errors) == {"public", "metadata"}
+    assert {e.reason for e in errors.values()} == {"forbidden_host"}
+    assert "not allowed" in errors["public"].message and "ASSISTANT_MEDIA_ALLOWED_HOSTS" in errors["public"].message
+    assert all(item.scores is not None for item in result.items if item.key not in errors)
 
 
 @pytest.mark.parametrize(
@@ -135,27 +189,55 @@ def test_token_only_to_ls_and_public_hosts_allowed(tmp_path: Path) -> None:
         "::ffff:10.0.0.1",
     ],
 )
-def test_non_public_addresses_are_refused(tmp_path: Path, address: str) -> None:
-    fetcher = _fetcher(tmp_path, lambda r: httpx.Response(200, content=PNG), dns={"evil.example": [address]})
-    assert _reason(fetcher, "http://evil.example/a.png") == "forbidden_host"
-
-
-def test_allowlist_and_public_switch(tmp_path: Path) -> None:
+def test_non_public_addresses_are_refused_even_with_public_hosts_on(tmp_path: Path, address: str) -> None:
     ok = lambda r: httpx.Response(200, content=PNG)  # noqa: E731
-    dns = {"minio.internal": ["10.0.0.5"], "cdn.example.com": ["93.184.216.34"]}
-    fetcher = _fetcher(tmp_path, ok, dns=dns, media_allowed_hosts=["*.internal"], media_allow_public_hosts=False)
-    assert fetcher.fetch(ImageRef(key="1", url="http://minio.internal/b/a.png")) == PNG
+    fetcher = _fetcher(tmp_path, ok, dns={"evil.example": [address]}, media_allow_public_hosts=True)
+    assert _reason(fetcher, "http://evil.example/a.png") == "forbidden_host"
+    literal = f"[{address}]" if ":" in address else address
+    assert _reason(fetcher, f"http://{literal}/a.png") == "forbidden_host"
+
+
+def test_allowlist_and_the_public_opt_in(tmp_path: Path) -> None:
+    ok = lambda r: httpx.Response(200, content=PNG)  # noqa: E731
+    dns = {
+        "minio.internal": ["10.0.0.5"],
+        "cdn.example.com": ["93.184.216.34"],
+        "mixed.example.com": ["93.184.216.34", "10.0.0.9"],
+    }
+    fetcher = _fetcher(tmp_path, ok, dns=dns, media_allowed_hosts=["*.internal", "::1"])
+    assert fetcher.fetch(ImageRef(key="1", url="http://minio.internal/b/a.png")) == PNG  # private, but listed
+    assert fetcher.fetch(ImageRef(key="2", url="http://[0:0::1]:9000/a.png")) == PNG  # the listed address
+    assert _reason(fetcher, "http://internal/a.png") == "forbidden_host"  # "*.internal" needs a subdomain
     assert _reason(fetcher, "http://cdn.example.com/a.png") == "forbidden_host"
-    assert _reason(_fetcher(tmp_path, ok), "http://nowhere.example/a.png") == "not_found"  # does not resolve
+    public = _fetcher(tmp_path, ok, dns=dns, media_allow_public_hosts=True)
+    assert public.fetch(ImageRef(key="3", url="http://cdn.example.com/a.png")) == PNG
+    assert _reason(public, "http://mixed.example.com/a.png") == "forbidden_host"  # one private address suffices
+    assert _reason(public, "http://minio.internal/a.png") == "forbidden_host"  # private and not listed
+    assert _reason(public, "http://nowhere.example/a.png") == "not_found"  # does not resolve
 
 
-def test_redirects_are_checked_and_drop_the_token(tmp_path: Path) -> None:
+@pytest.mark.parametrize("address", ["169.254.169.254", "fe80::1", "fd00:ec2::254"])
+def test_an_allowlisted_name_never_reaches_the_metadata_service(tmp_path: Path, address: str) -> None:
+    ok = lambda r: httpx.Response(200, content=PNG)  # noqa: E731
+    dns = {"rebound.example.com": [address]}
+    fetcher = _fetcher(tmp_path, ok, dns=dns, media_allowed_hosts=["*.example.com"])
+    error = _error(fetcher, "http://rebound.example.com/a.png")
+    assert error.reason == "forbidden_host" and "link-local" in error.message
+    # Listing the address itself is the operator's explicit choice.
+    literal = f"[{address}]" if ":" in address else address
+    explicit = _fetcher(tmp_path, ok, dns=dns, media_allowed_hosts=[address])
+    assert explicit.fetch(ImageRef(key="1", url=f"http://{literal}/a.png")) == PNG
+
+
+def test_redirects_are_checked_by_the_same_rule_and_drop_the_token(tmp_path: Path) -> None:
     seen: list[tuple[str, str | None]] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append((request.url.host, request.headers.get("authorization")))
         if request.url.host == "ls.test" and "presign" in request.url.path:
             return httpx.Response(303, headers={"location": "https://bucket.s3.example.com/a.png?X-Amz-Signature=s"})
+        if request.url.host == "ls.test" and request.url.path == "/data/upload/1/moved.png":
+            return httpx.Response(302, headers={"location": "http://10.0.0.7/moved.png"})
         if request.url.host == "bucket.s3.example.com":
             return httpx.Response(200, content=PNG)
         if request.url.host == "public.example.com":
@@ -163,11 +245,29 @@ def test_redirects_are_checked_and_drop_the_token(tmp_path: Path) -> None:
         return httpx.Response(404)
 
     dns = {"bucket.s3.example.com": ["52.1.2.3"], "public.example.com": ["93.184.216.34"]}
-    fetcher = _fetcher(tmp_path, handler, dns=dns, label_studio_api_key="legacy123")
-    assert fetcher.fetch(ImageRef(key="1", url="s3://bucket/dir/a.png", task_id=42)) == PNG
+    s3 = ImageRef(key="1", url="s3://bucket/dir/a.png", task_id=42)
+    # Cloud storage that Label Studio presigns is another host: refused until it is allowlisted,
+    # with the redirect and the wildcard to add in the message (never the signature).
+    strict = _fetcher(tmp_path, handler, dns=dns, label_studio_api_key="legacy123")
+    with pytest.raises(MediaError) as info:
+        strict.fetch(s3)
+    assert info.value.reason == "forbidden_host"
+    assert "redirected to the host bucket.s3.example.com" in info.value.message
+    assert "'*.s3.example.com'" in info.value.message and "Signature" not in info.value.message
+    assert seen == [("ls.test", "Token legacy123")]
+
+    seen.clear()
+    allowed = ["*.s3.example.com", "public.example.com"]
+    fetcher = _fetcher(tmp_path, handler, dns=dns, label_studio_api_key="legacy123", media_allowed_hosts=allowed)
+    assert fetcher.fetch(s3) == PNG
     assert seen == [("ls.test", "Token legacy123"), ("bucket.s3.example.com", None)]
-    # A public page redirecting to the metadata service is refused at the redirect.
+    # A trusted page redirecting to the metadata service, and Label Studio redirecting to an
+    # unlisted private host, are refused at the redirect, before any request goes there.
     assert _reason(fetcher, "http://public.example.com/img") == "forbidden_host"
+    assert _reason(fetcher, "/data/upload/1/moved.png") == "forbidden_host"
+    opt_in = _fetcher(tmp_path, handler, dns=dns, media_allow_public_hosts=True)
+    assert _reason(opt_in, "http://public.example.com/img") == "forbidden_host"
+    assert {host for host, _ in seen} == {"ls.test", "bucket.s3.example.com", "public.example.com"}
 
 
 def test_presign_url_and_task_id(tmp_path: Path) -> None:
