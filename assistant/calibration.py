@@ -16,6 +16,11 @@ How :meth:`Calibrator.fit` works, on annotated validation data (targets +1 / -1,
    global map. Labels without enough data, and labels unknown to the calibrator (novel tags),
    use the global map **and** the global threshold, a consistent pair.
 
+Before any annotation, a model uses a *prior*: :meth:`Calibrator.default` (a guess for CLIP ViT-B
+cosines) or, for a backbone that ships one, a global-only :meth:`Calibrator.fit_prior` fitted on
+its zero-shot scores (step 1 and the global threshold of step 3, no per-label entries).
+:attr:`Calibrator.is_prior` tells the two apart from a calibrator fitted on the model's own data.
+
 Platt fits use Platt's smoothed targets (``(N₊+1)/(N₊+2)`` and ``1/(N₋+2)``), which keep a
 perfectly separable label finite, and damped Newton steps on the standardised score. The slope
 is constrained to be >= 0, so every map is monotone: a higher raw score never gives a lower
@@ -37,12 +42,16 @@ from numpy.typing import ArrayLike, NDArray
 from assistant.errors import ConfigError, DataError
 from assistant.evaluate import check_label_names, validate_inputs
 
-__all__ = ["Calibrator", "FitConfig", "LabelCalibration"]
+__all__ = ["PRIOR_METHODS", "Calibrator", "FitConfig", "LabelCalibration"]
 
 logger = logging.getLogger(__name__)
 
 FloatArray = NDArray[np.float64]
 _FORMAT = "assistant.calibrator/1"
+# Methods of calibrators that no annotation of the model's own labels has fitted: the uninformed
+# default (CLIP ViT-B cosines) and a backbone prior (fitted once on the backbone's zero-shot
+# scores, e.g. the benchmark world's validation split, and shipped with its weights).
+PRIOR_METHODS = frozenset({"default", "prior"})
 
 
 @dataclass(frozen=True)
@@ -177,14 +186,16 @@ def _best_f1_threshold(p: FloatArray, y: NDArray[np.bool_]) -> tuple[float, floa
 class Calibrator:
     """Raw score → probability maps and decision thresholds, per label with a global fallback.
 
-    Build one with :meth:`fit` (annotated validation data) or :meth:`default` (no data yet).
+    Build one with :meth:`fit` (annotated validation data), :meth:`default` (no data yet) or
+    :meth:`fit_prior` (a global-only prior for a backbone, fitted on its zero-shot scores).
 
     Attributes:
         slope: Global ``a`` in ``sigmoid(a·s + b)`` (>= 0).
         intercept: Global ``b``.
         threshold: Global decision threshold on the probability.
         labels: Per-label entries; labels absent here use the global map and threshold.
-        method: ``"platt"`` (fitted) or ``"default"`` (the no-data prior).
+        method: ``"platt"`` (fitted on annotations), ``"default"`` (the no-data prior) or
+            ``"prior"`` (a backbone prior, :meth:`fit_prior`).
 
     Example:
         >>> cal = Calibrator.default()
@@ -235,6 +246,41 @@ class Calibrator:
                 fix="pass a positive temperature (e.g. 0.01) and a finite bias (e.g. 0.25)",
             )
         return cls(slope=1.0 / temperature, intercept=-bias / temperature, threshold=0.5, method="default")
+
+    @property
+    def is_prior(self) -> bool:
+        """True while no annotation of the model's own labels has calibrated it.
+
+        That is :meth:`default` and a backbone prior (:meth:`fit_prior`): their thresholds are
+        one global guess for every label, so closeness to a threshold says little about a label.
+        """
+        return self.method in PRIOR_METHODS
+
+    @classmethod
+    def fit_prior(
+        cls, scores: ArrayLike, targets: ArrayLike, labels: Sequence[str], config: FitConfig | None = None
+    ) -> Calibrator:
+        """A global-only prior for a backbone: one pooled map and one F1-optimal threshold.
+
+        It is :meth:`fit` keeping only the pooled (global) part: the labels a model will serve
+        are unknown when its backbone is calibrated, so no per-label entry is kept and every
+        label gets the global map and threshold. Use it instead of :meth:`default` for a backbone
+        whose raw scores are not distributed like CLIP ViT-B cosines.
+
+        Args:
+            scores: Images × labels raw scores (computed exactly as the tagger computes them).
+            targets: Same shape, +1 present, -1 absent, 0 unknown (ignored).
+            labels: One unique name per column.
+            config: Minimum counts and priors; :class:`FitConfig` defaults when None.
+
+        Returns:
+            The prior (``method="prior"``, no per-label entries).
+
+        Raises:
+            DataError: Bad arrays or names, or fewer pooled positives/negatives than the minimum.
+        """
+        fitted = cls.fit(scores, targets, labels, config)
+        return cls(fitted.slope, fitted.intercept, fitted.threshold, {}, "prior")
 
     @classmethod
     def fit(

@@ -32,7 +32,7 @@ from safetensors.torch import load_file, save_file
 from assistant.calibration import Calibrator
 from assistant.config import HeadConfig, PromptConfig, from_dict, to_dict
 from assistant.devices import resolve_device
-from assistant.errors import CheckpointError, ModelLoadError
+from assistant.errors import AssistantError, CheckpointError, ModelLoadError
 from assistant.factory import BackboneSpec, create_backbone
 from assistant.labels import LabelSet
 from assistant.model import MKTModel
@@ -40,11 +40,13 @@ from assistant.model import MKTModel
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
+    "PRIOR_FILE",
     "LoadedModel",
     "Sidecar",
     "is_checkpoint",
     "load_checkpoint",
     "load_model",
+    "read_prior",
     "read_sidecar",
     "save_checkpoint",
 ]
@@ -53,6 +55,8 @@ FORMAT = "mkt-checkpoint"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 SIDECAR_FILE = "sidecar.json"
+# A backbone's calibration prior (Calibrator.to_dict), next to the weights of a model directory.
+PRIOR_FILE = "calibration.json"
 
 
 @dataclass(frozen=True)
@@ -311,6 +315,32 @@ def is_checkpoint(path: str | Path) -> bool:
     return (Path(path) / SIDECAR_FILE).is_file()
 
 
+def read_prior(directory: str | Path) -> Calibrator | None:
+    """The calibration prior stored in a model directory (``calibration.json``), if any.
+
+    Args:
+        directory: An open_clip (or Hugging Face) model directory.
+
+    Returns:
+        The calibrator, or None when the directory holds no ``calibration.json``.
+
+    Raises:
+        ModelLoadError: The file exists but is not valid JSON or not a calibrator description.
+    """
+    path = Path(directory) / PRIOR_FILE
+    if not path.is_file():
+        return None
+    try:
+        return Calibrator.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, UnicodeDecodeError, AssistantError) as exc:
+        why = exc.message if isinstance(exc, AssistantError) else str(exc)
+        raise ModelLoadError(
+            f"the calibration prior {path} cannot be read",
+            why=why,
+            fix=f"refit it with `assistant world calibrate --model {directory}`, or delete it to use the default prior",
+        ) from exc
+
+
 def load_model(
     source: str | Path,
     *,
@@ -322,11 +352,38 @@ def load_model(
 ) -> LoadedModel:
     """Load an MKT checkpoint directory, or build a zero-shot model from a backbone spec.
 
-    A backbone spec (``ViT-B-16:laion2b_s34b_b88k``, ``local-dir:DIR``, ``hf:DIR``) gives an
-    untrained MKT model: the untuned prompt, no seen labels, and the default calibration prior.
+    An MKT checkpoint keeps the calibrator recorded in its sidecar. A backbone spec
+    (``ViT-B-16:laion2b_s34b_b88k``, ``local-dir:DIR``, a plain model directory, ``hf:DIR``) gives
+    an untrained MKT model: the untuned prompt, no seen labels, and a calibration prior. The
+    prior is the model directory's ``calibration.json`` when it has one (a global-only
+    :meth:`~assistant.calibration.Calibrator.fit_prior` fitted on the backbone's own scores, e.g.
+    by ``assistant world calibrate`` for ``assets/world-tiny``), else
+    :meth:`~assistant.calibration.Calibrator.default`, which assumes CLIP ViT-B cosine scores. A
+    prior is fitted with the default ``head`` and ``prompt``, the configuration served.
+
+    Args:
+        source: A checkpoint directory or a backbone spec.
+        device: Where to put the model.
+        head, prompt: Configurations of a model built from a backbone spec (defaults when None);
+            a checkpoint uses its own.
+        allow_random: Allow a bare architecture name (random weights: tests, pretraining).
+        base_spec: For a delta checkpoint, build its base from this spec (see
+            :func:`load_checkpoint`).
+
+    Returns:
+        The model (eval mode) with its calibrator.
+
+    Raises:
+        CheckpointError: A damaged or mismatched checkpoint.
+        ModelLoadError: Weights that cannot be loaded, or an unreadable ``calibration.json``.
+        ConfigError: A malformed spec.
     """
     if is_checkpoint(source):
         return load_checkpoint(Path(source), device=device, base_spec=base_spec)
-    backbone = create_backbone(str(source), device=device, allow_random=allow_random)
+    spec = BackboneSpec.parse(str(source))
+    backbone = create_backbone(spec, device=device, allow_random=allow_random)
+    # Only local model directories can carry a prior; a hub tag's weights keep the default.
+    prior = read_prior(spec.name) if spec.kind in ("open_clip_dir", "hf") else None
+    calibrator = prior if prior is not None else Calibrator.default()
     model = MKTModel(backbone, head or HeadConfig(), prompt or PromptConfig())
-    return LoadedModel(model.to(resolve_device(device)).eval(), Calibrator.default(), None, None)
+    return LoadedModel(model.to(resolve_device(device)).eval(), calibrator, None, None)

@@ -3,6 +3,8 @@
 - `world build`: generate the train/val/test splits (deterministic) under the home directory.
 - `world pretrain`: contrastive pretraining of the tiny open_clip model; saves an open_clip
   model directory with its manifest (the project ships the result as `assets/world-tiny`).
+- `world calibrate`: fit the model directory's calibration prior (`calibration.json`) on the
+  world's validation split; `world pretrain` does it too, at the end.
 - `world samples`: regenerate the sample images of `make demo`.
 - `bench`: the ML-ZSL table (random, frozen zero-shot, MKT stage 1, stage 1 + 2).
 """
@@ -22,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 if TYPE_CHECKING:
+    from assistant.prior import PriorFit
     from assistant.world.dataset import MultiLabelSplit
 
 __all__ = ["bench", "world_app"]
@@ -117,7 +120,10 @@ def pretrain(
     max_minutes: Annotated[float, typer.Option(help="Stop early past this wall time (recorded).")] = 60.0,
     quick_eval: Annotated[bool, typer.Option(help="Score zero-shot on the quick test split.")] = False,
 ) -> None:
-    """Pretrain the tiny open_clip model contrastively on the world (the offline stand-in for CLIP)."""
+    """Pretrain the tiny open_clip model contrastively on the world (the offline stand-in for CLIP).
+
+    Ends by fitting the model's calibration prior on the validation split (see `world calibrate`).
+    """
     from assistant.world.bench import frozen_scores
     from assistant.world.pretrain import PretrainConfig, save_open_clip_dir, stream_hash
     from assistant.world.pretrain import pretrain as run_pretrain
@@ -151,7 +157,70 @@ def pretrain(
         f"zero-shot ZSL mAP {scores['zsl']['mAP']:.1f} (random {scores['random_zsl_mAP']:.1f}), "
         f"GZSL mAP {scores['gzsl']['mAP']:.1f}"
     )
+    try:
+        _fit_and_write_prior(out, splits["val"], quick_eval, "cpu")
+    except Exception as exc:
+        raise _fail(exc) from None
     console.print(f"saved to {out} (load it as local-dir:{out})")
+
+
+@world_app.command("calibrate")
+def calibrate(
+    model: Annotated[Path, typer.Option(help="The open_clip model directory.")] = DEFAULT_ASSET,
+    quick: Annotated[bool, typer.Option(help="Fit on the quick validation split (500 images).")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "cpu",
+) -> None:
+    """Fit the model's calibration prior on the world's validation split (seen labels) and save it.
+
+    Writes `calibration.json` into the model directory (and records it in its `manifest.json`);
+    loading the directory as a backbone then maps raw scores through it instead of the CLIP
+    ViT-B default. Never uses the test split.
+    """
+    from assistant.prior import model_directory
+
+    try:
+        directory = model_directory(str(model))
+        val = _splits(quick)["val"]
+        _fit_and_write_prior(directory, val, quick, device)
+    except Exception as exc:
+        raise _fail(exc) from None
+
+
+def _fit_and_write_prior(directory: Path, val: MultiLabelSplit, quick: bool, device: str) -> PriorFit:
+    """Fit the prior on the seen labels of ``val`` (the only ones annotated there) and write it."""
+    from assistant.prior import fit_backbone_prior, write_prior
+
+    columns = [i for i, s in enumerate(val.seen) if s]
+    labels = [val.label_names[i] for i in columns]
+    with _progress(f"scoring {len(val):,} validation images") as update:
+        fit = fit_backbone_prior(
+            directory,
+            val.images,
+            val.targets[:, columns],
+            labels,
+            device=device,
+            progress=lambda done, total: update(done, total, {}),
+        )
+    provenance = {
+        "data": {
+            "split": "val",
+            "world": "quick" if quick else "full",
+            "data_hash": val.data_hash,
+            "version": val.version,
+            "labels": "seen",
+        },
+        "scores": "cosine fused, default HeadConfig and PromptConfig (what load_model serves)",
+    }
+    path = write_prior(directory, fit, provenance=provenance)
+    cal, raw = fit.calibrator, fit.summary()["raw_threshold"]
+    console.print(
+        f"calibration prior: p = sigmoid({cal.slope:.2f} * s {cal.intercept:+.2f}), threshold {cal.threshold:.3f}"
+        + ("" if raw is None else f" (raw score {raw:.4f})")
+        + f"; on {fit.images:,} validation images x {fit.labels} seen labels: precision {fit.precision:.3f}, "
+        f"recall {fit.recall:.3f}, F1 {fit.f1:.3f}"
+    )
+    console.print(f"wrote {path}")
+    return fit
 
 
 def _world_config() -> Any:

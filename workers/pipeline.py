@@ -194,7 +194,7 @@ def score_pool(runtime: Runtime, request: ScorePoolRequest) -> ScorePoolResult:
     try:
         strategy = create_strategy(request.strategy, seed=request.seed)
         calibrator = model.tagger.calibrator
-        builder = _LazyPool(len(request.images), labels, calibrator.thresholds(labels), novel, calibrator.method)
+        builder = _LazyPool(len(request.images), labels, calibrator.thresholds(labels), novel, not calibrator.is_prior)
     except AssistantError as exc:
         raise RequestError(exc.what, why=exc.why, fix=exc.fix) from None
     keep = strategy.needs_embeddings
@@ -250,10 +250,11 @@ def score_pool(runtime: Runtime, request: ScorePoolRequest) -> ScorePoolResult:
 class _LazyPool:
     """A :class:`PoolBuilder` created with the first chunk (its embedding width is known then)."""
 
-    def __init__(self, n: int, labels: list[str], thresholds: NDArray[Any], novel: list[str], method: str) -> None:
+    def __init__(self, n: int, labels: list[str], thresholds: NDArray[Any], novel: list[str], calibrated: bool) -> None:
         self.n, self.labels, self.thresholds, self.novel = n, labels, thresholds, novel
-        # "default" is Calibrator.default(): no annotation has calibrated the thresholds yet.
-        self.calibrated = method != "default"
+        # False under a prior (Calibrator.default() or a backbone's calibration.json): no
+        # annotation of this project has calibrated the thresholds yet.
+        self.calibrated = calibrated
         self.builder: PoolBuilder | None = None
         # Fails fast on novel labels outside the vocabulary, before any image is fetched.
         PoolBuilder(0, labels, thresholds, novel_labels=novel)

@@ -108,8 +108,9 @@ class SelectionPool:
             diversity strategies start from them, so they look for what is not labeled yet.
         valid: ``(N,)`` False for images that could not be scored (never selected).
         calibrated: Whether the thresholds come from a calibrator fitted on annotations. Before
-            any (``Calibrator.default()``, an uninformed prior), closeness to a threshold says
-            little, and the hybrid strategy relies on diversity alone.
+            any (a prior, ``Calibrator.is_prior``: the default or a backbone's one global
+            threshold), closeness to a threshold says little, and the hybrid strategy relies on
+            diversity alone.
     """
 
     labels: tuple[str, ...]

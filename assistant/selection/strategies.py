@@ -27,7 +27,7 @@ embeddings, whose norms grow with uncertainty; weighting explicit image embeddin
 without per-label gradients, which a 10⁶ x 10³ pool could not hold.
 
 Before the model in service has been calibrated on any annotation (``SelectionPool.calibrated``
-is False: the thresholds are ``Calibrator.default()``'s prior), the hybrid takes the diversity
+is False: the thresholds are a prior's, ``Calibrator.is_prior``), the hybrid takes the diversity
 batch instead, the usual cold start of active learning: a pilot on the world's validation stream
 saw uncertainty-led first batches train candidates that the promotion gate refused.
 """

@@ -357,7 +357,7 @@ def strategy_selector(name: str, seed: int, pool: LabeledImages, *, batch: int =
             novel_labels=[o for o, s in zip(options, seen, strict=True) if not s],
             embeddings=glob[rows],
             labeled_embeddings=glob[labeled] if labeled.size else None,
-            calibrated=tagger.calibrator.method != "default",
+            calibrated=not tagger.calibrator.is_prior,
         )
         chosen = create_strategy(name, seed=seed * 1000 + state.round).select(selection_pool, n)
         picked: list[int] = rows[chosen.indices].tolist()

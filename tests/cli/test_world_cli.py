@@ -1,0 +1,63 @@
+"""`assistant world calibrate` and the prior `world pretrain` writes, on tiny models and worlds."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from assistant.calibration import Calibrator
+from assistant.checkpoint import PRIOR_FILE, load_model
+from assistant.factory import create_backbone
+from assistant.world import build_world, load_split
+from assistant.world.config import SplitSizes
+from assistant.world.pretrain import save_open_clip_dir
+from cli.main import app
+from workers.settings import get_settings
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A home whose quick world is tiny (24 validation images), so `--quick` takes seconds."""
+    monkeypatch.setenv("ASSISTANT_HOME", str(tmp_path / "home"))
+    get_settings.cache_clear()
+    build_world(tmp_path / "home" / "world" / "quick", sizes=SplitSizes(train=4, val=24, test=24))
+    yield tmp_path / "home"
+    get_settings.cache_clear()
+
+
+def test_world_calibrate_writes_the_prior_and_load_model_uses_it(home: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = save_open_clip_dir(create_backbone("test-tiny", allow_random=True), "test-tiny", tmp_path / "m", {})
+    assert load_model(model).calibrator.method == "default"
+
+    result = CliRunner().invoke(app, ["world", "calibrate", "--model", str(model), "--quick"])
+    assert result.exit_code == 0, result.output
+    assert "calibration prior" in result.output and "threshold" in result.output
+
+    prior = Calibrator.from_dict(json.loads((model / PRIOR_FILE).read_text()))
+    assert prior.method == "prior" and dict(prior.labels) == {}
+    assert load_model(f"local-dir:{model}").calibrator == prior
+    recorded = json.loads((model / "manifest.json").read_text())["calibration_prior"]
+    val = load_split(home / "world" / "quick" / "val.npz")
+    assert recorded["data"]["data_hash"] == val.data_hash and recorded["data"]["split"] == "val"
+    assert recorded["threshold"] == prior.threshold and recorded["images"] == 24 and recorded["labels"] == 49
+
+
+def test_world_calibrate_refuses_a_hub_name(home: Path) -> None:
+    result = CliRunner().invoke(app, ["world", "calibrate", "--model", "ViT-B-16", "--quick"])
+    assert result.exit_code == 1 and "not a local model directory" in result.output
+
+
+def test_world_pretrain_ends_with_the_prior(home: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pretrained"
+    args = ["world", "pretrain", "--out", str(out), "--steps", "1", "--batch-size", "4", "--quick-eval"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["calibration_prior"]["data"]["world"] == "quick"
+    assert load_model(out).calibrator.method == "prior"
