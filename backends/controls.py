@@ -36,6 +36,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import logging
 import xml.etree.ElementTree as ET  # nosec B405 - the config is already parsed by LabelInterface (lxml)
 from collections import Counter
@@ -331,11 +332,14 @@ def _output(choice: ET.Element) -> str | None:
 
 
 def _model_labels(choice: ET.Element, default: str) -> tuple[str, ...]:
-    raw = choice.get(PREDICTED_VALUES)
-    if raw is None:
-        return (default,)
+    # Stripped: the workers strip labels and refuse blank or repeated ones (workers.contracts), so
+    # an unstripped " cat" next to "cat" would fail every request, and a lone " cat" would come
+    # back as "cat", a vocabulary the backend no longer recognises. A blank value names no label.
+    raw = choice.get(PREDICTED_VALUES) or ""
     names = tuple(dict.fromkeys(n.strip() for n in raw.split(",") if n.strip()))
-    return names or (default,)
+    if names:
+        return names
+    return (default.strip(),) if default.strip() else ()
 
 
 def _choices_targets(element: ET.Element, where: str) -> tuple[Target, ...]:
@@ -345,10 +349,12 @@ def _choices_targets(element: ET.Element, where: str) -> tuple[Target, ...]:
         output = _output(choice)
         if output is None or output in targets:
             continue
-        default = choice.get("value") or output
+        model_labels = _model_labels(choice, choice.get("value") or output)
+        if not model_labels:  # a blank choice: annotators may pick it, the model cannot score it
+            continue
         targets[output] = Target(
             path=(output,),
-            model_labels=_model_labels(choice, default),
+            model_labels=model_labels,
             threshold=_float_knob(choice.attrib, f"{where} <Choice value={output!r}>"),
         )
     return tuple(targets.values())
@@ -375,9 +381,12 @@ def _taxonomy_targets(element: ET.Element, where: str) -> tuple[Target, ...]:
         path = tuple(_output(n) or "" for n in node)
         name = leaf.get("value") or path[-1]
         default = name if names[name] == 1 else PATH_SEPARATOR.join(n.get("value") or _output(n) or "" for n in node)
+        model_labels = _model_labels(leaf, default)
+        if not model_labels:  # a blank node still roots its subtree, but the model cannot score it
+            continue
         target = Target(
             path=path,
-            model_labels=_model_labels(leaf, default),
+            model_labels=model_labels,
             threshold=_float_knob(leaf.attrib, f"{where} <Choice value={path[-1]!r}>"),
         )
         targets.setdefault(target.key, target)
@@ -452,6 +461,10 @@ def _parse(config: str) -> tuple[Any, ET.Element]:
 def parse_label_config(config: str) -> ProjectVocabulary:
     """Find the image-tagging controls of a labeling config and build the vocabulary.
 
+    The last :data:`PARSED_CONFIGS_KEPT` vocabularies are kept by config text: Label Studio sends
+    the config with every ``/setup`` and ``/predict``, and a 10,000-choice config (290 kB) takes
+    0.3 s of CPU to parse. A vocabulary is immutable, so callers may share it.
+
     Args:
         config: The labeling config XML (``/setup``'s ``schema``, ``/predict``'s ``label_config``).
 
@@ -463,6 +476,16 @@ def parse_label_config(config: str) -> ProjectVocabulary:
             a ``toName`` naming no tag, a bad knob, or an empty vocabulary; the message says what
             failed, why, and the fix, with an example config.
     """
+    return _parse_vocabulary(config)
+
+
+# Configs are per project; 16 covers the projects one backend serves at a time. Errors are not
+# cached (lru_cache keeps results only), so a fixed config is read afresh.
+PARSED_CONFIGS_KEPT = 16
+
+
+@functools.lru_cache(maxsize=PARSED_CONFIGS_KEPT)
+def _parse_vocabulary(config: str) -> ProjectVocabulary:
     li, root = _parse(config)
     images = _image_value_keys(li)
     if not images:

@@ -510,7 +510,9 @@ def _control_correction(control: TagControl, chosen: list[str], predicted: list[
         negative_labels=tuple(
             dict.fromkeys(label for k in removed if k in targets for label in targets[k].model_labels)
         ),
-        unknown=tuple(k for k in positives if k not in targets),
+        # The chosen keys only: an implied ancestor that is no target (a leafsOnly taxonomy's inner
+        # node) is known to the config, not a sign that the config changed.
+        unknown=tuple(k for k in dict.fromkeys(chosen) if k not in targets),
     )
 
 

@@ -4,7 +4,9 @@ Every request model ignores unknown fields: Label Studio adds keys over time (``
 in 2026, a top-level ``model_version`` in older releases), and a strict model would answer 422 to
 a newer Label Studio. Project references arrive in three shapes and are all parsed to an int id:
 ``"3.1746612998"`` (``<id>.<created_at>`` in ``/setup`` and ``/predict``), ``3`` (tasks,
-annotations) and ``{"id": 3, ...}`` (webhooks).
+annotations) and ``{"id": 3, ...}`` (webhooks). Every id (project, task, annotation, prediction,
+user) is an :data:`Id`: a whole number from 0 to :data:`MAX_ID`, so that a negative or
+out-of-range id is a 422 at the edge instead of an overflow in the ledger or the registry.
 
 Example:
     >>> SetupRequest.model_validate({"project": "3.1746612998", "schema": "<View/>", "new": 1}).project
@@ -13,16 +15,19 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal
+import reprlib
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 __all__ = [
     "ANNOTATION_ACTIONS",
+    "MAX_ID",
     "DELETE_ACTIONS",
     "TRAIN_ACTIONS",
     "Annotation",
     "AnnotationRef",
+    "Id",
     "PredictParams",
     "LSPredictRequest",
     "LSPredictResponse",
@@ -42,6 +47,18 @@ ANNOTATION_ACTIONS: Final = frozenset({"ANNOTATION_CREATED", "ANNOTATIONS_CREATE
 DELETE_ACTIONS: Final = frozenset({"ANNOTATIONS_DELETED", "ANNOTATION_DELETED"})
 TRAIN_ACTIONS: Final = frozenset({"START_TRAINING"})
 
+#: The largest id accepted: Label Studio's ids are 64-bit database integers (from 1 up), and the
+#: ledger stores them in 64-bit INTEGER columns (a larger one overflowed there: a 500).
+MAX_ID: Final = 2**63 - 1
+#: A Label Studio object id on the wire.
+Id = Annotated[int, Field(ge=0, le=MAX_ID)]
+
+
+def _checked_id(value: int) -> int:
+    if not 0 <= value <= MAX_ID:
+        raise ValueError(f"not a project reference: {value} (project ids are whole numbers from 0 to 2^63-1)")
+    return value
+
 
 def parse_project_id(value: object) -> int | None:
     """The project id from any of Label Studio's project references.
@@ -58,16 +75,20 @@ def parse_project_id(value: object) -> int | None:
     if value is None or value == "":
         return None
     if isinstance(value, dict):
-        return parse_project_id(value.get("id"))
+        value = value.get("id")
+        if isinstance(value, dict):  # one level only: {"id": {"id": ...}} names no project (and may nest deep)
+            raise ValueError("not a project reference: a project object whose id is an object")
+        return parse_project_id(value)
     if isinstance(value, bool):  # bool is an int subclass; True is no project id
         raise ValueError(f"not a project reference: {value!r}")
     if isinstance(value, int):
-        return value
+        return _checked_id(value)
     if isinstance(value, str):
         head = value.strip().split(".", 1)[0]
-        if head.isdigit():
-            return int(head)
-    raise ValueError(f"not a project reference: {value!r} (expected an id or '<id>.<timestamp>')")
+        if head.isascii() and head.isdigit() and len(head) <= 19:  # "²".isdigit() is True, int("²") fails
+            return _checked_id(int(head))
+    # reprlib: bounded, whatever the input's size or nesting (a plain repr of deep JSON recurses).
+    raise ValueError(f"not a project reference: {reprlib.repr(value)} (expected an id or '<id>.<timestamp>')")
 
 
 class _Wire(BaseModel):
@@ -122,7 +143,7 @@ class Task(_ProjectRef):
         predictions: Expanded only for interactive calls.
     """
 
-    id: int
+    id: Id
     data: dict[str, Any] = Field(default_factory=dict)
     meta: dict[str, Any] | list[Any] | None = None
     project: int | None = None
@@ -205,8 +226,8 @@ class Prediction(_Wire):
     model_version: str = ""
     score: float | None = None
     result: list[ResultItem] = Field(default_factory=list)
-    task: int | None = None
-    id: int | None = None
+    task: Id | None = None
+    id: Id | None = None
 
     @field_validator("model_version", mode="before")
     @classmethod
@@ -231,7 +252,7 @@ class LSPredictResponse(_Wire):
 class WebhookProject(_Wire):
     """The ``project`` object of a webhook (a full project serialization; we keep a few fields)."""
 
-    id: int
+    id: Id
     title: str | None = None
     label_config: str | None = None
     model_version: str | None = None
@@ -254,23 +275,23 @@ class Annotation(_ProjectRef):
         updated_at: ISO timestamp of the last change.
     """
 
-    id: int | None = None
-    task: int | None = None
+    id: Id | None = None
+    task: Id | None = None
     project: int | None = None
     result: list[ResultItem] = Field(default_factory=list)
-    completed_by: int | dict[str, Any] | None = None
+    completed_by: Id | dict[str, Any] | None = None
     was_cancelled: bool = False
     ground_truth: bool = False
     lead_time: float | None = None
-    parent_prediction: int | None = None
-    parent_annotation: int | None = None
+    parent_prediction: Id | None = None
+    parent_annotation: Id | None = None
     updated_at: str | None = None
 
 
 class AnnotationRef(_Wire):
     """An annotation by id only (the payload of ANNOTATIONS_DELETED)."""
 
-    id: int
+    id: Id
 
 
 class WebhookEvent(_Wire):

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from backends.controls import parse_label_config
-from backends.convert import SCORES_KEY
+from backends.convert import MAX_SCORES_KEPT, SCORES_KEY
 from backends.state import MemoryState
 from tests.backends._app_fakes import FakeDispatcher, Harness, make_harness
 from tests.backends._fixtures import config, payload, prediction_errors
@@ -198,6 +198,39 @@ def test_predict_takes_label_studios_recorded_body(client: TestClient) -> None:
     results = resp.json()["results"]
     assert len(results) == len(body["tasks"])
     assert all(r["model_version"].endswith("+" + parse_label_config(body["label_config"]).fingerprint) for r in results)
+
+
+def choices_config(labels: list[str], extra: str = "") -> str:
+    """A one-image, one-``<Choices>`` config over ``labels``."""
+    choices = "".join(f'<Choice value="{label}"/>' for label in labels)
+    return (
+        '<View><Image name="image" value="$image"/>'
+        f'<Choices name="tags" toName="image" choice="multiple"{extra}>{choices}</Choices></View>'
+    )
+
+
+def test_a_10000_label_vocabulary_is_set_up_and_predicted(client: TestClient, harness: Harness) -> None:
+    labels = [f"tag {i:05d}" for i in range(10_000)]
+    big = choices_config(labels)
+    fingerprint = parse_label_config(big).fingerprint
+    tasks = [{"id": 100 + i, "data": {"image": f"/data/upload/1/{i}.jpg"}, "project": 1} for i in range(8)]
+
+    setup = client.post("/setup", json={"project": 1, "schema": big})
+    resp = client.post("/predict", json={"tasks": tasks, "project": "1.1700000000", "label_config": big})
+
+    assert setup.status_code == 200 and setup.json()["model_version"].endswith("+" + fingerprint)
+    assert resp.status_code == 200, resp.text[:500]
+    results = resp.json()["results"]
+    assert len(results) == len(tasks) and all(r["model_version"] == setup.json()["model_version"] for r in results)
+    for result in results:
+        (item,) = result["result"]
+        # The fake scores spread over [0, 1) with thresholds 0.5: thousands of tags pass, yet the
+        # per-tag score map stays capped.
+        assert len(item["value"]["choices"]) > 1_000 and set(item["value"]["choices"]) <= set(labels)
+        assert len(item[SCORES_KEY]["scores"]) == MAX_SCORES_KEPT and 0.0 <= result["score"] <= 1.0
+    assert prediction_errors(big, results[0]) == []
+    # Every worker request carried the whole vocabulary, in config order.
+    assert [c.request.labels for c in harness.dispatcher.chunks] == [labels]
 
 
 def test_tasks_without_a_usable_image_get_no_prediction_and_are_counted(client: TestClient) -> None:

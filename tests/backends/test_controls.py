@@ -171,3 +171,63 @@ def test_vocabulary_is_hashable_and_immutable() -> None:
     assert hash(vocab) == hash(parse_label_config(config("multilabel")))
     with pytest.raises(AttributeError):
         vocab.labels = ()  # type: ignore[misc]
+
+
+def test_a_10000_choice_config_is_one_vocabulary_parsed_once() -> None:
+    labels = [f"tag {i:05d}" for i in range(10_000)]
+    xml = (
+        '<View><Image name="image" value="$image"/><Choices name="tags" toName="image" choice="multiple">'
+        + "".join(f'<Choice value="{label}"/>' for label in labels)
+        + "</Choices></View>"
+    )
+
+    vocab = parse_label_config(xml)
+
+    assert vocab.labels == tuple(labels) and len(vocab.controls[0].targets) == 10_000
+    assert vocab.fingerprint == vocabulary_fingerprint(labels)
+    # Label Studio sends the same config with every /setup and /predict: it is parsed once.
+    assert parse_label_config("".join([xml[:100], xml[100:]])) is vocab
+
+
+@pytest.mark.parametrize(
+    ("xml", "fragment"),
+    [
+        # Billion laughs: lxml refuses the entity amplification at once.
+        (
+            '<!DOCTYPE View [<!ENTITY a0 "lol">'
+            + "".join(f'<!ENTITY a{i} "{f"&a{i - 1};" * 10}">' for i in range(1, 10))
+            + ']><View><Image name="i" value="$i"/><Choices name="t" toName="i">'
+            + '<Choice value="&a9;"/></Choices></View>',
+            "not valid XML",
+        ),
+        # An external entity is never resolved (no file read, no request).
+        (
+            '<!DOCTYPE View [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+            '<View><Image name="i" value="$i"/><Choices name="t" toName="i"><Choice value="&x;"/></Choices></View>',
+            "not valid XML",
+        ),
+        # Blank choices name no label the model could score.
+        (
+            '<View><Image name="i" value="$i"/><Choices name="t" toName="i"><Choice value="  "/></Choices></View>',
+            "no <Choice>",
+        ),
+    ],
+    ids=["billion-laughs", "external-entity", "blank-choice"],
+)
+def test_hostile_configs_are_a_label_config_error(xml: str, fragment: str) -> None:
+    with pytest.raises(LabelConfigError, match=fragment):
+        parse_label_config(xml)
+
+
+def test_model_labels_are_stripped_so_workers_take_them() -> None:
+    # Workers strip labels and refuse repeats: " cat" next to "cat" made every request fail.
+    vocab = parse_label_config(
+        '<View><Image name="i" value="$i"/><Choices name="t" toName="i" choice="multiple">'
+        '<Choice value=" cat"/><Choice value="cat"/><Choice value="dog "/><Choice value=" "/></Choices></View>'
+    )
+    assert vocab.labels == ("cat", "dog")
+    assert [(t.value, t.model_labels) for t in vocab.controls[0].targets] == [
+        (" cat", ("cat",)),
+        ("cat", ("cat",)),
+        ("dog ", ("dog",)),
+    ]

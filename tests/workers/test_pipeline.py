@@ -221,3 +221,18 @@ def test_entries_lost_after_lookup_are_fetched_again(runtime: Runtime, image_dir
     calls = _count_encodes(runtime)
     second = pipeline.predict(runtime, request)
     assert sum(calls) == 6 and second == first
+
+
+def test_a_10000_label_vocabulary_is_scored(runtime: Runtime, image_dir: Path) -> None:
+    # The reliability issue's largest vocabulary: every image gets one finite score in [0, 1] per
+    # label, in the request's order, and a label scores the same in a 4- or a 10,000-label request.
+    labels = [*LABELS, *(f"tag {i:05d}" for i in range(10_000 - len(LABELS)))]
+    refs = _refs(sorted(image_dir.glob("*.png"))[:3])
+    result = pipeline.predict(runtime, PredictRequest(labels=labels, images=refs))
+    assert result.labels == labels and len(result.seen) == len(result.thresholds) == 10_000
+    scores = np.array([item.scores for item in result.items])
+    assert scores.shape == (3, 10_000) and np.isfinite(scores).all()
+    assert float(scores.min()) >= 0.0 and float(scores.max()) <= 1.0
+    assert float(scores.std(axis=1).min()) > 0.0  # 10,000 labels, not one number repeated
+    small = pipeline.predict(runtime, PredictRequest(labels=LABELS, images=refs))
+    np.testing.assert_allclose(scores[:, :4], np.array([item.scores for item in small.items]), atol=1e-6)
