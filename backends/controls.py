@@ -16,7 +16,7 @@ gets the model label ``"Parent / Node"`` unless ``predicted_values`` says otherw
 
 ==================  ===========================================================================
 ``model_threshold`` a score in [0, 1] that replaces the calibrated per-label thresholds
-``model_max_tags``  keep at most this many tags (highest scores first)
+``model_max_tags``  keep at most this many tags (highest scores first; default 50)
 ``model_skip``      ``"true"`` turns the model off for this control (its labels leave the
                     vocabulary)
 ==================  ===========================================================================

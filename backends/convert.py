@@ -50,6 +50,7 @@ from backends.protocol import Annotation, LSPredictResponse, Prediction, ResultI
 from workers.contracts import MAX_IMAGES, ImageRef, ImageScores, PredictRequest, PredictResult
 
 __all__ = [
+    "DEFAULT_MAX_TAGS",
     "MAX_SCORES_KEPT",
     "SCORES_KEY",
     "UNCERTAIN_TOP_K",
@@ -71,6 +72,9 @@ SCORES_KEY: Final = "assistant"
 # Per-tag scores kept per result item: a 10,000-label vocabulary would otherwise add ~250 kB to
 # every prediction. 50 covers every selected tag and the borderline ones that matter for review.
 MAX_SCORES_KEPT: Final = 50
+# Tags a prediction selects when its control sets no ``model_max_tags``: with a 10,000-choice
+# vocabulary, thousands may pass uncalibrated thresholds, and thousands of chips help no annotator.
+DEFAULT_MAX_TAGS: Final = 50
 UNCERTAIN_TOP_K: Final = 3
 SCORE_DECIMALS: Final = 4
 
@@ -288,7 +292,7 @@ def _control_item(task_id: int, control: TagControl, scored: _ControlScores) -> 
     passing = [int(i) for i in np.flatnonzero(s >= t)]
     passing.sort(key=lambda i: -s[i])
     unpruned = set(control.prune([targets[i] for i in passing]))
-    selected = [i for i in passing if targets[i] in unpruned][: control.max_tags or None]
+    selected = [i for i in passing if targets[i] in unpruned][: control.max_tags or DEFAULT_MAX_TAGS]
     if not selected:
         return None
     # The selected targets first, then the highest scores, up to the cap.

@@ -9,6 +9,7 @@ import pytest
 
 from backends.controls import ProjectVocabulary, parse_label_config
 from backends.convert import (
+    DEFAULT_MAX_TAGS,
     MAX_SCORES_KEPT,
     SCORES_KEY,
     PredictionBatch,
@@ -261,6 +262,23 @@ def test_score_maps_are_capped_for_big_vocabularies() -> None:
     assert len(kept) == MAX_SCORES_KEPT
     assert next(iter(kept)) == "tag000"  # the selected tag survives the cap, ahead of the rest
     assert "tag119" in kept and "tag001" not in kept  # then the highest scores
+
+
+def test_without_a_max_tags_knob_a_prediction_selects_at_most_the_default_cap() -> None:
+    choices = "".join(f'<Choice value="tag{i:03d}"/>' for i in range(120))
+    xml = (
+        '<View><Image name="image" value="$image"/>'
+        f'<Choices name="tags" toName="image" choice="multiple">{choices}</Choices></View>'
+    )
+    vocab = parse_label_config(xml)
+    (request,), _ = build_predict_requests(vocab, images(1))
+    # Every one of the 120 tags passes its threshold (0.5).
+    result = fake_worker(request, {label: 0.6 + i / 1000 for i, label in enumerate(vocab.labels)})
+    pred = predictions_from_results(vocab, images(1), [result]).predictions[0]
+    assert pred is not None
+    chosen = pred.result[0].value["choices"]
+    assert len(chosen) == DEFAULT_MAX_TAGS < 120
+    assert chosen[0] == "tag119" and "tag000" not in chosen  # the highest scores are the ones kept
 
 
 def test_item_ids_are_deterministic() -> None:
