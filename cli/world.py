@@ -300,6 +300,11 @@ def bench(
         raise _fail(exc) from None
     _print_table(result.rows)
     console.print(f"selection (validation, seen labels): {json.dumps(result.selection)}")
+    for mode, m in result.margins.items():
+        console.print(
+            f"MKT stage 1 + 2 minus frozen, {mode.upper()} mAP: {m['difference']:+.2f} "
+            f"(95% paired bootstrap over test images: {m['low']:+.2f} to {m['high']:+.2f})"
+        )
     console.print(f"seconds: {json.dumps(result.seconds)}")
     if json_path is not None:
         doc = {
@@ -307,6 +312,7 @@ def bench(
             "config": result.config,
             "data": result.data,
             "selection": result.selection,
+            "margins": result.margins,
             "seconds": result.seconds,
             "model": model,
             "quick": quick,

@@ -26,7 +26,7 @@ from assistant.calibration import Calibrator
 from assistant.checkpoint import LoadedModel, load_model
 from assistant.config import HeadConfig, PromptConfig, Stage1Config, Stage2Config
 from assistant.data import ArrayImageDataset
-from assistant.evaluate import evaluate, evaluate_gzsl, evaluate_zsl, per_label_ap
+from assistant.evaluate import evaluate, evaluate_gzsl, evaluate_zsl, map_difference, per_label_ap
 from assistant.labels import LabelSet
 from assistant.prompts import PromptSet, zero_shot_label_embeddings
 from assistant.train import encode_dataset, train_stage1, train_stage2
@@ -92,6 +92,8 @@ class BenchResult:
     data: dict[str, Any]
     selection: dict[str, Any]
     seconds: dict[str, float]
+    # MKT stage 1 + 2 minus the frozen model: {"zsl"|"gzsl": MapDifference.to_dict()}.
+    margins: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @torch.no_grad()
@@ -122,14 +124,28 @@ def mkt_scores(loaded: LoadedModel, features: ImageFeatures, labels: Sequence[st
 
 def _row(
     name: str, score: Callable[[Sequence[str]], NDArray[np.float64]], test: MultiLabelSplit, ks: Sequence[int]
-) -> MethodRow:
+) -> tuple[MethodRow, dict[str, NDArray[np.float64]]]:
+    """One table row, with its ZSL and GZSL score matrices (for the margins)."""
     labels = list(test.label_names)
     unseen = [n for n, s in zip(labels, test.seen, strict=True) if not s]
-    zsl = evaluate_zsl(score(unseen), test.targets, labels, test.seen, ks)
+    zsl_scores = score(unseen)
+    zsl = evaluate_zsl(zsl_scores, test.targets, labels, test.seen, ks)
     full = score(labels)
     gzsl = evaluate_gzsl(full, test.targets, labels, ks)
     aps = per_label_ap(full, test.targets)
-    return MethodRow(name, zsl, gzsl, {n: round(100 * float(a), 2) for n, a in zip(labels, aps, strict=True)})
+    row = MethodRow(name, zsl, gzsl, {n: round(100 * float(a), 2) for n, a in zip(labels, aps, strict=True)})
+    return row, {"zsl": zsl_scores, "gzsl": full}
+
+
+def _margins(
+    mkt: dict[str, NDArray[np.float64]], frozen: dict[str, NDArray[np.float64]], test: MultiLabelSplit, seed: int
+) -> dict[str, dict[str, float]]:
+    """MKT stage 1 + 2 minus the frozen model, ZSL and GZSL mAP, with 95% paired-bootstrap intervals."""
+    unseen_targets = test.targets[:, ~np.asarray(test.seen, dtype=bool)]
+    return {
+        "zsl": map_difference(mkt["zsl"], frozen["zsl"], unseen_targets, seed=seed).to_dict(),
+        "gzsl": map_difference(mkt["gzsl"], frozen["gzsl"], test.targets, seed=seed).to_dict(),
+    }
 
 
 def _seen_targets(split: MultiLabelSplit) -> tuple[LabelSet, NDArray[np.int8]]:
@@ -182,14 +198,17 @@ def run_bench(
     rng = np.random.default_rng(cfg.seed)
     random_scores = rng.random((len(test), len(test.label_names)))
     name_index = {n: i for i, n in enumerate(test.label_names)}
-    rows.append(_row("random", lambda ls: random_scores[:, [name_index[n] for n in ls]], test, cfg.ks))
+    rows.append(_row("random", lambda ls: random_scores[:, [name_index[n] for n in ls]], test, cfg.ks)[0])
 
     say("frozen model, zero-shot (class token, prompt ensemble)")
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
     frozen = load_model(base_model, head=cfg.head, prompt=cfg.prompt)
     test_feats = _features(frozen.model, test)
-    rows.append(_row("frozen zero-shot", lambda ls: frozen_scores(frozen.model.backbone, test_feats, ls), test, cfg.ks))
+    frozen_row, frozen_matrices = _row(
+        "frozen zero-shot", lambda ls: frozen_scores(frozen.model.backbone, test_feats, ls), test, cfg.ks
+    )
+    rows.append(frozen_row)
     timings["frozen"] = time.perf_counter() - t0
 
     selection: dict[str, Any] = {"stage1": {}, "stage2": {}}
@@ -224,7 +243,7 @@ def run_bench(
     ][0]
     mkt = best[1]
     stage1_feats = _features(mkt.model, test)
-    rows.append(_row("MKT stage 1", lambda ls: mkt_scores(mkt, stage1_feats, ls), test, cfg.ks))
+    rows.append(_row("MKT stage 1", lambda ls: mkt_scores(mkt, stage1_feats, ls), test, cfg.ks)[0])
 
     say("MKT stage 2 (prompt tuning)")
     t0 = time.perf_counter()
@@ -233,7 +252,10 @@ def run_bench(
     )
     selection["stage2"] = {"val_mAP": history2.val_scores, "best_epoch": history2.best_epoch}
     timings["stage2"] = time.perf_counter() - t0
-    rows.append(_row("MKT stage 1 + 2", lambda ls: mkt_scores(mkt, stage1_feats, ls), test, cfg.ks))
+    final_row, final_matrices = _row("MKT stage 1 + 2", lambda ls: mkt_scores(mkt, stage1_feats, ls), test, cfg.ks)
+    rows.append(final_row)
+    say("margins over the frozen model (paired bootstrap over test images)")
+    margins = _margins(final_matrices, frozen_matrices, test, cfg.seed)
 
     say("calibration on validation")
     mkt.calibrator = _fit_calibrator(mkt, val)
@@ -244,7 +266,8 @@ def run_bench(
         "labels": len(test.label_names),
         "unseen": [n for n, s in zip(test.label_names, test.seen, strict=True) if not s],
     }
-    return BenchResult(rows, cfg.to_dict(), data, selection, {k: round(v, 1) for k, v in timings.items()}), mkt
+    seconds = {k: round(v, 1) for k, v in timings.items()}
+    return BenchResult(rows, cfg.to_dict(), data, selection, seconds, margins), mkt
 
 
 def _fit_calibrator(loaded: LoadedModel, val: MultiLabelSplit) -> Calibrator:

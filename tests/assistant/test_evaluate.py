@@ -20,6 +20,7 @@ from assistant.evaluate import (
     evaluate,
     evaluate_gzsl,
     evaluate_zsl,
+    map_difference,
     per_label_ap,
     top_k,
     validate_inputs,
@@ -149,6 +150,21 @@ def test_open_images_needs_a_positive():
 
 LABELS = ["cat", "dog", "car", "tree"]
 SEEN = np.array([True, False, True, False])
+
+
+def test_map_difference_is_paired_and_brackets_the_observed_margin():
+    rng = np.random.default_rng(0)
+    targets = np.where(rng.random((300, 4)) < 0.3, 1, -1).astype(np.int8)
+    noise = rng.normal(size=targets.shape)
+    better, worse = targets + 0.5 * noise, targets + 2.0 * noise
+    diff = map_difference(better, worse, targets, resamples=100)
+    expected = 100 * (per_label_ap(better, targets).mean() - per_label_ap(worse, targets).mean())
+    assert diff.difference == pytest.approx(expected, abs=1e-9)
+    assert 0 < diff.low < diff.difference < diff.high  # clearly better: the interval excludes 0
+    same = map_difference(worse, worse, targets, resamples=20)
+    assert same.difference == same.low == same.high == 0.0  # paired: identical methods never differ
+    with pytest.raises(DataError):
+        map_difference(better, worse[:, :3], targets)
 
 
 def test_zsl_uses_unseen_columns_only():

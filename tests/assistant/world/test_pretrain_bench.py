@@ -81,6 +81,13 @@ def test_bench_table_has_every_method_and_setting(pretrained):
     assert result.data["sizes"] == {"train": 96, "val": 48, "test": 96} and len(result.data["unseen"]) == 16
     # The trained model knows the seen labels and carries a calibrator fitted on validation.
     assert len(mkt.model.seen_labels) == 49 and mkt.calibrator.method == "platt"
+    # The margin over the frozen model is the difference of the two rows, with an interval around it.
+    rows = {r.method: r for r in result.rows}
+    for mode in ("zsl", "gzsl"):
+        margin = result.margins[mode]
+        observed = getattr(rows["MKT stage 1 + 2"], mode)["mAP"] - getattr(rows["frozen zero-shot"], mode)["mAP"]
+        assert margin["difference"] == pytest.approx(observed, abs=0.01)
+        assert margin["low"] <= margin["difference"] <= margin["high"]
 
 
 def test_frozen_zero_shot_uses_the_class_token_only(pretrained):
