@@ -34,6 +34,7 @@ from assistant.selection.registry import (
     list_strategies,
     register_strategy,
 )
+from assistant.selection.typical import typical_picks
 
 __all__ = [
     "STRATEGIES",
@@ -51,6 +52,7 @@ __all__ = [
     "project",
     "register_strategy",
     "tag_uncertainty",
+    "typical_picks",
 ]
 
 del _strategies

@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 from assistant.errors import ConfigError, DataError
 from assistant.selection import (
@@ -23,6 +24,7 @@ from assistant.selection import (
     tag_uncertainty,
 )
 from assistant.selection.strategies import Uncertainty
+from assistant.selection.typical import kmeans, typical_picks
 
 LABELS = [f"l{i}" for i in range(6)]
 ALL = ["diversity", "entropy", "hybrid", "novelty", "random", "uncertainty"]
@@ -148,15 +150,59 @@ def test_hybrid_spreads_a_batch_that_uncertainty_would_spend_on_one_cluster() ->
         create_strategy("hybrid", candidates_per_pick=0.5)
 
 
-def test_hybrid_starts_cold_with_diversity_until_the_model_is_calibrated() -> None:
-    points, cluster = _clusters(per=20, centers=3)
+def _clusters_and_outliers(seed: int = 0) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """Clusters of 40, 30 and 20 points (labels 0-2) and 3 lone outliers (label -1) far from all."""
+    rng = np.random.default_rng(seed)
+    sizes = (40, 30, 20)
+    means = np.eye(3, 8) * 10
+    points = [m + 0.8 * rng.standard_normal((n, 8)) for m, n in zip(means, sizes, strict=True)]
+    outliers = -10 * np.eye(3, 8) - 5 * np.roll(np.eye(3, 8), 1, axis=0)  # opposite every cluster
+    cluster = np.concatenate([np.repeat(np.arange(3), sizes), np.full(3, -1)])
+    return np.concatenate([*points, outliers]), cluster
+
+
+def test_typical_picks_take_the_densest_image_of_each_least_covered_cluster() -> None:
+    points, cluster = _clusters_and_outliers()
+    picks = typical_picks(points, 3, seed=0, project_dim=0)
+    assert cluster[picks.indices].tolist() == [0, 1, 2]  # the largest cluster first, no outlier
+    # Every point belongs to one of the 3 clusters (the outliers to whichever is nearest).
+    assert picks.cluster_size.sum() == len(points) and (picks.cluster_size >= [40, 30, 20]).all()
+    assert picks.cluster_labeled.tolist() == [0, 0, 0]
+    unit = points / np.linalg.norm(points, axis=1, keepdims=True)
+    for c, row in zip(range(3), picks.indices.tolist(), strict=True):
+        members = np.nonzero(cluster == c)[0]
+        to_mean = np.linalg.norm(unit[members] - unit[members].mean(axis=0), axis=1)
+        assert to_mean[members.tolist().index(row)] <= np.quantile(to_mean, 0.5)  # central, not a fringe point
+    covered = typical_picks(points, 2, initial_centers=points[cluster == 0][:5], seed=0, project_dim=0)
+    assert sorted(cluster[covered.indices].tolist()) == [1, 2]  # the labeled cluster is covered already
+    np.testing.assert_array_equal(typical_picks(points, 3, seed=0, project_dim=0).indices, picks.indices)
+    # More than the candidates hold: every candidate, once.
+    mask = cluster == 2
+    assert sorted(typical_picks(points, 50, candidates=mask, seed=1).indices.tolist()) == np.nonzero(mask)[0].tolist()
+
+
+def test_kmeans_finds_well_separated_centres() -> None:
+    points, cluster = _clusters(per=30, centers=4)
+    centroids = kmeans(points.astype(np.float32), 4, seed=2)
+    found = sorted(np.linalg.norm(points[:, None] - centroids[None], axis=-1).argmin(axis=1).tolist())
+    assert len(set(found)) == 4
+    means = np.stack([points[cluster == c].mean(axis=0) for c in range(4)])
+    assert np.linalg.norm(means[:, None] - centroids[None], axis=-1).min(axis=1).max() < 0.1
+
+
+def test_hybrid_starts_cold_with_typical_images_until_the_model_is_calibrated() -> None:
+    points, cluster = _clusters_and_outliers()
     probs = np.full((len(points), len(LABELS)), 0.02)
-    probs[cluster == 0, 0] = 0.5  # "uncertain" only against an uncalibrated prior
+    probs[cluster == -1, 0] = 0.5  # "uncertain" only against an uncalibrated prior
     cold = SelectionPool.from_arrays(probs, np.full(6, 0.5), LABELS, embeddings=points, calibrated=False)
     chosen = create_strategy("hybrid", seed=3).select(cold, 3)
-    assert sorted(cluster[chosen.indices].tolist()) == [0, 1, 2]  # coverage, not the uncertain cluster
-    assert chosen.reasons[0].startswith("uncalibrated model, so by diversity")
-    np.testing.assert_array_equal(chosen.indices, create_strategy("diversity", seed=3).select(cold, 3).indices)
+    assert sorted(cluster[chosen.indices].tolist()) == [0, 1, 2]  # typical images, not the outliers
+    assert chosen.reasons[0].startswith("uncalibrated model, so by typicality")
+    assert "(0 labeled)" in chosen.reasons[0]
+    # Farthest-point diversity, the cold start it replaces, spends the batch on the outliers.
+    assert -1 in cluster[create_strategy("diversity", seed=3).select(cold, 3).indices].tolist()
+    warm = SelectionPool.from_arrays(probs, np.full(6, 0.5), LABELS, embeddings=points)
+    assert -1 in cluster[create_strategy("hybrid", seed=3).select(warm, 3).indices].tolist()
 
 
 def test_strategies_that_need_embeddings_say_so() -> None:
