@@ -479,7 +479,8 @@ def plot_active_learning(result: ActiveLearningResult, path: Path) -> Path:
         bands[name] = list(zip((mean - std).tolist(), (mean + std).tolist(), strict=True))
     cfg = result.config
     title = (
-        f"Active learning on the benchmark world ({len(cfg.seeds)} seeds, pool {cfg.pool_images}, "
+        # Two lines: one is wider than the figure.
+        f"Active learning on the benchmark world\n({len(cfg.seeds)} seeds, pool {cfg.pool_images}, "
         f"{cfg.eval_images} {cfg.eval_stream.name.lower()} images)"
     )
     return plot_learning_curves(
