@@ -74,6 +74,11 @@ Trigger = Literal["manual", "threshold", "schedule", "start_training", "agent"]
 BACKGROUND: Final = "background"
 # Seconds the publish tasks of an inline job wait past the caller's deadline before claiming.
 _PUBLISH_GRACE_S: Final = 1.0
+# How the worker sends a chunk's publish message once its predict task has finished. Celery's
+# default gives up after 3 tries within 0.6 s: a Redis restart then drops the publish message and
+# the chunk's scores with it (measured: tests/integration/test_faults_redis.py). 60 tries up to
+# 2 s apart ride out ~2 minutes of Redis being away; the worker has nothing else to do meanwhile.
+_CALLBACK_RETRY_POLICY: Final = {"max_retries": 60, "interval_start": 0.5, "interval_step": 0.5, "interval_max": 2.0}
 
 
 class PublishJob(BaseModel):
@@ -90,6 +95,9 @@ class PublishJob(BaseModel):
         claim: Whether ``/predict`` may deliver the chunk inline (then both race for the claim);
             False for bulk jobs, which only the publish task delivers.
         request_id: For the logs.
+        bulk_import: Store the chunk's predictions in one request (``import_predictions``)
+            rather than one POST each: set by ``preannotate`` for projects small enough (see
+            ``backends.bulk.BULK_IMPORT_MAX_TASKS``).
     """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -102,6 +110,7 @@ class PublishJob(BaseModel):
     task_ids: list[int] = Field(min_length=1)
     claim: bool = True
     request_id: str | None = None
+    bulk_import: bool = False
 
 
 def claim_key(job_id: str, chunk: int) -> str:
@@ -130,6 +139,8 @@ class PredictJob:
     request_id: str | None = None
     #: Whether the caller waits for results (``/predict``) or not (bulk pre-annotation).
     inline: bool = True
+    #: Whether the publish tasks store a chunk in one request (:attr:`PublishJob.bulk_import`).
+    bulk_import: bool = False
 
     def publish_job(self, chunk: Chunk) -> PublishJob:
         """The publish task's arguments for one chunk."""
@@ -142,6 +153,7 @@ class PredictJob:
             task_ids=list(chunk.task_ids),
             claim=self.inline,
             request_id=self.request_id,
+            bulk_import=self.bulk_import,
         )
 
 
@@ -289,7 +301,7 @@ class CeleryDispatcher:
                 self.publish_task,
                 kwargs={"job": job.publish_job(chunk).model_dump(mode="json")},
                 queue=self.publish_queue,
-            ).set(task_id=publish_id)
+            ).set(task_id=publish_id, retry_policy=dict(_CALLBACK_RETRY_POLICY))
             if not_before is not None:
                 publish = publish.set(eta=not_before)
             chain(predict, publish).apply_async()

@@ -14,6 +14,12 @@ and the CLI, which all reach the same Redis (the Celery broker's)::
                                                    shared with the workers, whose running round
                                                    keeps it alive by a heartbeat
     <prefix>assistant:stats                         counters of the background path (hash)
+    <prefix>assistant:marker:<name>                 a marker a bulk run sets when it starts and
+                                                   checks while it follows its chunks: gone means
+                                                   Redis lost its data (restarted without
+                                                   persistence, flushed), queued messages included
+    <prefix>assistant:lock:<name>                   short locks: one publisher at a time posts a
+                                                   (task, version) to Label Studio
 
 :class:`MemoryState` has the same semantics in one process, for tests.
 """
@@ -37,6 +43,21 @@ NAMESPACE: Final = "assistant:"
 # Versions kept per project for GET /versions.
 _VERSIONS_KEPT: Final = 50
 _GLOBAL: Final = "all"
+# Take a lock when it is free or already the caller's (a redelivered message re-enters its own).
+_ACQUIRE_LUA: Final = """
+local current = redis.call('GET', KEYS[1])
+if (not current) or current == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+_RELEASE_LUA: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
 
 
 def _text(value: object) -> str:
@@ -99,6 +120,21 @@ class SharedState(Protocol):
 
     def stats(self) -> dict[str, int]:
         """The background-path counters."""
+        ...
+
+    def touch_marker(self, name: str, ttl_s: int) -> bool:
+        """Set the marker ``name`` for ``ttl_s`` seconds; True when it was there already.
+
+        False on the first call, and again whenever the store lost its data in between.
+        """
+        ...
+
+    def acquire_lock(self, name: str, owner: str, ttl_s: float) -> bool:
+        """Take the lock ``name`` for ``ttl_s`` seconds if it is free or already ``owner``'s."""
+        ...
+
+    def release_lock(self, name: str, owner: str) -> None:
+        """Drop the lock ``name`` if ``owner`` holds it."""
         ...
 
 
@@ -206,6 +242,23 @@ class RedisState:
         raw: dict[Any, Any] = self.client.hgetall(f"{self.ns}stats")
         return {_text(k): int(v) for k, v in raw.items()}
 
+    def touch_marker(self, name: str, ttl_s: int) -> bool:
+        """See :meth:`SharedState.touch_marker`."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.exists(f"{self.ns}marker:{name}")
+        pipe.set(f"{self.ns}marker:{name}", "1", ex=ttl_s)
+        existed, _ = pipe.execute()
+        return bool(existed)
+
+    def acquire_lock(self, name: str, owner: str, ttl_s: float) -> bool:
+        """See :meth:`SharedState.acquire_lock`."""
+        taken = self.client.eval(_ACQUIRE_LUA, 1, f"{self.ns}lock:{name}", owner, max(1, int(ttl_s * 1000)))
+        return bool(taken)
+
+    def release_lock(self, name: str, owner: str) -> None:
+        """See :meth:`SharedState.release_lock`."""
+        self.client.eval(_RELEASE_LUA, 1, f"{self.ns}lock:{name}", owner)
+
 
 class MemoryState:
     """:class:`SharedState` in one process (tests, and a backend run without Redis). Thread-safe."""
@@ -217,6 +270,8 @@ class MemoryState:
         self.versions: dict[str, dict[str, float]] = {}
         self.round_locks: dict[int, str] = {}
         self.counters: dict[str, int] = {}
+        self.markers: set[str] = set()
+        self.locks: dict[str, tuple[str, float]] = {}
 
     def claim(self, key: str, owner: str) -> bool:
         """See :meth:`SharedState.claim`."""
@@ -279,3 +334,25 @@ class MemoryState:
         """See :meth:`SharedState.stats`."""
         with self._lock:
             return dict(self.counters)
+
+    def touch_marker(self, name: str, ttl_s: int) -> bool:
+        """See :meth:`SharedState.touch_marker` (no expiry in memory)."""
+        with self._lock:
+            existed = name in self.markers
+            self.markers.add(name)
+            return existed
+
+    def acquire_lock(self, name: str, owner: str, ttl_s: float) -> bool:
+        """See :meth:`SharedState.acquire_lock`."""
+        with self._lock:
+            holder, until = self.locks.get(name, (owner, 0.0))
+            if holder != owner and until > time.monotonic():
+                return False
+            self.locks[name] = (owner, time.monotonic() + ttl_s)
+            return True
+
+    def release_lock(self, name: str, owner: str) -> None:
+        """See :meth:`SharedState.release_lock`."""
+        with self._lock:
+            if self.locks.get(name, ("", 0.0))[0] == owner:
+                del self.locks[name]

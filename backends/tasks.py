@@ -12,7 +12,15 @@ Delivered exactly once per chunk and idempotent per task:
   claimed it for its inline answer, it posts nothing;
 - a task that already has a prediction for the job's version is skipped, so a retry (Label
   Studio down: retried with backoff), a redelivery or a second ``preannotate`` run posts nothing
-  twice.
+  twice;
+- a chunk's missing predictions are stored in one request (``import_predictions``) for a
+  ``preannotate`` job on a project small enough, else with one POST each;
+- the check and the post of one (task, version) happen under a short Redis lock
+  (``lock:post:<project>:<version>:<task>``, held by the publish message's Celery id), so two
+  publishers of the same chunk running at once (a chunk queued again after Redis lost its queue
+  while the first copy was still running on another worker) cannot both find the task without a
+  prediction and both post. A redelivered message re-enters its own lock; a lock whose holder
+  died expires after :data:`POST_LOCK_TTL_S`.
 
 The worker imports it through its ``include`` list (``"backends.tasks"``, next to
 ``"workers.tasks"``); it uses ``shared_task`` so that it binds to whatever app the worker built.
@@ -20,10 +28,13 @@ The worker imports it through its ``include`` list (``"backends.tasks"``, next t
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import time
+import uuid
 from collections import Counter
-from typing import Any
+from typing import Any, Final
 
 import redis
 from celery import Task, shared_task
@@ -34,17 +45,32 @@ from backends.convert import TaskFailure, predictions_from_results
 from backends.dispatch import BACKGROUND, PUBLISH_PREDICTIONS, PublishJob, claim_key
 from backends.errors import BackendError
 from backends.ls_client import LabelStudioClient, LabelStudioUnavailable
+from backends.protocol import Prediction
 from backends.protocol import Task as LSTask
 from backends.state import RedisState, SharedState, redis_url_of
 from workers.celery_app import settings_of
 from workers.contracts import PredictResult
 
-__all__ = ["PublishReport", "publish", "publish_predictions"]
+__all__ = ["POST_LOCK_TTL_S", "PublishBusy", "PublishReport", "publish", "publish_predictions"]
 
 logger = logging.getLogger(__name__)
 
 # Failures kept in full in a report (the counts cover the rest).
 _FAILURES_KEPT = 20
+#: Lifetime of a (task, version) posting lock, plus one second per task of the chunk: a chunk's
+#: locks are held while its tasks are checked (~70 ms each) and its predictions stored (~10 ms
+#: each); one slow call (30 s timeout) stays far below it.
+POST_LOCK_TTL_S: Final = 120.0
+# How long a publisher waits in-process for another one's posting lock before it gives the
+# message back for a retry with backoff (the holder normally finishes within a second).
+_LOCK_WAIT_S: Final = 15.0
+_LOCK_POLL_S: Final = 0.1
+
+
+class PublishBusy(BackendError):
+    """Another publisher holds a task's posting lock: retry the chunk later."""
+
+    default_status = 503
 
 
 class PublishReport(BaseModel):
@@ -73,20 +99,89 @@ class PublishReport(BaseModel):
     failures: list[dict[str, Any]] = Field(default_factory=list)
 
 
-def publish(job: PublishJob, result: PredictResult, *, client: LabelStudioClient, state: SharedState) -> PublishReport:
+def _post_lock(job: PublishJob, task_id: int) -> str:
+    return f"post:{job.project}:{job.model_version}:{task_id}"
+
+
+def _lock_or_wait(state: SharedState, name: str, owner: str, *, ttl_s: float, wait_s: float) -> None:
+    deadline = time.monotonic() + wait_s
+    while not state.acquire_lock(name, owner, ttl_s):
+        if time.monotonic() >= deadline:
+            raise PublishBusy(
+                f"another publisher is posting {name} to Label Studio",
+                why="the same chunk runs twice at once (queued again after Redis lost its queue, or redelivered)",
+                fix="nothing: the chunk is retried, and the task is skipped once its prediction is there",
+            )
+        time.sleep(_LOCK_POLL_S)
+
+
+def _post_once(
+    job: PublishJob,
+    ready: list[tuple[int, Prediction]],
+    *,
+    client: LabelStudioClient,
+    state: SharedState,
+    owner: str,
+    lock_wait_s: float,
+) -> tuple[int, int]:
+    """Post each prediction unless Label Studio has one for the version already; (posted, skipped).
+
+    Every task's posting lock is taken first, in ascending task order (two publishers of
+    overlapping chunks then never wait on each other in a circle), then Label Studio is asked
+    per task, and what is missing is stored: in one request when the job says so
+    (``import_predictions``), else with one POST per task.
+    """
+    held: list[str] = []
+    ttl_s = POST_LOCK_TTL_S + len(ready)
+    try:
+        for task_id, _ in sorted(ready, key=lambda pair: pair[0]):
+            lock = _post_lock(job, task_id)
+            _lock_or_wait(state, lock, owner, ttl_s=ttl_s, wait_s=lock_wait_s)
+            held.append(lock)
+        todo = [(t, p) for t, p in ready if job.model_version not in client.task_prediction_versions(t)]
+        if todo and job.bulk_import and job.project is not None:
+            client.import_predictions(job.project, todo)
+        else:
+            for task_id, prediction in todo:
+                client.create_prediction(task_id, prediction)
+        return len(todo), len(ready) - len(todo)
+    finally:
+        for lock in held:
+            state.release_lock(lock, owner)
+
+
+def publish(
+    job: PublishJob,
+    result: PredictResult,
+    *,
+    client: LabelStudioClient,
+    state: SharedState,
+    owner: str | None = None,
+    lock_wait_s: float = _LOCK_WAIT_S,
+) -> PublishReport:
     """Convert one chunk's result and post its predictions (the task's body, callable in tests).
+
+    Args:
+        job: The chunk.
+        result: Its ``assistant.predict`` result.
+        client: Label Studio.
+        state: Claims, in-flight marks and posting locks.
+        owner: Who holds the posting locks: the publish message's Celery id, the same for a
+            redelivered message (default: a fresh id).
+        lock_wait_s: How long to wait for another publisher's posting lock.
 
     Raises:
         LabelStudioUnavailable: Label Studio failed transiently (the task retries; posted tasks
             are skipped on the retry).
+        PublishBusy: Another publisher held a task's posting lock for ``lock_wait_s`` (retried).
     """
+    owner = owner or uuid.uuid4().hex
     if job.claim and not state.claim(claim_key(job.job_id, job.chunk), BACKGROUND):
         logger.info("job %s chunk %d: delivered inline by /predict; nothing to post", job.job_id, job.chunk)
         return PublishReport(job_id=job.job_id, chunk=job.chunk, model_version=job.model_version, claimed=False)
     vocab = parse_label_config(job.label_config)
     tasks = [LSTask(id=task_id, project=job.project) for task_id in job.task_ids]
     failures: list[TaskFailure] = []
-    posted = skipped = 0
     try:
         batch = predictions_from_results(vocab, tasks, [result])
         failures.extend(batch.failures)
@@ -94,17 +189,15 @@ def publish(job: PublishJob, result: PredictResult, *, client: LabelStudioClient
     except BackendError as exc:  # a worker on another contract: nothing of this chunk is usable
         failures.extend(TaskFailure(t.id, "worker_result", exc.message) for t in tasks)
         pairs = []
+    ready: list[tuple[int, Prediction]] = []
     for task, prediction in pairs:
         if prediction is None:
             continue
         if prediction.model_version != job.model_version:
             failures.append(TaskFailure(task.id, "version_mismatch", f"scored with {prediction.model_version}"))
             continue
-        if job.model_version in client.task_prediction_versions(task.id):
-            skipped += 1
-            continue
-        client.create_prediction(task.id, prediction)
-        posted += 1
+        ready.append((task.id, prediction))
+    posted, skipped = _post_once(job, ready, client=client, state=state, owner=owner, lock_wait_s=lock_wait_s)
     state.release(job.project, job.model_version, job.task_ids)
     counts = Counter(f.reason for f in failures)
     for failure in failures[:_FAILURES_KEPT]:
@@ -145,11 +238,18 @@ def _state(url: str, prefix: str) -> RedisState:
     return RedisState.from_url(url, prefix, timeout_s=5.0, retries=3)
 
 
+# Worth another try later: Label Studio or Redis away, another publisher on the same task.
+_RETRYABLE: Final = (LabelStudioUnavailable, PublishBusy, redis.ConnectionError, redis.TimeoutError)
+
+
 @shared_task(  # type: ignore[untyped-decorator]  # celery ships no types
     name=PUBLISH_PREDICTIONS,
     bind=True,
     acks_late=True,
-    autoretry_for=(LabelStudioUnavailable, redis.ConnectionError, redis.TimeoutError),
+    autoretry_for=_RETRYABLE,
+    # Countdowns drawn from [0, min(120, 2 * 2**n)] s (full jitter): 8 retries wait ~3 min in all
+    # on average, enough for Label Studio to restart; past that the chunk fails and a new
+    # `assistant preannotate` run queues its tasks again.
     retry_backoff=2,
     retry_backoff_max=120,
     retry_jitter=True,
@@ -167,10 +267,20 @@ def publish_predictions(self: Task, result: dict[str, Any], job: dict[str, Any])
     """
     settings = settings_of(self.app)
     parsed = PublishJob.model_validate(job)
-    report = publish(
-        parsed,
-        PredictResult.model_validate(result),
-        client=_client(settings.label_studio_url, settings.label_studio_api_key.get_secret_value()),
-        state=_state(redis_url_of(settings.broker_url, settings.result_backend), settings.redis_key_prefix),
-    )
+    state = _state(redis_url_of(settings.broker_url, settings.result_backend), settings.redis_key_prefix)
+    try:
+        report = publish(
+            parsed,
+            PredictResult.model_validate(result),
+            client=_client(settings.label_studio_url, settings.label_studio_api_key.get_secret_value()),
+            state=state,
+            owner=self.request.id,
+        )
+    except Exception as exc:
+        if not isinstance(exc, _RETRYABLE) or self.request.retries >= self.max_retries:
+            # The last try: give the tasks' in-flight marks back, so that the next run queues
+            # them at once instead of taking them for in flight until the marks expire (1 h).
+            with contextlib.suppress(redis.RedisError):
+                state.release(parsed.project, parsed.model_version, parsed.task_ids)
+        raise
     return report.model_dump(mode="json")

@@ -5,6 +5,10 @@ fingerprint, what the backend's /setup answers) are skipped, so running it twice
 new, and an interrupted run resumes where it stopped. Needs running workers (`assistant worker`)
 that include the publishing task.
 
+While it follows the run, Redis may go away: the command waits for it, and when Redis comes back
+without its data (restarted without persistence), it queues the lost chunks again and says so in
+the summary. With `--no-wait` nobody watches: run the command again, it queues what is missing.
+
 Examples:
     assistant preannotate --project 3                  # every task without a prediction yet
     assistant preannotate --project 3 --unlabeled      # only tasks nobody annotated
@@ -48,6 +52,8 @@ def preannotate(
     ] = None,
 ) -> None:
     """Pre-annotate a project: predict every task lacking a prediction for the current model version."""
+    import kombu.exceptions
+    import redis
     from rich.console import Console
 
     from backends.bulk import BulkRun, plan_preannotation
@@ -65,15 +71,24 @@ def preannotate(
             model_version=model_version,
             chunk_size=chunk_size or settings.predict_chunk_size,
         )
+        _print_plan(console, plan)
+        if plan.job is None:
+            _print_summary(console, plan, None)
+            return
+        run = BulkRun(dispatcher, plan)
+        run.start()
     except BackendError as exc:
         console.print(f"[red]Error:[/red] {exc.message}", highlight=False)
         raise typer.Exit(code=1) from None
-    _print_plan(console, plan)
-    if plan.job is None:
-        _print_summary(console, plan, None)
-        return
-    run = BulkRun(dispatcher, plan)
-    run.start()
+    except (redis.RedisError, kombu.exceptions.OperationalError) as exc:
+        # Tasks reserved before the failure stay marked in flight for ASSISTANT_INFLIGHT_TTL_S,
+        # unless Redis lost them too; nothing was queued for them.
+        console.print(
+            f"[red]Error:[/red] cannot reach Redis ({type(exc).__name__}: {exc}). "
+            "Fix: check that Redis runs and ASSISTANT_BROKER_URL points at it, then run the command again.",
+            highlight=False,
+        )
+        raise typer.Exit(code=1) from None
     if not wait:
         console.print(f"Queued {plan.queued} tasks in {len(plan.job.chunks)} chunks ({plan.job.job_id}).")
         return
@@ -122,15 +137,20 @@ def _follow(console: Console, run: BulkRun, timeout: float | None) -> BulkProgre
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (
-        TextColumn("Pre-annotating"),
+        TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("tasks"),
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task("predict", total=run.progress.tasks)
-        progress = run.wait(timeout_s=timeout, on_progress=lambda p: bar.update(task, completed=p.done_tasks))
+        task = bar.add_task("Pre-annotating", total=run.progress.tasks)
+
+        def show(p: BulkProgress) -> None:
+            state = "Pre-annotating (Redis unreachable, waiting)" if p.broker_down else "Pre-annotating"
+            bar.update(task, completed=p.done_tasks, description=state)
+
+        progress = run.wait(timeout_s=timeout, on_progress=show)
     if not progress.finished:
         left = progress.chunks - progress.done_chunks
         console.print(
@@ -158,4 +178,10 @@ def _print_summary(console: Console, plan: BulkPlan, progress: BulkProgress | No
     table.add_row("Failed", str(sum(failed.values())))
     for reason, count in failed.most_common():
         table.add_row(f"  {reason}", f"{count}  e.g. {examples.get(reason, '')[:100]}")
+    if progress is not None and progress.redis_losses:
+        table.add_row(
+            "Queued again: Redis lost them",
+            f"{progress.requeued_tasks} tasks in {progress.requeued_chunks} chunks "
+            f"(Redis lost its data {progress.redis_losses}x during the run)",
+        )
     console.print(table)

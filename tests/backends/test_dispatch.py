@@ -89,6 +89,10 @@ class FakeLS:
             stored = {**body, "id": len(self.predictions) + 1}
             self.predictions.append(stored)
             return httpx.Response(201, json=stored)
+        if path.endswith("/import/predictions") and request.method == "POST":  # bulk: all or nothing
+            for body in json.loads(request.content):
+                self.predictions.append({**body, "id": len(self.predictions) + 1})
+            return httpx.Response(201, json={"created": len(json.loads(request.content))})
         if path == "/api/predictions/":
             found = [
                 p

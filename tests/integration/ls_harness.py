@@ -329,6 +329,25 @@ class LSServer:
         """Stop the server and its process group (idempotent)."""
         _stop(self.process)
 
+    @property
+    def port(self) -> int:
+        """The loopback port the server listens on."""
+        return int(self.url.rsplit(":", 1)[1])
+
+    def restart(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Start the server again on the same port and data dir, after :meth:`stop` (an outage).
+
+        Stops it first when it still runs. Clients keep working unchanged: the URL, the data and
+        the token stay the same.
+
+        Raises:
+            LSStartError: The server exited, did not become healthy, or could not get its port back.
+        """
+        _stop(self.process)
+        started = time.monotonic()
+        self.process = _launch(self.config, self.port, timeout)
+        self.start_seconds = time.monotonic() - started
+
 
 def _wait_healthy(proc: subprocess.Popen[bytes], url: str, log_path: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
@@ -346,6 +365,37 @@ def _wait_healthy(proc: subprocess.Popen[bytes], url: str, log_path: Path, timeo
     raise LSStartError(
         f"Label Studio did not answer {url}/health within {timeout:.0f} s.\n--- {log_path} ---\n{_log_tail(log_path)}"
     )
+
+
+def _launch(cfg: ServerConfig, port: int, timeout: float) -> subprocess.Popen[bytes]:
+    """Spawn ``label-studio start`` on ``port`` and wait for ``/health`` (stopped again on failure)."""
+    url = f"http://127.0.0.1:{port}"
+    args = [
+        "start",
+        "--no-browser",
+        "--internal-host", "127.0.0.1",
+        "--port", str(port),
+        "--host", url,
+        "--username", USERNAME,
+        "--password", PASSWORD,
+        "--user-token", USER_TOKEN,
+        "--enable-legacy-api-token",
+    ]  # fmt: skip
+    logged = cfg.log_path.stat().st_size if cfg.log_path.exists() else 0
+    proc = _spawn(args, cfg)
+    try:
+        _wait_healthy(proc, url, cfg.log_path, timeout)
+        # LS silently moves to the next port when ours was taken in the meantime: then /health
+        # above may have been answered by somebody else's server. Only this start's lines count
+        # (a restart appends to the same log).
+        with cfg.log_path.open("rb") as log:
+            log.seek(logged)
+            if f"Port {port} is in use" in log.read().decode("utf-8", errors="replace"):
+                raise LSStartError(f"port {port} was taken before Label Studio bound it; run the tests again")
+    except BaseException:
+        _stop(proc)
+        raise
+    return proc
 
 
 def start_server(
@@ -388,28 +438,8 @@ def start_server(
     )
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    args = [
-        "start",
-        "--no-browser",
-        "--internal-host", "127.0.0.1",
-        "--port", str(port),
-        "--host", url,
-        "--username", USERNAME,
-        "--password", PASSWORD,
-        "--user-token", USER_TOKEN,
-        "--enable-legacy-api-token",
-    ]  # fmt: skip
     started = time.monotonic()
-    proc = _spawn(args, cfg)
-    try:
-        _wait_healthy(proc, url, cfg.log_path, timeout)
-        # LS silently moves to the next port when ours was taken in the meantime: then /health
-        # above may have been answered by somebody else's server.
-        if f"Port {port} is in use" in cfg.log_path.read_text(encoding="utf-8", errors="replace"):
-            raise LSStartError(f"port {port} was taken before Label Studio bound it; run the tests again")
-    except BaseException:
-        _stop(proc)
-        raise
+    proc = _launch(cfg, port, timeout)
     return LSServer(
         url=url,
         api_key=USER_TOKEN,
