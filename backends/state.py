@@ -35,7 +35,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from workers.locks import RoundLocks
+from workers.locks import CLAIM_LUA, RELEASE_LUA, RoundLocks
 
 __all__ = ["MemoryState", "RedisState", "SharedState", "redis_url_of"]
 
@@ -43,21 +43,6 @@ NAMESPACE: Final = "assistant:"
 # Versions kept per project for GET /versions.
 _VERSIONS_KEPT: Final = 50
 _GLOBAL: Final = "all"
-# Take a lock when it is free or already the caller's (a redelivered message re-enters its own).
-_ACQUIRE_LUA: Final = """
-local current = redis.call('GET', KEYS[1])
-if (not current) or current == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-"""
-_RELEASE_LUA: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
 
 
 def _text(value: object) -> str:
@@ -252,12 +237,14 @@ class RedisState:
 
     def acquire_lock(self, name: str, owner: str, ttl_s: float) -> bool:
         """See :meth:`SharedState.acquire_lock`."""
-        taken = self.client.eval(_ACQUIRE_LUA, 1, f"{self.ns}lock:{name}", owner, max(1, int(ttl_s * 1000)))
-        return bool(taken)
+        # The round lock's claim script: free or already ``owner``'s (a redelivered message re-enters
+        # its own) takes it and answers ''; else it answers the holder.
+        holder = self.client.eval(CLAIM_LUA, 1, f"{self.ns}lock:{name}", owner, max(1, int(ttl_s * 1000)))
+        return not _text(holder)
 
     def release_lock(self, name: str, owner: str) -> None:
         """See :meth:`SharedState.release_lock`."""
-        self.client.eval(_RELEASE_LUA, 1, f"{self.ns}lock:{name}", owner)
+        self.client.eval(RELEASE_LUA, 1, f"{self.ns}lock:{name}", owner)
 
 
 class MemoryState:

@@ -47,18 +47,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from backends.bulk import BULK_IMPORT_MAX_TASKS  # noqa: E402
-from tests.integration.fault_stack import (  # noqa: E402
-    BASE_VERSION,
-    CONFIG,
-    PrivateRedis,
-    Process,
-    assistant,
-    assistant_env,
-    publish_reports,
-    summary_figures,
-    wait_for,
-)
+from tests.integration.fault_stack import BASE_VERSION, CONFIG, PrivateRedis, publish_reports, summary_figures  # noqa: E402
 from tests.integration.ls_harness import LSClient, running_server  # noqa: E402
+from tests.integration.processes import Process, assistant, assistant_env, wait_for  # noqa: E402
 from tests.workers._helpers import save_tiny_checkpoint  # noqa: E402
 
 console = Console()

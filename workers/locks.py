@@ -41,15 +41,16 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-__all__ = ["NAMESPACE", "Heartbeat", "RoundLocks", "cli_holder", "redis_url"]
+__all__ = ["CLAIM_LUA", "NAMESPACE", "RELEASE_LUA", "Heartbeat", "RoundLocks", "cli_holder", "redis_url"]
 
 logger = logging.getLogger(__name__)
 
 # The same namespace as backends.state (the backend's other shared keys live beside it).
 NAMESPACE: Final = "assistant:"
 
-# Take the lock when it is free or already ours; answer the holder otherwise.
-_CLAIM_LUA: Final = """
+# Take the lock when it is free or already ours (answer ''); answer the holder otherwise.
+# Public with RELEASE_LUA: backends.state's short posting locks run the same two scripts.
+CLAIM_LUA: Final = """
 local current = redis.call('GET', KEYS[1])
 if (not current) or current == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -70,7 +71,7 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-_RELEASE_LUA: Final = """
+RELEASE_LUA: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
@@ -154,7 +155,7 @@ class RoundLocks:
         Returns:
             None when ``holder`` holds it now, else the other holder.
         """
-        current = _text(self.client.eval(_CLAIM_LUA, 1, self.key(project), holder, _ms(ttl_s)))
+        current = _text(self.client.eval(CLAIM_LUA, 1, self.key(project), holder, _ms(ttl_s)))
         return current or None
 
     def renew(self, project: int, holder: str, ttl_s: float) -> bool:
@@ -167,7 +168,7 @@ class RoundLocks:
 
     def release(self, project: int, holder: str) -> bool:
         """Drop the lock if ``holder`` holds it."""
-        return bool(self.client.eval(_RELEASE_LUA, 1, self.key(project), holder))
+        return bool(self.client.eval(RELEASE_LUA, 1, self.key(project), holder))
 
     def holder(self, project: int) -> str | None:
         """Who holds the lock, or None."""

@@ -4,9 +4,9 @@
   ``.ci/run`` starts the shared one (no RDB, no AOF: a restart loses every key, as a Redis
   without persistence does in production). Tests restart it at will without touching the
   shared Redis other people's tests use.
-- :class:`Process`: a subprocess in its own process group with its log in a file; ``stop`` is a
-  warm shutdown (SIGTERM, then SIGKILL), ``kill`` a SIGKILL of the whole group.
-- :func:`assistant_env` and :func:`assistant`: the environment and command line of a real
+- :class:`Process`, :func:`wait_for`, :func:`assistant_env` and :func:`assistant` (from
+  :mod:`tests.integration.processes`, re-exported for the fault tests): a subprocess
+  in its own process group, a wait with the logs, the environment and command line of a real
   ``assistant worker`` / ``assistant serve`` / ``assistant preannotate``.
 - :func:`predictions_by_task`: what Label Studio holds, per task, for one model version.
 - :class:`HoldingProxy`: a loopback HTTP proxy in front of Label Studio that can hold Label
@@ -26,22 +26,19 @@ import contextlib
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 
-from tests.integration.ls_harness import REPO_ROOT, LSClient, LSServer
+from tests.integration.ls_harness import LSClient, LSServer
+from tests.integration.processes import Process, assistant, assistant_env, free_port, healthy, wait_for
 from tests.workers._helpers import ImageServer, save_tiny_checkpoint, write_images
 
 __all__ = [
@@ -74,95 +71,8 @@ CONFIG = """<View>
 </View>"""
 START_TIMEOUT_S = 120.0
 
-T = TypeVar("T")
 # A Redis on 2 loaded cores answers PING within a second of its start.
 _REDIS_START_TIMEOUT_S = 20.0
-_STOP_TIMEOUT_S = 20.0
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Process:
-    """A subprocess in its own process group, logging to a file; stopped by group.
-
-    Args:
-        name: For messages.
-        cmd: The command line.
-        env: Its whole environment.
-        log: Where stdout and stderr go (appended).
-        nice: Added niceness (the soak yields the CPU to interactive work).
-    """
-
-    def __init__(self, name: str, cmd: list[str], env: Mapping[str, str], log: Path, *, nice: int = 0) -> None:
-        self.name, self.log, self.cmd = name, log, cmd
-        with open(log, "ab") as out:
-            self.proc = subprocess.Popen(
-                cmd,
-                cwd=REPO_ROOT,
-                env=dict(env),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                preexec_fn=(lambda: os.nice(nice)) if nice else None,
-            )
-
-    def text(self) -> str:
-        """The log so far."""
-        return self.log.read_text(errors="replace")
-
-    def alive(self) -> bool:
-        """Whether the process still runs."""
-        return self.proc.poll() is None
-
-    def check_alive(self) -> None:
-        """Raise with the log tail when the process exited."""
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.text()[-4000:]}")
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group: no warm shutdown, no acknowledgement."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=_STOP_TIMEOUT_S)
-
-    def stop(self) -> None:
-        """SIGTERM the group, SIGKILL it after 20 s; then sweep whatever the group left behind."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-
-
-def wait_for(what: str, check: Callable[[], T | None], timeout: float, *procs: Process, interval: float = 0.5) -> T:
-    """Poll ``check`` until it returns something truthy; fail with the processes' logs on timeout.
-
-    Raises:
-        AssertionError: ``timeout`` passed.
-        RuntimeError: One of ``procs`` exited meanwhile.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        for proc in procs:
-            proc.check_alive()
-        if time.monotonic() > deadline:
-            logs = "\n".join(f"--- {p.name} ---\n{p.text()[-3000:]}" for p in procs)
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{logs}")
-        time.sleep(interval)
 
 
 class PrivateRedis:
@@ -307,48 +217,6 @@ class HoldingProxy:
         return Handler
 
 
-def assistant(*args: str) -> list[str]:
-    """The command line of ``assistant <args>`` with this interpreter (the venv's)."""
-    return [sys.executable, "-c", "from cli.main import main; main()", *args]
-
-
-def assistant_env(
-    *,
-    home: Path,
-    base_model: Path,
-    broker_url: str,
-    prefix: str,
-    ls_url: str,
-    ls_key: str,
-    **extra: str,
-) -> dict[str, str]:
-    """The environment of the worker, backend and CLI processes of a test stack.
-
-    Every ``ASSISTANT_*`` and ``LABEL_STUDIO_*`` variable of the calling shell is dropped, so
-    nothing of the developer's own configuration leaks in; ``extra`` adds more (names without
-    the ``ASSISTANT_`` prefix, e.g. ``PREDICT_CHUNK_SIZE="4"``).
-    """
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ASSISTANT_", "LABEL_STUDIO_"))}
-    env.update(
-        {
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            "PYTHONUNBUFFERED": "1",
-            "COLUMNS": "160",
-            "ASSISTANT_HOME": str(home),
-            "ASSISTANT_BASE_MODEL": str(base_model),
-            "ASSISTANT_BROKER_URL": broker_url,
-            "ASSISTANT_REDIS_KEY_PREFIX": prefix,
-            "ASSISTANT_DEVICE": "cpu",
-            "ASSISTANT_TORCH_THREADS": "1",
-            "ASSISTANT_LABEL_STUDIO_URL": ls_url,
-            "ASSISTANT_LABEL_STUDIO_API_KEY": ls_key,
-        }
-    )
-    env.update({f"ASSISTANT_{key.upper()}": value for key, value in extra.items()})
-    return env
-
-
 def predictions_by_task(ls: LSClient, project: int, version: str) -> dict[int, int]:
     """Task id → how many predictions Label Studio holds for it with ``model_version == version``."""
     counts: dict[int, int] = {}
@@ -417,14 +285,7 @@ class FaultStack:
         backend = Process("backend", cmd, self.env, self.root / "backend.log")
         self.processes.append(backend)
         url = f"http://127.0.0.1:{port}"
-
-        def healthy() -> bool:
-            try:
-                return httpx.get(f"{url}/health", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for("the backend's /health", healthy, START_TIMEOUT_S, backend)
+        wait_for("the backend's /health", lambda: healthy(url), START_TIMEOUT_S, backend)
         return backend, url
 
     def cli(self, name: str, *args: str) -> Process:

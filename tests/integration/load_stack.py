@@ -28,25 +28,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from tests.integration.processes import REPO_ROOT, Process, assistant, assistant_env, free_port, healthy, wait_for
 from tests.workers._helpers import ImageServer, save_tiny_checkpoint, write_images
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = "redis://127.0.0.1:6379/8"
 BUNDLED_MODEL = REPO_ROOT / "assets" / "world-tiny"
 TINY_VERSION = "load-tiny-v1"
@@ -63,58 +58,6 @@ CONFIG = """<View>
   </Choices>
 </View>"""
 START_TIMEOUT_S = 180.0
-STOP_TIMEOUT_S = 20.0
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Process:
-    """A subprocess in its own process group with its log in a file; :meth:`stop` ends the group."""
-
-    def __init__(self, name: str, cmd: list[str], env: Mapping[str, str], log: Path) -> None:
-        self.name, self.log = name, log
-        with open(log, "ab") as out:
-            self.proc = subprocess.Popen(
-                cmd,
-                cwd=REPO_ROOT,
-                env=dict(env),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-
-    def text(self) -> str:
-        """The log so far."""
-        return self.log.read_text(errors="replace")
-
-    def alive(self) -> bool:
-        """Whether it still runs."""
-        return self.proc.poll() is None
-
-    def stop(self) -> None:
-        """SIGTERM the group, SIGKILL it after 20 s, then sweep what the group left behind."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=STOP_TIMEOUT_S)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-
-
-def _assistant(*args: str) -> list[str]:
-    return [sys.executable, "-c", "from cli.main import main; main()", *args]
 
 
 @dataclass
@@ -131,8 +74,7 @@ class LoadStack:
     def check_alive(self) -> None:
         """Raise with the log tail when the backend or the worker exited."""
         for proc in (self.backend, self.worker):
-            if not proc.alive():
-                raise RuntimeError(f"{proc.name} exited with {proc.proc.returncode}:\n{proc.text()[-4000:]}")
+            proc.check_alive()
 
     def logs(self) -> str:
         """Both processes' logs."""
@@ -153,24 +95,6 @@ def redis_reachable() -> str | None:
     return None
 
 
-def _wait_for(what: str, check: Any, procs: list[Process], timeout: float = START_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        for proc in procs:
-            if not proc.alive():
-                raise RuntimeError(f"{proc.name} exited while waiting for {what}:\n{proc.text()[-4000:]}")
-        if time.monotonic() > deadline:
-            logs = "\n".join(f"--- {p.name} ---\n{p.text()[-3000:]}" for p in procs)
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}\n{logs}")
-        time.sleep(0.3)
-
-
-def _healthy(url: str) -> bool:
-    with contextlib.suppress(httpx.HTTPError):
-        return httpx.get(f"{url}/health", timeout=1).status_code == 200
-    return False
-
-
 @contextlib.contextmanager
 def load_stack(root: Path, *, n_images: int, model: str = "tiny") -> Iterator[LoadStack]:
     """Start Redis keys, images, a worker and the backend under ``root``; stop everything on exit.
@@ -183,7 +107,7 @@ def load_stack(root: Path, *, n_images: int, model: str = "tiny") -> Iterator[Lo
 
     Raises:
         RuntimeError: Redis is unreachable, or a process exited while starting.
-        TimeoutError: The backend or the worker did not come up in 180 s.
+        AssertionError: The backend or the worker did not come up in 180 s.
     """
     import redis
 
@@ -199,42 +123,34 @@ def load_stack(root: Path, *, n_images: int, model: str = "tiny") -> Iterator[Lo
     names = [p.name for p in write_images(root / "images", n_images, size=(64, 48))]
     prefix = f"assistant-load-{uuid.uuid4().hex[:10]}:"
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ASSISTANT_", "LABEL_STUDIO_"))}
-    env.update(
-        {
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            "PYTHONUNBUFFERED": "1",
-            "ASSISTANT_HOME": str(root / "home"),
-            "ASSISTANT_BASE_MODEL": str(base),
-            "ASSISTANT_BROKER_URL": REDIS_URL,
-            "ASSISTANT_REDIS_KEY_PREFIX": prefix,
-            "ASSISTANT_DEVICE": "cpu",
-            "ASSISTANT_TORCH_THREADS": "1",
-            "ASSISTANT_BATCH_SIZE": "16",
-            "ASSISTANT_MEDIA_ALLOWED_HOSTS": json.dumps(["127.0.0.1"]),
-            "ASSISTANT_MEDIA_RETRIES": "0",
-            "ASSISTANT_LABEL_STUDIO_URL": "http://127.0.0.1:9",
-            "ASSISTANT_LABEL_STUDIO_API_KEY": LS_API_KEY,
-            "ASSISTANT_BASIC_AUTH_USER": USER,
-            "ASSISTANT_BASIC_AUTH_PASSWORD": PASSWORD,
-            "ASSISTANT_HOST": "127.0.0.1",
-            "ASSISTANT_PORT": str(port),
-        }
+    env = assistant_env(
+        home=root / "home",
+        base_model=base,
+        broker_url=REDIS_URL,
+        prefix=prefix,
+        ls_url="http://127.0.0.1:9",
+        ls_key=LS_API_KEY,
+        batch_size="16",
+        media_allowed_hosts=json.dumps(["127.0.0.1"]),
+        media_retries="0",
+        basic_auth_user=USER,
+        basic_auth_password=PASSWORD,
+        host="127.0.0.1",
+        port=str(port),
     )
     server = ImageServer(root / "images").start()
     procs: list[Process] = []
     client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
     try:
-        worker = Process("worker", _assistant("worker", "-Q", "predict", "-n", "load@%h"), env, root / "worker.log")
+        worker = Process("worker", assistant("worker", "-Q", "predict", "-n", "load@%h"), env, root / "worker.log")
         procs.append(worker)
         backend = Process(
-            "backend", _assistant("serve", "--host", "127.0.0.1", "--port", str(port)), env, root / "backend.log"
+            "backend", assistant("serve", "--host", "127.0.0.1", "--port", str(port)), env, root / "backend.log"
         )
         procs.append(backend)
         url = f"http://127.0.0.1:{port}"
-        _wait_for("the backend's /health", lambda: _healthy(url), procs)
-        _wait_for("the worker to be ready", lambda: " ready." in worker.text(), procs)
+        wait_for("the backend's /health", lambda: healthy(url), START_TIMEOUT_S, *procs, interval=0.3)
+        wait_for("the worker to be ready", lambda: " ready." in worker.text(), START_TIMEOUT_S, *procs, interval=0.3)
         yield LoadStack(url, (USER, PASSWORD), [f"{server.url}/{n}" for n in names], backend, worker, model)
     finally:
         for proc in procs:

@@ -27,10 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import signal
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -45,7 +42,8 @@ from PIL import Image
 from agent.log import DecisionLog, open_decision_log
 from tests.helpers import colour_world
 from tests.integration.ls_harness import LSClient, LSServer
-from tests.integration.test_backend_e2e import Process, _free_port, _save_base_model, _wait_for
+from tests.integration.processes import Process, assistant, assistant_env, free_port, healthy, wait_for
+from tests.workers._helpers import save_tiny_checkpoint
 from workers.registry import Registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -64,6 +62,8 @@ def _config(labels: list[str]) -> str:
     )
 
 
+# The base checkpoint's version (as the backend e2e's).
+BASE_VERSION = "e2e-tiny-v1"
 CONFIG = _config(LABELS)
 N_TASKS = 24
 THRESHOLD = 16
@@ -87,14 +87,14 @@ class Stack:
     shared: dict[str, Any] = field(default_factory=dict)
 
     def start(self, name: str, *args: str) -> Process:
-        cmd = [sys.executable, "-c", "from cli.main import main; main()", *args]
-        proc = Process(name, cmd, {**self.env, "COLUMNS": "200"}, self.root / f"{name}-{uuid.uuid4().hex[:4]}.log")
+        log = self.root / f"{name}-{uuid.uuid4().hex[:4]}.log"
+        proc = Process(name, assistant(*args), {**self.env, "COLUMNS": "200"}, log)
         self.procs[name] = proc
         return proc
 
     def start_agent(self) -> Process:
         agent = self.start("agent", "agent", "run", "--project", str(self.project))
-        _wait_for("the agent to start", lambda: "Agent running on" in agent.text(), START_TIMEOUT_S, agent)
+        wait_for("the agent to start", lambda: "Agent running on" in agent.text(), START_TIMEOUT_S, agent)
         return agent
 
     def log(self) -> DecisionLog:
@@ -152,7 +152,7 @@ class Stack:
         return out
 
     def wait(self, what: str, check: Any, timeout: float = ACT_TIMEOUT_S) -> Any:
-        return _wait_for(what, check, timeout, *self.procs.values(), interval=1.0)
+        return wait_for(what, check, timeout, *self.procs.values(), interval=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -166,70 +166,55 @@ def stack(ls_server: LSServer, ls_client: LSClient, tmp_path_factory: pytest.Tem
         pytest.skip(f"Redis is not reachable at {REDIS_URL}: {exc}")
     root = tmp_path_factory.mktemp("agent-e2e")
     prefix = f"assistant-agent-e2e-{uuid.uuid4().hex[:10]}:"
-    base = _save_base_model(root / "base-model")
+    base = save_tiny_checkpoint(root / "base-model", BASE_VERSION)
     pixels, targets = colour_world(N_TASKS, len(LABELS), seed=11, size=64)
     images = []
     for i in range(N_TASKS):
         images.append(root / "images" / f"agent{i:02d}.png")
         images[-1].parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels[i]).save(images[-1])
-    port, metrics_port = _free_port(), _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ASSISTANT_", "LABEL_STUDIO_"))}
-    env.update(
-        {
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            "PYTHONUNBUFFERED": "1",
-            "ASSISTANT_HOME": str(root / "home"),
-            "ASSISTANT_BASE_MODEL": str(base),
-            "ASSISTANT_BROKER_URL": REDIS_URL,
-            "ASSISTANT_REDIS_KEY_PREFIX": prefix,
-            "ASSISTANT_DEVICE": "cpu",
-            "ASSISTANT_BATCH_SIZE": "8",
-            "ASSISTANT_TORCH_THREADS": "1",
-            "ASSISTANT_LABEL_STUDIO_URL": ls_server.url,
-            "ASSISTANT_LABEL_STUDIO_API_KEY": ls_server.api_key,
-            "ASSISTANT_LABEL_STUDIO_MEDIA_ROOT": str(ls_server.config.data_dir / "media"),
-            "ASSISTANT_PORT": str(port),
-            "ASSISTANT_PREDICT_CHUNK_SIZE": "8",
-            # Rounds small enough for a CPU (as the rounds e2e).
-            "ASSISTANT_ROUND_STAGE1_EPOCHS": "2",
-            "ASSISTANT_ROUND_STAGE2_EPOCHS": "1",
-            "ASSISTANT_ROUND_BATCH_SIZE": "8",
-            "ASSISTANT_ROUND_HELDOUT_FRACTION": "0.3",
-            "ASSISTANT_ROUND_MIN_TRAIN_IMAGES": "4",
-            "ASSISTANT_ROUND_MIN_HELDOUT_IMAGES": "2",
-            "ASSISTANT_ROUND_MIN_LABEL_POSITIVES": "2",
-            "ASSISTANT_ROUND_MIN_LABEL_NEGATIVES": "2",
-            "ASSISTANT_ROUND_TOLERANCE": "100",
-            "ASSISTANT_ROUND_LOCK_HEARTBEAT_S": "3",
-            # The agent: quick looks, a small project's thresholds, a short lock for the restart.
-            # A long interval: the agent reacts to Label Studio's events (forwarded by the backend), not
-            # to its clock; only a round's end (no event) waits for the next look.
-            "ASSISTANT_AGENT_INTERVAL_S": "15",
-            "ASSISTANT_AGENT_ROUND_THRESHOLD": str(THRESHOLD),
-            "ASSISTANT_AGENT_BATCH_SIZE": "8",
-            "ASSISTANT_AGENT_QUEUE_LOW_WATER": "4",
-            "ASSISTANT_AGENT_LOCK_TTL_S": "3",
-            "ASSISTANT_AGENT_ACTION_TIMEOUT_S": "300",
-        }
+    port, metrics_port = free_port(), free_port()
+    env = assistant_env(
+        home=root / "home",
+        base_model=base,
+        broker_url=REDIS_URL,
+        prefix=prefix,
+        ls_url=ls_server.url,
+        ls_key=ls_server.api_key,
+        batch_size="8",
+        label_studio_media_root=str(ls_server.config.data_dir / "media"),
+        port=str(port),
+        predict_chunk_size="8",
+        # Rounds small enough for a CPU (as the rounds e2e).
+        round_stage1_epochs="2",
+        round_stage2_epochs="1",
+        round_batch_size="8",
+        round_heldout_fraction="0.3",
+        round_min_train_images="4",
+        round_min_heldout_images="2",
+        round_min_label_positives="2",
+        round_min_label_negatives="2",
+        round_tolerance="100",
+        round_lock_heartbeat_s="3",
+        # The agent: quick looks, a small project's thresholds, a short lock for the restart.
+        # A long interval: the agent reacts to Label Studio's events (forwarded by the backend), not
+        # to its clock; only a round's end (no event) waits for the next look.
+        agent_interval_s="15",
+        agent_round_threshold=str(THRESHOLD),
+        agent_batch_size="8",
+        agent_queue_low_water="4",
+        agent_lock_ttl_s="3",
+        agent_action_timeout_s="300",
     )
     built = Stack(ls_client, root, env, f"http://127.0.0.1:{port}", images, metrics_port=metrics_port)
     built.truth = {i: [LABELS[c] for c in range(len(LABELS)) if targets[i][c] > 0] for i in range(N_TASKS)}
     try:
         backend = built.start("backend", "serve", "--host", "127.0.0.1", "--port", str(port))
-
-        def healthy() -> bool:
-            try:
-                return httpx.get(f"{built.backend_url}/health", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        _wait_for("the backend's /health", healthy, START_TIMEOUT_S, backend)
+        wait_for("the backend's /health", lambda: healthy(built.backend_url), START_TIMEOUT_S, backend)
         worker = built.start(
             "worker", "worker", "-Q", "predict,train", "-n", "agent-e2e@%h", "--metrics-port", str(metrics_port)
         )
-        _wait_for("the worker to be ready", lambda: " ready." in worker.text(), START_TIMEOUT_S, worker)
+        wait_for("the worker to be ready", lambda: " ready." in worker.text(), START_TIMEOUT_S, worker)
         yield built
     finally:
         for proc in built.procs.values():
@@ -238,11 +223,6 @@ def stack(ls_server: LSServer, ls_client: LSClient, tmp_path_factory: pytest.Tem
         if keys:
             client.delete(*keys)
         client.close()
-
-
-def _kill(proc: Process) -> None:
-    os.killpg(proc.proc.pid, signal.SIGKILL)
-    proc.proc.wait(timeout=30)
 
 
 def test_imported_tasks_are_preannotated_by_the_agent_alone(stack: Stack) -> None:
@@ -312,7 +292,7 @@ def test_corrections_past_the_threshold_run_a_round_that_survives_an_agent_kill(
     stack.wait(
         "the round to be queued", lambda: any(a == "train" and s == "running" for a, s, _ in stack.states().values())
     )
-    _kill(stack.procs["agent"])
+    stack.procs["agent"].kill()
     time.sleep(4.0)  # the dead agent's lock expires (3 s)
     stack.start_agent()
     registry = Registry(stack.root / "home" / "models", stack.env["ASSISTANT_BASE_MODEL"])
@@ -373,7 +353,7 @@ def test_the_decision_log_tells_the_story(stack: Stack) -> None:
     import subprocess
 
     out = subprocess.run(
-        [sys.executable, "-c", "from cli.main import main; main()", "agent", "log", "--project", str(stack.project)],
+        assistant("agent", "log", "--project", str(stack.project)),
         env={**stack.env, "COLUMNS": "200"},
         capture_output=True,
         text=True,

@@ -17,11 +17,7 @@ background path), annotate (the webhook feeds the ledger), START_TRAINING, laten
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +35,8 @@ from backends.controls import parse_label_config
 from tests.backends._fixtures import prediction_errors
 from tests.conftest import REPO_ROOT
 from tests.integration.ls_harness import LSClient, LSServer
+from tests.integration.processes import Process, assistant, assistant_env, free_port, healthy, wait_for
+from tests.workers._helpers import save_tiny_checkpoint
 from workers.ledger import Ledger, open_ledger
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -60,65 +58,6 @@ NOVEL = "zebra"
 CONFIG_WITH_NOVEL = CONFIG.replace('<Choice value="outdoor"/>', f'<Choice value="outdoor"/><Choice value="{NOVEL}"/>')
 START_TIMEOUT_S = 120.0
 BACKGROUND_TIMEOUT_S = 180.0
-
-
-# --- processes ------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Process:
-    """A subprocess in its own process group, logging to a file; stopped by group."""
-
-    def __init__(self, name: str, cmd: list[str], env: dict[str, str], log: Path) -> None:
-        self.name, self.log = name, log
-        with open(log, "wb") as out:
-            self.proc = subprocess.Popen(
-                cmd, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.text()[-4000:]}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=20)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)  # anything the group left behind
-
-
-def _worker_command() -> list[str]:
-    """The real ``assistant worker`` command (its app includes the backend's publish task)."""
-    return [sys.executable, "-c", "from cli.main import main; main()", "worker", "-Q", "predict", "-n", "e2e@%h"]
-
-
-def _save_base_model(directory: Path) -> Path:
-    import torch
-
-    from assistant.calibration import Calibrator
-    from assistant.checkpoint import load_model, save_checkpoint
-
-    torch.manual_seed(0)
-    loaded = load_model("test-tiny", allow_random=True)
-    # A slope of 10 spreads a random model's cosine scores over (0, 1); the default prior maps
-    # them all to ~0, and the scores would say nothing.
-    loaded.calibrator = Calibrator(slope=10.0, intercept=0.0, threshold=0.5, method="default")
-    save_checkpoint(loaded, directory, version=BASE_VERSION)
-    return directory
 
 
 @dataclass
@@ -160,26 +99,13 @@ class Stack:
         return version
 
     def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        cmd = [sys.executable, "-c", "from cli.main import main; main()", *args]
-        env = {**self.env, "COLUMNS": "160"}
-        return subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+        # COLUMNS=160 (assistant_env): the summary table's rows stay on one line each.
+        return subprocess.run(
+            assistant(*args), cwd=REPO_ROOT, env=self.env, capture_output=True, text=True, timeout=timeout
+        )
 
     def metrics(self) -> str:
         return httpx.get(f"{self.backend_url}/metrics", timeout=10).text
-
-
-def _wait_for(what: str, check: Any, timeout: float, *procs: Process, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        for proc in procs:
-            proc.check_alive()
-        if time.monotonic() > deadline:
-            logs = "\n".join(f"--- {p.name} ---\n{p.text()[-3000:]}" for p in procs)
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{logs}")
-        time.sleep(interval)
 
 
 @pytest.fixture(scope="module")
@@ -202,60 +128,34 @@ def stack(
         pytest.skip(f"Redis is not reachable at {REDIS_URL}: {exc}")
     root = tmp_path_factory.mktemp("backend-e2e")
     prefix = f"assistant-e2e-{uuid.uuid4().hex[:10]}:"
-    base = _save_base_model(root / "base-model")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ASSISTANT_", "LABEL_STUDIO_"))}
-    env.update(
-        {
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            "PYTHONUNBUFFERED": "1",
-            "ASSISTANT_HOME": str(root / "home"),
-            "ASSISTANT_BASE_MODEL": str(base),
-            "ASSISTANT_BROKER_URL": REDIS_URL,
-            "ASSISTANT_REDIS_KEY_PREFIX": prefix,
-            "ASSISTANT_DEVICE": "cpu",
-            "ASSISTANT_BATCH_SIZE": "8",
-            "ASSISTANT_TORCH_THREADS": "1",
-            "ASSISTANT_LABEL_STUDIO_URL": ls_server.url,
-            "ASSISTANT_LABEL_STUDIO_API_KEY": ls_server.api_key,
-            "ASSISTANT_PREDICT_INLINE_MAX_TASKS": "3",
-            "ASSISTANT_PREDICT_CHUNK_SIZE": "2",
-            "ASSISTANT_PORT": str(port),
-            # Uploads are read from Label Studio's media directory (a mounted volume in a
-            # deployment); local files are downloaded through Label Studio. Both paths run.
-            # Downloading uploads through LS fails in LS 1.23.2 as set up here: its
-            # /storage-data/uploaded/ answers 400 (USE_NGINX_FOR_UPLOADS defaults to true with
-            # local storage) and workers.media falls back to /data/upload/ only after a 404.
-            "ASSISTANT_LABEL_STUDIO_MEDIA_ROOT": str(ls_server.config.data_dir / "media"),
-        }
+    base = save_tiny_checkpoint(root / "base-model", BASE_VERSION)
+    port = free_port()
+    env = assistant_env(
+        home=root / "home",
+        base_model=base,
+        broker_url=REDIS_URL,
+        prefix=prefix,
+        ls_url=ls_server.url,
+        ls_key=ls_server.api_key,
+        batch_size="8",
+        predict_inline_max_tasks="3",
+        predict_chunk_size="2",
+        port=str(port),
+        # Uploads are read from Label Studio's media directory (a mounted volume in a
+        # deployment); local files are downloaded through Label Studio. Both paths run.
+        # Downloading uploads through LS fails in LS 1.23.2 as set up here: its
+        # /storage-data/uploaded/ answers 400 (USE_NGINX_FOR_UPLOADS defaults to true with
+        # local storage) and workers.media falls back to /data/upload/ only after a 404.
+        label_studio_media_root=str(ls_server.config.data_dir / "media"),
     )
-    worker = Process("worker", _worker_command(), env, root / "worker.log")
+    worker = Process("worker", assistant("worker", "-Q", "predict", "-n", "e2e@%h"), env, root / "worker.log")
     backend = Process(
-        "backend",
-        [
-            sys.executable,
-            "-c",
-            "from cli.main import main; main()",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env,
-        root / "backend.log",
+        "backend", assistant("serve", "--host", "127.0.0.1", "--port", str(port)), env, root / "backend.log"
     )
     url = f"http://127.0.0.1:{port}"
     try:
-
-        def healthy() -> bool:
-            with contextlib.suppress(httpx.HTTPError):
-                return httpx.get(f"{url}/health", timeout=1).status_code == 200
-            return False
-
-        _wait_for("the backend's /health", healthy, START_TIMEOUT_S, backend)
-        _wait_for("the worker to be ready", lambda: " ready." in worker.text(), START_TIMEOUT_S, worker)
+        wait_for("the backend's /health", lambda: healthy(url), START_TIMEOUT_S, backend)
+        wait_for("the worker to be ready", lambda: " ready." in worker.text(), START_TIMEOUT_S, worker)
         yield Stack(ls_client, ls_server, url, root / "home", env, backend, worker, photos)
     finally:
         backend.stop()
@@ -340,9 +240,9 @@ def test_a_novel_tag_changes_the_version_and_large_selections_finish_in_backgrou
     stack.measured["retrieve_background_answer_s"] = round(time.perf_counter() - started, 2)
     assert stack.measured["retrieve_background_answer_s"] < 15
 
-    stored = _wait_for(
+    stored = wait_for(
         "the background path to publish 5 predictions",
-        lambda: (found := stack.predictions(version)) and len(found) == 5 and found,
+        lambda: found if len(found := stack.predictions(version)) == 5 else None,
         BACKGROUND_TIMEOUT_S,
         stack.worker,
         stack.backend,
@@ -373,7 +273,7 @@ def test_annotations_reach_the_ledger_through_the_real_webhook(stack: Stack) -> 
         before = ledger.count(stack.project)
         started = time.perf_counter()
         annotation = stack.ls.create_annotation(task, result, parent_prediction=pred["id"])
-        created = _wait_for(
+        created = wait_for(
             "ANNOTATION_CREATED in the ledger",
             lambda: [e for e in ledger.entries(stack.project) if e.event.action == "ANNOTATION_CREATED"],
             30,
@@ -387,7 +287,7 @@ def test_annotations_reach_the_ledger_through_the_real_webhook(stack: Stack) -> 
         assert entry.event.result is not None and entry.event.result[0]["value"]["choices"] == ["giraffe", NOVEL]
 
         stack.ls.update_annotation(annotation["id"], [{**result[0], "value": {"choices": ["dog"]}}])
-        updated = _wait_for(
+        updated = wait_for(
             "ANNOTATION_UPDATED in the ledger",
             lambda: [e for e in ledger.entries(stack.project) if e.event.action == "ANNOTATION_UPDATED"],
             30,
@@ -398,7 +298,7 @@ def test_annotations_reach_the_ledger_through_the_real_webhook(stack: Stack) -> 
         assert annotation["id"] in ledger.current_annotations(stack.project)
 
         stack.ls.sdk.annotations.delete(id=annotation["id"])
-        deleted = _wait_for(
+        deleted = wait_for(
             "ANNOTATIONS_DELETED in the ledger",
             lambda: [e for e in ledger.entries(stack.project) if e.deleted],
             30,

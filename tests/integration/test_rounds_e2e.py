@@ -20,7 +20,6 @@ accuracy, and this test checks the mechanics (the simulation checks the decision
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 import uuid
@@ -35,13 +34,16 @@ from PIL import Image
 
 from tests.helpers import colour_world
 from tests.integration.ls_harness import LSClient, LSServer
-from tests.integration.test_backend_e2e import Process, _free_port, _save_base_model, _wait_for
+from tests.integration.processes import Process, assistant, assistant_env, free_port, healthy, wait_for
+from tests.workers._helpers import save_tiny_checkpoint
 from workers.registry import Registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REDIS_URL = "redis://127.0.0.1:6379/11"
 LABELS = ["red", "green", "blue", "stripes"]
+# The base checkpoint's version (as the backend e2e's).
+BASE_VERSION = "e2e-tiny-v1"
 CONFIG = (
     '<View><Image name="image" value="$image"/><Choices name="tags" toName="image" choice="multiple" '
     'model_threshold="0.5">' + "".join(f'<Choice value="{n}"/>' for n in LABELS) + "</Choices></View>"
@@ -87,7 +89,7 @@ class Stack:
     def start_worker(self, name: str, queues: str = "predict,train", **env: str) -> Process:
         worker = Process(name, _worker_command(name, queues), {**self.env, **env}, self.root / f"{name}.log")
         self.workers.append(worker)
-        _wait_for(f"worker {name} to be ready", lambda: " ready." in worker.text(), START_TIMEOUT_S, worker)
+        wait_for(f"worker {name} to be ready", lambda: " ready." in worker.text(), START_TIMEOUT_S, worker)
         return worker
 
     def setup_version(self) -> str:
@@ -101,7 +103,7 @@ class Stack:
 
     def wait_for_new_version(self, old: str, *procs: Process) -> str:
         return str(
-            _wait_for(
+            wait_for(
                 "/setup to report a new version",
                 lambda: v if (v := self.setup_version()) != old else None,
                 ROUND_TIMEOUT_S,
@@ -123,70 +125,43 @@ def stack(ls_server: LSServer, ls_client: LSClient, tmp_path_factory: pytest.Tem
         pytest.skip(f"Redis is not reachable at {REDIS_URL}: {exc}")
     root = tmp_path_factory.mktemp("rounds-e2e")
     prefix = f"assistant-rounds-e2e-{uuid.uuid4().hex[:10]}:"
-    base = _save_base_model(root / "base-model")
+    base = save_tiny_checkpoint(root / "base-model", BASE_VERSION)
     pixels, _ = colour_world(N_TASKS, len(LABELS), seed=7, size=64)
     images = []
     for i in range(N_TASKS):
         images.append(root / "images" / f"stripes{i:02d}.png")
         images[-1].parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels[i]).save(images[-1])
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ASSISTANT_", "LABEL_STUDIO_"))}
-    env.update(
-        {
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            "PYTHONUNBUFFERED": "1",
-            "ASSISTANT_HOME": str(root / "home"),
-            "ASSISTANT_BASE_MODEL": str(base),
-            "ASSISTANT_BROKER_URL": REDIS_URL,
-            "ASSISTANT_REDIS_KEY_PREFIX": prefix,
-            "ASSISTANT_DEVICE": "cpu",
-            "ASSISTANT_BATCH_SIZE": "8",
-            "ASSISTANT_TORCH_THREADS": "1",
-            "ASSISTANT_LABEL_STUDIO_URL": ls_server.url,
-            "ASSISTANT_LABEL_STUDIO_API_KEY": ls_server.api_key,
-            "ASSISTANT_LABEL_STUDIO_MEDIA_ROOT": str(ls_server.config.data_dir / "media"),
-            "ASSISTANT_PORT": str(port),
-            # Rounds small enough for a CPU and a 24-image project.
-            "ASSISTANT_ROUND_STAGE1_EPOCHS": "2",
-            "ASSISTANT_ROUND_STAGE2_EPOCHS": "1",
-            "ASSISTANT_ROUND_BATCH_SIZE": "8",
-            "ASSISTANT_ROUND_HELDOUT_FRACTION": "0.3",
-            "ASSISTANT_ROUND_MIN_TRAIN_IMAGES": "4",
-            "ASSISTANT_ROUND_MIN_HELDOUT_IMAGES": "3",
-            "ASSISTANT_ROUND_MIN_LABEL_POSITIVES": "2",
-            "ASSISTANT_ROUND_MIN_LABEL_NEGATIVES": "2",
-            "ASSISTANT_ROUND_TOLERANCE": "100",
-            "ASSISTANT_ROUND_LOCK_HEARTBEAT_S": "3",
-        }
+    port = free_port()
+    env = assistant_env(
+        home=root / "home",
+        base_model=base,
+        broker_url=REDIS_URL,
+        prefix=prefix,
+        ls_url=ls_server.url,
+        ls_key=ls_server.api_key,
+        batch_size="8",
+        label_studio_media_root=str(ls_server.config.data_dir / "media"),
+        port=str(port),
+        # Rounds small enough for a CPU and a 24-image project.
+        round_stage1_epochs="2",
+        round_stage2_epochs="1",
+        round_batch_size="8",
+        round_heldout_fraction="0.3",
+        round_min_train_images="4",
+        round_min_heldout_images="3",
+        round_min_label_positives="2",
+        round_min_label_negatives="2",
+        round_tolerance="100",
+        round_lock_heartbeat_s="3",
     )
     backend = Process(
-        "backend",
-        [
-            sys.executable,
-            "-c",
-            "from cli.main import main; main()",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env,
-        root / "backend.log",
+        "backend", assistant("serve", "--host", "127.0.0.1", "--port", str(port)), env, root / "backend.log"
     )
     url = f"http://127.0.0.1:{port}"
     built = Stack(ls_client, ls_server, url, root, env, backend, images)
     try:
-
-        def healthy() -> bool:
-            try:
-                return httpx.get(f"{url}/health", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        _wait_for("the backend's /health", healthy, START_TIMEOUT_S, backend)
+        wait_for("the backend's /health", lambda: healthy(url), START_TIMEOUT_S, backend)
         yield built
     finally:
         backend.stop()
@@ -240,10 +215,10 @@ def test_a_round_killed_mid_training_leaves_the_version_in_service_and_the_next_
     # A slow round: many epochs, so that the kill lands in training.
     slow = stack.start_worker("slow", "train", ASSISTANT_ROUND_STAGE1_EPOCHS="400")
     stack.ls.sdk.ml.train(id=stack.ml_id)
-    _wait_for("the slow round to start training", lambda: "stage1: training on" in slow.text(), ROUND_TIMEOUT_S, slow)
+    wait_for("the slow round to start training", lambda: "stage1: training on" in slow.text(), ROUND_TIMEOUT_S, slow)
     time.sleep(2.0)  # well into the 400 epochs
     assert "stage1:" not in slow.text().split("stage1: training on", 1)[1]  # still training
-    _kill(slow)
+    slow.kill()
     assert stack.setup_version() == serving
     registry = stack.registry
     assert [r.version for r in registry.list_versions(stack.project)] == [serving.split("+")[0]]
@@ -257,10 +232,3 @@ def test_a_round_killed_mid_training_leaves_the_version_in_service_and_the_next_
     assert registry.get(newer.split("+")[0]).parent == serving.split("+")[0]
     staging = stack.root / "home" / "models" / ".staging" / str(stack.project)
     assert not staging.exists() or not any(staging.iterdir())
-
-
-def _kill(proc: Process) -> None:
-    import signal
-
-    os.killpg(proc.proc.pid, signal.SIGKILL)
-    proc.proc.wait(timeout=30)

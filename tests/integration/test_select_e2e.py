@@ -13,13 +13,8 @@ flagged annotated tasks worst first.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +26,8 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 from tests.integration.ls_harness import LSClient, LSServer
+from tests.integration.processes import Process, assistant, assistant_env, wait_for
+from tests.workers._helpers import save_tiny_checkpoint
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -52,19 +49,22 @@ class Stack:
     ls: LSClient
     server: LSServer
     env: dict[str, str]
-    worker: subprocess.Popen[bytes]
-    log: Path
+    worker: Process
     root: Path
     project: int = 0
     tasks: tuple[int, ...] = ()
     annotated: tuple[int, ...] = ()
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        cmd = [sys.executable, "-c", "from cli.main import main; main()", *args]
         done = subprocess.run(
-            cmd, cwd=REPO_ROOT, env={**self.env, "COLUMNS": "200"}, capture_output=True, text=True, timeout=300
+            assistant(*args),
+            cwd=REPO_ROOT,
+            env={**self.env, "COLUMNS": "200"},
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
-        assert done.returncode == 0, done.stdout + done.stderr + self.log.read_text(errors="replace")[-3000:]
+        assert done.returncode == 0, done.stdout + done.stderr + self.worker.text()[-3000:]
         return done
 
     def view(self, title: str) -> int:
@@ -87,34 +87,6 @@ class Stack:
         return int(resp.json()["id"])
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=20)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _save_base_model(directory: Path) -> Path:
-    import torch
-
-    from assistant.calibration import Calibrator
-    from assistant.checkpoint import load_model, save_checkpoint
-
-    torch.manual_seed(0)
-    loaded = load_model("test-tiny", allow_random=True)
-    # A slope of 10 spreads a random model's cosine scores over (0, 1), so uncertainties differ.
-    loaded.calibrator = Calibrator(slope=10.0, intercept=0.0, threshold=0.5, method="default")
-    save_checkpoint(loaded, directory, version="select-e2e-v1")
-    return directory
-
-
 @pytest.fixture(scope="module")
 def stack(
     ls_server: LSServer, ls_client: LSClient, shared_datasets: Path, tmp_path_factory: pytest.TempPathFactory
@@ -128,39 +100,24 @@ def stack(
         pytest.skip(f"Redis is not reachable at {REDIS_URL}: {exc}")
     root = tmp_path_factory.mktemp("select-e2e")
     prefix = f"assistant-select-e2e-{uuid.uuid4().hex[:10]}:"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ASSISTANT_", "LABEL_STUDIO_"))}
-    env.update(
-        {
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            "PYTHONUNBUFFERED": "1",
-            "ASSISTANT_HOME": str(root / "home"),
-            "ASSISTANT_BASE_MODEL": str(_save_base_model(root / "base-model")),
-            "ASSISTANT_BROKER_URL": REDIS_URL,
-            "ASSISTANT_REDIS_KEY_PREFIX": prefix,
-            "ASSISTANT_DEVICE": "cpu",
-            "ASSISTANT_BATCH_SIZE": "8",
-            "ASSISTANT_TORCH_THREADS": "1",
-            "ASSISTANT_LABEL_STUDIO_URL": ls_server.url,
-            "ASSISTANT_LABEL_STUDIO_API_KEY": ls_server.api_key,
-            "ASSISTANT_LABEL_STUDIO_MEDIA_ROOT": str(ls_server.config.data_dir / "media"),
-        }
+    # A slope of 10 spreads a random model's cosine scores over (0, 1), so uncertainties differ.
+    base = save_tiny_checkpoint(root / "base-model", "select-e2e-v1")
+    env = assistant_env(
+        home=root / "home",
+        base_model=base,
+        broker_url=REDIS_URL,
+        prefix=prefix,
+        ls_url=ls_server.url,
+        ls_key=ls_server.api_key,
+        batch_size="8",
+        label_studio_media_root=str(ls_server.config.data_dir / "media"),
     )
-    log = root / "worker.log"
-    cmd = [sys.executable, "-c", "from cli.main import main; main()", "worker", "-Q", "predict", "-n", "select@%h"]
-    with open(log, "wb") as out:
-        worker = subprocess.Popen(
-            cmd, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    worker = Process("worker", assistant("worker", "-Q", "predict", "-n", "select@%h"), env, root / "worker.log")
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while " ready." not in log.read_text(errors="replace"):
-            assert worker.poll() is None, log.read_text(errors="replace")[-3000:]
-            assert time.monotonic() < deadline, "the worker did not start:\n" + log.read_text(errors="replace")[-3000:]
-            time.sleep(0.5)
-        yield Stack(ls_client, ls_server, env, worker, log, root)
+        wait_for("the worker to be ready", lambda: " ready." in worker.text(), START_TIMEOUT_S, worker)
+        yield Stack(ls_client, ls_server, env, worker, root)
     finally:
-        _stop(worker)
+        worker.stop()
         keys = list(client.scan_iter(match=f"{prefix}*", count=500))
         if keys:
             client.delete(*keys)
@@ -225,7 +182,7 @@ def test_review_lists_the_flagged_annotated_tasks_worst_first(stack: Stack) -> N
 
 
 def test_the_worker_answered_every_request(stack: Stack) -> None:
-    log = stack.log.read_text(errors="replace")
+    log = stack.worker.text()
     assert "score_pool" in log and "succeeded" in log
     with httpx.Client() as http:  # Label Studio is still healthy after the pushes
         assert http.get(f"{stack.server.url}/health").status_code == 200
