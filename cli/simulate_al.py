@@ -211,6 +211,14 @@ def label_quality(
     eval_images: EvalImages = 500,
     epochs: Epochs = 4,
     tolerance: Tolerance = 100.0,
+    scorer: Annotated[
+        str,
+        typer.Option(
+            "--scorer",
+            help="annotated: each task by the model in service when it was annotated (the prediction its annotator "
+            "saw, as in production); final: all by the last round's model, which trained on most of them.",
+        ),
+    ] = "annotated",
     threads: Threads = 0,
     out: Out = Path("var/label-quality"),
 ) -> None:
@@ -227,7 +235,12 @@ def label_quality(
         source, base = _load(base_model, threads)
         with _bars(console) as progress:
             results = simulate_label_quality(
-                base, cfg, fraction=fraction, flag_fraction=flag, progress=_RunBars(progress, len(cfg.seeds))
+                base,
+                cfg,
+                fraction=fraction,
+                flag_fraction=flag,
+                scorer=scorer,
+                progress=_RunBars(progress, len(cfg.seeds)),
             )
     except AssistantError as exc:
         console.print(f"[red]Error:[/red] {exc.message}", highlight=False)
@@ -249,7 +262,7 @@ def label_quality(
         "base_model": source,
         "fraction": fraction,
         "flag": flag,
-        "settings": {"budget": budget, "rounds": rounds, "seeds": list(cfg.seeds), "epochs": epochs},
+        "settings": {"budget": budget, "rounds": rounds, "seeds": list(cfg.seeds), "epochs": epochs, "scorer": scorer},
         "results": [dataclasses.asdict(r) for r in results],
         "recall": found / max(1, corrupted),
     }

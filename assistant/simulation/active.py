@@ -26,7 +26,12 @@ the model in service after the round; row 0 is the base model before any label.
 annotator (a fraction of the tasks get one wrong tag: half a true tag left out, half a false one
 added), runs the rounds on that data, then rates every annotated task with
 :func:`assistant.label_quality.review_labels` and counts how many corrupted tasks the flagged top
-fraction holds.
+fraction holds. Each task is scored by the model that was in service when it was annotated (the
+prediction its annotator saw, which never trained on it), as the agent rates annotations in
+production: the model after the last round trained on ~80% of the tasks and has partly learnt
+their mistakes. "Corrupt 5% of the training tags" is read as one wrong tag in 5% of the tasks:
+flipping 5% of all tag entries would corrupt 93% of the tasks at 52 options (1 - 0.95^52), and no
+top 5% could then hold half of them.
 """
 
 from __future__ import annotations
@@ -542,7 +547,8 @@ class LabelQualityResult:
         found_by_kind: ``{"missing": (found, corrupted), "wrong": (found, corrupted)}``.
         recall: ``found / corrupted``.
         random_recall: The expected recall of flagging the same number of tasks at random.
-        scorer: Which model scored the tasks.
+        scorer: Which models scored the tasks (``annotated: base, sim-r1, ...``: each task by the
+            model in service when it was annotated; ``final: sim-r6``: all by the last one).
     """
 
     seed: int
@@ -556,37 +562,75 @@ class LabelQualityResult:
     scorer: str
 
 
+#: Which model scores an annotated task in the label-quality check.
+LABEL_QUALITY_SCORERS = ("annotated", "final")
+
+
+@dataclass
+class _Rounds:
+    """Per round: the model in service while its tasks were annotated, and the annotations so far."""
+
+    services: list[LoadedModel]
+    ends: list[int] = field(default_factory=list)
+    state: SimulationState | None = None
+
+    def __call__(self, state: SimulationState, row: RoundRow) -> None:
+        del row
+        self.ends.append(len(state.annotations))
+        self.services.append(state.service)  # in service for the next round's annotations
+        self.state = state
+
+    def scorers(self, scorer: str) -> list[tuple[LoadedModel, int, int]]:
+        """``(model, first, stop)`` per round: which model scores which annotations."""
+        assert self.state is not None
+        if scorer == "final":
+            return [(self.state.service, 0, len(self.state.annotations))]
+        starts = [0, *self.ends[:-1]]
+        return [(self.services[r], a, b) for r, (a, b) in enumerate(zip(starts, self.ends, strict=True)) if b > a]
+
+
 def simulate_label_quality(
     base: LoadedModel,
     cfg: ActiveLearningConfig,
     *,
     fraction: float = 0.05,
     flag_fraction: float = 0.05,
+    scorer: str = "annotated",
     progress: SimulationProgress | None = None,
 ) -> list[LabelQualityResult]:
     """Corrupt ``fraction`` of the annotated tasks, train rounds on them, and review them.
 
     Per seed: ``cfg.budget`` pool images are annotated over ``cfg.rounds`` rounds (random
     selection) by a :class:`CorruptingAnnotator`; the rounds train on the corrupted data as they
-    would in production. Then the model in service after the last round rates every annotated
-    task, and the ``flag_fraction`` with the lowest label quality are flagged.
+    would in production. Then every annotated task is rated with
+    :func:`~assistant.label_quality.review_labels` and the ``flag_fraction`` with the lowest
+    label quality are flagged.
+
+    Args:
+        base: The model in service before the first round.
+        cfg: The rounds (the selection is always random).
+        fraction: Share of tasks the annotator corrupts.
+        flag_fraction: Share of tasks flagged.
+        scorer: ``annotated`` (default, as in production): each task is scored by the model in
+            service when it was annotated, i.e. the prediction its annotator saw, from a model
+            that never trained on it (out of sample, as cleanlab requires). ``final``: every task
+            by the model in service after the last round, which trained on ~80% of them and
+            partly fitted their mistakes (kept for comparison).
+        progress: ``progress(what, done, total)``.
 
     Returns:
         One result per seed.
     """
     cfg.check()
+    if scorer not in LABEL_QUALITY_SCORERS:
+        raise ConfigError(f"unknown label-quality scorer {scorer!r}", fix=f"use one of {LABEL_QUALITY_SCORERS}")
     report = progress or (lambda what, done, total: None)
     out = []
     for seed in cfg.seeds:
         pool = render_labeled(Stream.TRAIN, cfg.budget, cfg.simulation.world, first=seed * cfg.pool_images)
         evaluation = render_labeled(cfg.eval_stream, cfg.eval_images, cfg.simulation.world)
         annotator = CorruptingAnnotator(pool, fraction=fraction, seed=seed)
-        final: dict[str, SimulationState] = {}
-
-        def keep(state: SimulationState, row: RoundRow, _final: dict[str, SimulationState] = final) -> None:
-            del row
-            _final["state"] = state
-
+        rounds = _Rounds([base])
         simulate_rounds(
             base,
             cfg.for_seed(seed),
@@ -594,25 +638,48 @@ def simulate_label_quality(
             pool=pool,
             test=evaluation,
             annotator=annotator,
-            observer=keep,
+            observer=rounds,
         )
-        state = final["state"]
-        out.append(_review(state, annotator, seed, flag_fraction, cfg.simulation.round.eval_batch_size))
+        assert rounds.state is not None
+        batch = cfg.simulation.round.eval_batch_size
+        scorers = rounds.scorers(scorer)
+        probs, thresholds = _annotation_scores(rounds.state, scorers, batch)
+        versions = ", ".join(dict.fromkeys(m.model.version for m, _, _ in scorers))
+        out.append(_review(rounds.state, annotator, seed, flag_fraction, probs, thresholds, f"{scorer}: {versions}"))
         logger.info("label quality, seed %d: %s", seed, out[-1])
     return out
 
 
+def _annotation_scores(
+    state: SimulationState, scorers: Sequence[tuple[LoadedModel, int, int]], batch: int
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Calibrated scores and thresholds ``(N, C)`` of every annotation over the current options."""
+    labels = list(state.options)
+    n = len(state.annotations)
+    probs = np.zeros((n, len(labels)))
+    thresholds = np.full((n, len(labels)), 0.5)
+    rows = np.array([int(a.key) for a in state.annotations], dtype=np.int64)
+    for model, first, stop in scorers:
+        tagger = Tagger(model, device=model.model.device, batch_size=256)
+        feats = _features(model, state.pool.images[rows[first:stop]], batch)
+        probs[first:stop] = tagger.probabilities(feats, labels)
+        thresholds[first:stop] = tagger.calibrator.thresholds(labels)
+    return probs, thresholds
+
+
 def _review(
-    state: SimulationState, annotator: CorruptingAnnotator, seed: int, flag_fraction: float, batch: int
+    state: SimulationState,
+    annotator: CorruptingAnnotator,
+    seed: int,
+    flag_fraction: float,
+    probs: NDArray[np.float64],
+    thresholds: NDArray[np.float64],
+    scorer: str,
 ) -> LabelQualityResult:
     annotations = state.annotations
     labels = LabelSet(tuple(state.options))
     targets = correction_targets(labels, annotations)
-    rows = np.array([int(a.key) for a in annotations], dtype=np.int64)
-    tagger = Tagger(state.service, device=state.service.model.device, batch_size=256)
-    feats = _features(state.service, state.pool.images[rows], batch)
-    probs = tagger.probabilities(feats, list(labels))
-    review = review_labels(probs, targets, list(labels), tagger.calibrator.thresholds(list(labels)))
+    review = review_labels(probs, targets, list(labels), thresholds)
     flagged = {annotations[i].key for i in review.flagged(flag_fraction).tolist()}
     corrupted = annotator.corrupted
     by_kind = {
@@ -632,5 +699,5 @@ def _review(
         found_by_kind=by_kind,
         recall=found / len(corrupted) if corrupted else float("nan"),
         random_recall=len(flagged) / len(annotations) if annotations else float("nan"),
-        scorer=state.service.model.version,
+        scorer=scorer,
     )

@@ -130,3 +130,19 @@ def test_the_label_quality_simulation_counts_what_the_review_flags(tiny_loaded) 
     assert result.flagged == 12 and 0 <= result.found <= result.corrupted
     assert sum(c for _, c in result.found_by_kind.values()) == result.corrupted
     assert result.random_recall == pytest.approx(0.2)
+
+
+def test_each_annotation_is_scored_by_the_model_in_service_when_it_was_annotated() -> None:
+    from types import SimpleNamespace
+
+    from assistant.simulation.active import _Rounds
+
+    base, r1, r3 = object(), object(), object()
+    rounds = _Rounds([base])  # type: ignore[list-item]
+    state = SimpleNamespace(annotations=[], service=base)
+    for service, added in ((r1, 10), (r1, 10), (r3, 0), (r3, 5)):  # round 3 annotated nothing
+        state.annotations += [None] * added
+        state.service = service  # promoted (or kept) at the end of the round
+        rounds(state, None)  # type: ignore[arg-type]
+    assert rounds.scorers("annotated") == [(base, 0, 10), (r1, 10, 20), (r3, 20, 25)]
+    assert rounds.scorers("final") == [(r3, 0, 25)]
