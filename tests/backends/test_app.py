@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from backends.controls import parse_label_config
-from backends.convert import MAX_SCORES_KEPT, SCORES_KEY
+from backends.convert import DEFAULT_MAX_TAGS, MAX_SCORES_KEPT, SCORES_KEY
 from backends.state import MemoryState
 from tests.backends._app_fakes import FakeDispatcher, Harness, make_harness
 from tests.backends._fixtures import config, payload, prediction_errors
@@ -225,8 +225,13 @@ def test_a_10000_label_vocabulary_is_set_up_and_predicted(client: TestClient, ha
     for result in results:
         (item,) = result["result"]
         # The fake scores spread over [0, 1) with thresholds 0.5: thousands of tags pass, yet the
-        # per-tag score map stays capped.
-        assert len(item["value"]["choices"]) > 1_000 and set(item["value"]["choices"]) <= set(labels)
+        # prediction keeps the DEFAULT_MAX_TAGS best ones and the per-tag score map stays capped.
+        choices = item["value"]["choices"]
+        assert len(choices) == DEFAULT_MAX_TAGS and set(choices) <= set(labels)
+        # The selected tags are the best-scored ones, all above their thresholds.
+        extras = item[SCORES_KEY]
+        assert set(extras["scores"]) == set(choices)
+        assert all(extras["scores"][c] >= extras["thresholds"][c] for c in choices)
         assert len(item[SCORES_KEY]["scores"]) == MAX_SCORES_KEPT and 0.0 <= result["score"] <= 1.0
     assert prediction_errors(big, results[0]) == []
     # Every worker request carried the whole vocabulary, in config order.
