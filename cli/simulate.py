@@ -68,21 +68,13 @@ def rounds(
 
     from rich.console import Console
 
-    from assistant.checkpoint import load_model
     from assistant.errors import AssistantError
     from assistant.rounds import RoundConfig
     from assistant.simulation import SimulationConfig, plot_simulation, simulate_rounds
     from cli.rounds import ProgressBars, _bars
-    from workers.settings import get_settings
+    from cli.simulation_base import load_base
 
     console = Console()
-    settings = get_settings()
-    source = base_model or settings.base_model
-    if threads or settings.torch_threads:
-        import torch
-
-        # On a busy 2-core machine one thread is ~3x faster than two fighting for the cores.
-        torch.set_num_threads(threads or settings.torch_threads)
     base_cfg = RoundConfig()
     try:
         cfg = SimulationConfig(
@@ -101,15 +93,11 @@ def rounds(
             degrade_rounds=tuple(degrade_round or ()),
             seed=seed,
         )
-        base = load_model(source)
+        source, base = load_base(base_model, threads)
         with _bars(console) as progress:
             result = simulate_rounds(base, cfg, progress=ProgressBars(progress))
     except AssistantError as exc:
         console.print(f"[red]Error:[/red] {exc.message}", highlight=False)
-        if "world-tiny" in source:
-            console.print(
-                "Fix: pass a world-pretrained model with --base-model (the bundled one is not in assets/ yet)."
-            )
         raise typer.Exit(code=1) from None
     table = result.table()
     console.print(table, highlight=False, soft_wrap=True)

@@ -54,19 +54,12 @@ def agent(
     from rich.console import Console
 
     from assistant.agent_policy import PolicyConfig
-    from assistant.checkpoint import load_model
     from assistant.errors import AssistantError
     from assistant.simulation.agent import AgentSimConfig, plot_agent_simulation, quick_config, simulate_agent
     from cli.rounds import ProgressBars, _bars
-    from workers.settings import get_settings
+    from cli.simulation_base import load_base
 
     console = Console()
-    settings = get_settings()
-    source = base_model or settings.base_model
-    if threads or settings.torch_threads:
-        import torch
-
-        torch.set_num_threads(threads or settings.torch_threads)
     labels = tuple(s.strip() for s in novel.split(",") if s.strip())
     if quick:
         cfg = quick_config(seed)
@@ -85,7 +78,7 @@ def agent(
             seed=seed,
         )
     try:
-        base = load_model(source)
+        source, base = load_base(base_model, threads)
         with _bars(console) as progress:
             result = simulate_agent(base, cfg, progress=ProgressBars(progress))
     except AssistantError as exc:

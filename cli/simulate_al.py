@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress
 
-    from assistant.checkpoint import LoadedModel
     from assistant.simulation.active import ActiveLearningConfig, StrategyRun
 
 __all__ = ["active_learning", "label_quality"]
@@ -94,18 +93,6 @@ def _config(
     )
 
 
-def _load(source: str | None, threads: int) -> tuple[str, LoadedModel]:
-    import torch
-
-    from assistant.checkpoint import load_model
-    from workers.settings import get_settings
-
-    if threads:
-        torch.set_num_threads(threads)
-    spec = source or get_settings().base_model
-    return spec, load_model(spec)
-
-
 class _RunBars:
     """Two rich bars: runs done, and the phase of the current run."""
 
@@ -160,6 +147,7 @@ def active_learning(
 
     from assistant.errors import AssistantError
     from assistant.simulation.active import plot_active_learning, simulate_active_learning
+    from cli.simulation_base import load_base
 
     console = Console()
     cfg = _config(strategy or [], seeds, budget, rounds, pool, eval_images, eval_stream, epochs, tolerance)
@@ -179,7 +167,7 @@ def active_learning(
         path.write_text(json.dumps(dataclasses.asdict(run), indent=1) + "\n")
 
     try:
-        source, base = _load(base_model, threads) if todo else (base_model or "-", None)
+        source, base = load_base(base_model, threads) if todo else (base_model or "-", None)
         with _bars(console) as progress:
             result = simulate_active_learning(
                 base,  # type: ignore[arg-type]  # None only when nothing is left to run
@@ -228,11 +216,12 @@ def label_quality(
 
     from assistant.errors import AssistantError
     from assistant.simulation.active import simulate_label_quality
+    from cli.simulation_base import load_base
 
     console = Console()
     cfg = _config(["random"], seeds, budget, rounds, budget, eval_images, "val", epochs, tolerance)
     try:
-        source, base = _load(base_model, threads)
+        source, base = load_base(base_model, threads)
         with _bars(console) as progress:
             results = simulate_label_quality(
                 base,

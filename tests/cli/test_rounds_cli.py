@@ -113,4 +113,5 @@ def test_simulate_rounds_prints_the_table_and_writes_the_plot(tmp_path: Path, ch
 
 def test_simulate_rounds_without_a_world_model_says_how_to_fix_it(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["simulate", "rounds", "--base-model", str(tmp_path / "world-tiny")])
-    assert result.exit_code == 1 and "--base-model" in result.output
+    output = " ".join(result.output.split())
+    assert result.exit_code == 1 and "world-tiny" in output and "Fix:" in output and "model directory" in output
