@@ -625,8 +625,9 @@ def simulate_label_quality(
     if scorer not in LABEL_QUALITY_SCORERS:
         raise ConfigError(f"unknown label-quality scorer {scorer!r}", fix=f"use one of {LABEL_QUALITY_SCORERS}")
     report = progress or (lambda what, done, total: None)
-    out = []
+    out: list[LabelQualityResult] = []
     for seed in cfg.seeds:
+        report("runs", len(out), len(cfg.seeds))
         pool = render_labeled(Stream.TRAIN, cfg.budget, cfg.simulation.world, first=seed * cfg.pool_images)
         evaluation = render_labeled(cfg.eval_stream, cfg.eval_images, cfg.simulation.world)
         annotator = CorruptingAnnotator(pool, fraction=fraction, seed=seed)
@@ -647,6 +648,7 @@ def simulate_label_quality(
         versions = ", ".join(dict.fromkeys(m.model.version for m, _, _ in scorers))
         out.append(_review(rounds.state, annotator, seed, flag_fraction, probs, thresholds, f"{scorer}: {versions}"))
         logger.info("label quality, seed %d: %s", seed, out[-1])
+    report("runs", len(out), len(cfg.seeds))
     return out
 
 

@@ -125,7 +125,15 @@ def test_the_corrupting_annotator_gets_one_tag_wrong_on_a_fraction_of_tasks() ->
 
 
 def test_the_label_quality_simulation_counts_what_the_review_flags(tiny_loaded) -> None:
-    (result,) = simulate_label_quality(tiny_loaded, _config(budget=60, pool_images=60), fraction=0.2, flag_fraction=0.2)
+    reports: list[tuple[str, int, int]] = []
+    (result,) = simulate_label_quality(
+        tiny_loaded,
+        _config(budget=60, pool_images=60),
+        fraction=0.2,
+        flag_fraction=0.2,
+        progress=lambda what, done, total: reports.append((what, done, total)),
+    )
+    assert [r for r in reports if r[0] == "runs"] == [("runs", 0, 1), ("runs", 1, 1)]
     assert result.tasks == 60 and 0 < result.corrupted < 30
     assert result.flagged == 12 and 0 <= result.found <= result.corrupted
     assert sum(c for _, c in result.found_by_kind.values()) == result.corrupted
