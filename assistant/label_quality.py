@@ -122,7 +122,7 @@ class LabelReview:
     quality: NDArray[np.float64]
     order: NDArray[np.int64]
     worst: tuple[TagIssue | None, ...]
-    worst_quality: NDArray[np.float64] | None = None
+    worst_quality: NDArray[np.float64]
 
     def flagged(self, fraction: float | None = None, count: int | None = None) -> NDArray[np.int64]:
         """The lowest-quality images: the first ``count``, or the first ``ceil(fraction · N)``."""

@@ -84,18 +84,21 @@ def review(
         issue = result.worst[i]
         reason = issue.describe() if issue is not None else "no known tag"
         ranked.append(RankedTask(task.task_id, rank, reason))
-        rows.append((rank, task.task_id, float(result.quality[i]), reason))
+        rows.append((rank, task.task_id, float(result.worst_quality[i]), float(result.quality[i]), reason))
     console.print(
         f"Project {project}: rated {len(scored)} annotated tasks with model {version} "
         f"({len(exported) - len(scored)} could not be scored); flagged the {len(flagged)} with the lowest label "
-        "quality (score: 1 = the model agrees with every tag).",
+        "quality, worst tag first (score: the worst tag's quality; 1 = the model agrees with every tag).",
         highlight=False,
     )
-    print_ranking(console, "Review first", rows)
+    print_ranking(console, "Review first", [(r, t, worst, why) for r, t, worst, _, why in rows])
     document = {
         "project": project,
         "model_version": version,
-        "flagged": [{"rank": r, "task": t, "quality": q, "reason": why} for r, t, q, why in rows],
+        "flagged": [
+            {"rank": r, "task": t, "worst_tag_quality": worst, "quality": q, "reason": why}
+            for r, t, worst, q, why in rows
+        ],
     }
     if not dry_run and ranked:
         document["view_id"] = push(console, svc, project, ranked, tasks, review=True).view_id

@@ -60,7 +60,7 @@ def test_review_ranks_corrupted_annotations_first_and_says_why() -> None:
     assert review.worst[30] is None and review.quality[30] == pytest.approx(1.0)
     clean = review.worst[0]
     assert clean is not None and clean.kind == "agreed" and "agrees" in clean.describe()
-    assert review.worst_quality is not None  # ranked by the worst tag
+    # Ranked by the worst tag.
     assert review.worst_quality[review.order].tolist() == sorted(review.worst_quality.tolist())
 
 

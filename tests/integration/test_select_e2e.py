@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import pytest
 from tests.conftest import REPO_ROOT
 from tests.integration.ls_harness import LSClient, LSServer
 from tests.integration.processes import Process, assistant, assistant_env, wait_for
+from tests.integration.redis_namespace import RedisNamespace
 from tests.workers._helpers import save_tiny_checkpoint
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -91,15 +91,9 @@ class Stack:
 def stack(
     ls_server: LSServer, ls_client: LSClient, shared_datasets: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.skip(f"Redis is not reachable at {REDIS_URL}: {exc}")
+    namespace = RedisNamespace(REDIS_URL, "select-e2e")  # skips when Redis is down
+    prefix = namespace.prefix
     root = tmp_path_factory.mktemp("select-e2e")
-    prefix = f"assistant-select-e2e-{uuid.uuid4().hex[:10]}:"
     # A slope of 10 spreads a random model's cosine scores over (0, 1), so uncertainties differ.
     base = save_tiny_checkpoint(root / "base-model", "select-e2e-v1")
     env = assistant_env(
@@ -118,10 +112,7 @@ def stack(
         yield Stack(ls_client, ls_server, env, worker, root)
     finally:
         worker.stop()
-        keys = list(client.scan_iter(match=f"{prefix}*", count=500))
-        if keys:
-            client.delete(*keys)
-        client.close()
+        namespace.close()
 
 
 def _choices(labels: list[str]) -> list[dict[str, Any]]:
@@ -174,7 +165,9 @@ def test_review_lists_the_flagged_annotated_tasks_worst_first(stack: Stack) -> N
     done = stack.cli("review", "--project", str(stack.project), "--k", "2", "--json", str(out))
     flagged = json.loads(out.read_text())["flagged"]
     assert [f["task"] for f in flagged] and {f["task"] for f in flagged} <= set(stack.annotated), done.stdout
-    assert [f["quality"] for f in flagged] == sorted(f["quality"] for f in flagged)
+    # Ranked by the worst tag's quality (assistant/label_quality.py), the image's quality alongside.
+    assert [f["worst_tag_quality"] for f in flagged] == sorted(f["worst_tag_quality"] for f in flagged)
+    assert all(0.0 <= f["worst_tag_quality"] <= f["quality"] + 1e-9 <= 1.0 + 1e-9 for f in flagged)
     view = stack.view("Assistant: review")
     assert stack.view_tasks(view) == [f["task"] for f in flagged]
     # The selection tab is untouched by the review.
