@@ -22,7 +22,6 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from tests.backends._fixtures import prediction_errors
 from tests.conftest import REPO_ROOT
 from tests.integration.ls_harness import LSClient, LSServer
 from tests.integration.processes import Process, assistant, assistant_env, free_port, healthy, wait_for
+from tests.integration.redis_namespace import RedisNamespace
 from tests.workers._helpers import save_tiny_checkpoint
 from workers.ledger import Ledger, open_ledger
 
@@ -119,15 +119,9 @@ def photos(shared_datasets: Path) -> list[Path]:
 def stack(
     ls_server: LSServer, ls_client: LSClient, photos: list[Path], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.skip(f"Redis is not reachable at {REDIS_URL}: {exc}")
+    namespace = RedisNamespace(REDIS_URL, "e2e")  # skips when Redis is down
+    prefix = namespace.prefix
     root = tmp_path_factory.mktemp("backend-e2e")
-    prefix = f"assistant-e2e-{uuid.uuid4().hex[:10]}:"
     base = save_tiny_checkpoint(root / "base-model", BASE_VERSION)
     port = free_port()
     env = assistant_env(
@@ -160,10 +154,7 @@ def stack(
     finally:
         backend.stop()
         worker.stop()
-        keys = list(client.scan_iter(match=f"{prefix}*", count=500))
-        if keys:
-            client.delete(*keys)
-        client.close()
+        namespace.close()
 
 
 # --- the story ------------------------------------------------------------------------------------

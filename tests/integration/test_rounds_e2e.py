@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from PIL import Image
 from tests.helpers import colour_world
 from tests.integration.ls_harness import LSClient, LSServer
 from tests.integration.processes import Process, assistant, assistant_env, free_port, healthy, wait_for
+from tests.integration.redis_namespace import RedisNamespace
 from tests.workers._helpers import save_tiny_checkpoint
 from workers.registry import Registry
 
@@ -116,15 +116,9 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(ls_server: LSServer, ls_client: LSClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.skip(f"Redis is not reachable at {REDIS_URL}: {exc}")
+    namespace = RedisNamespace(REDIS_URL, "rounds-e2e")  # skips when Redis is down
+    prefix = namespace.prefix
     root = tmp_path_factory.mktemp("rounds-e2e")
-    prefix = f"assistant-rounds-e2e-{uuid.uuid4().hex[:10]}:"
     base = save_tiny_checkpoint(root / "base-model", BASE_VERSION)
     pixels, _ = colour_world(N_TASKS, len(LABELS), seed=7, size=64)
     images = []
@@ -167,10 +161,7 @@ def stack(ls_server: LSServer, ls_client: LSClient, tmp_path_factory: pytest.Tem
         backend.stop()
         for worker in built.workers:
             worker.stop()
-        keys = list(client.scan_iter(match=f"{prefix}*", count=500))
-        if keys:
-            client.delete(*keys)
-        client.close()
+        namespace.close()
 
 
 def test_corrections_posted_to_label_studio_lead_to_a_round_and_fresh_predictions(stack: Stack) -> None:
