@@ -228,7 +228,7 @@ def test_a_10000_label_vocabulary_is_set_up_and_predicted(client: TestClient, ha
         # prediction keeps the DEFAULT_MAX_TAGS best ones and the per-tag score map stays capped.
         choices = item["value"]["choices"]
         assert len(choices) == DEFAULT_MAX_TAGS and set(choices) <= set(labels)
-        # The selected tags are the best-scored ones, all above their thresholds.
+        # The score map holds exactly the selected tags (they fill its cap), each above its threshold.
         extras = item[SCORES_KEY]
         assert set(extras["scores"]) == set(choices)
         assert all(extras["scores"][c] >= extras["thresholds"][c] for c in choices)
