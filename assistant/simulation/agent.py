@@ -373,8 +373,22 @@ class _Project:
         if spent >= cfg.novel_at * cfg.budget:
             self.options += [n for n in cfg.novel_labels if n not in self.options]
 
+    @classmethod
+    def start(cls, cfg: AgentSimConfig, pool: LabeledImages, base: LoadedModel) -> _Project:
+        """A fresh project with the configured simulated annotator."""
+        return cls(cfg, pool, base, SimulatedAnnotator(pool, miss_rate=cfg.miss_rate, seed=cfg.seed))
+
     def unlabeled(self) -> list[int]:
         return [i for i in self.imported if i not in self.labeled]
+
+    def has_work(self) -> bool:
+        """Budget left, and a task to annotate now or still to be imported."""
+        cfg = self.cfg
+        return len(self.annotations) < cfg.budget and (bool(self.unlabeled()) or len(self.imported) < cfg.pool_images)
+
+    def room(self) -> int:
+        """Annotations the annotators make this tick (the budget's rest at most)."""
+        return min(self.cfg.annotations_per_tick, self.cfg.budget - len(self.annotations))
 
     def predict(self, tasks: Sequence[int]) -> None:
         """Pre-annotate ``tasks`` with the model in service over the current options."""
@@ -608,15 +622,14 @@ def _run_agent(
     progress: Progress,
 ) -> RunSummary:
     started = time.perf_counter()
-    project = _Project(cfg, pool, base, SimulatedAnnotator(pool, miss_rate=cfg.miss_rate, seed=cfg.seed))
+    project = _Project.start(cfg, pool, base)
     agent = _SimAgent(project, Policy(cfg.policy), teacher, progress)
     run = RunSummary("agent")
-    while len(project.annotations) < cfg.budget and (project.unlabeled() or len(project.imported) < cfg.pool_images):
+    while project.has_work():
         project.arrivals()
         agent.step()
         run.points.append(_point(project, evaluator))
-        room = min(cfg.annotations_per_tick, cfg.budget - len(project.annotations))
-        for flag in project.annotate(room):
+        for flag in project.annotate(project.room()):
             agent.flags[flag.task] = flag
         project.tick += 1
         progress("agent: annotations", len(project.annotations), cfg.budget)
@@ -643,13 +656,13 @@ def _run_fixed(
     progress: Progress,
 ) -> RunSummary:
     started = time.perf_counter()
-    project = _Project(cfg, pool, base, SimulatedAnnotator(pool, miss_rate=cfg.miss_rate, seed=cfg.seed))
+    project = _Project.start(cfg, pool, base)
     run = RunSummary("fixed")
-    while len(project.annotations) < cfg.budget and (project.unlabeled() or len(project.imported) < cfg.pool_images):
+    while project.has_work():
         project.arrivals()
         project.predict([t for t in project.imported if t not in project.predictions])  # each import once
         run.points.append(_point(project, evaluator))
-        project.annotate(min(cfg.annotations_per_tick, cfg.budget - len(project.annotations)))
+        project.annotate(project.room())
         project.tick += 1
         progress("fixed: annotations", len(project.annotations), cfg.budget)
     run.points.append(_point(project, evaluator))
