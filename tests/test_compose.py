@@ -454,19 +454,18 @@ def test_the_readme_runs_the_stack_without_docker_as_the_e2e_does() -> None:
     harness = _server_env(ServerConfig(Path("v"), Path("d"), Path("f"), Path("h"), Path("l")))
     for name in ("LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN", "ML_BLOCK_LOCAL_IP", "LOCAL_FILES_SERVING_ENABLED"):
         assert f"{name}={harness[name]}" in section, name
-    # The e2e's processes get these through the shared harness (tests/integration/processes.py).
-    from tests.integration.processes import assistant_env
+    # The e2e's processes get these through the shared harness (tests/integration/ls_stack_env.py).
+    from types import SimpleNamespace
 
-    env = assistant_env(
-        home=Path("h"),
-        base_model=Path("m"),
-        broker_url="redis://r",
-        prefix="p",
-        ls_url="http://ls",
-        ls_key="k",
-        label_studio_media_root="media",
+    from tests.integration.ls_stack_env import ls_stack_env
+
+    assert "ls_stack_env(" in e2e
+    env = ls_stack_env(
+        Path("root"),
+        Path("model"),
+        SimpleNamespace(url="redis://r", prefix="p:"),  # type: ignore[arg-type]
+        SimpleNamespace(url="http://ls", api_key="k", config=SimpleNamespace(data_dir=Path("ls"))),  # type: ignore[arg-type]
     )
-    assert "label_studio_media_root=" in e2e
     for variable in (
         "ASSISTANT_LABEL_STUDIO_URL",
         "ASSISTANT_LABEL_STUDIO_API_KEY",

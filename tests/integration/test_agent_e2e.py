@@ -42,7 +42,8 @@ from PIL import Image
 from agent.log import DecisionLog, open_decision_log
 from tests.helpers import colour_world
 from tests.integration.ls_harness import LSClient, LSServer
-from tests.integration.processes import Process, assistant, assistant_env, free_port, healthy, wait_for
+from tests.integration.ls_stack_env import ls_stack_env
+from tests.integration.processes import Process, assistant, free_port, healthy, wait_for
 from tests.integration.redis_namespace import RedisNamespace
 from tests.workers._helpers import save_tiny_checkpoint
 from workers.registry import Registry
@@ -159,7 +160,6 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(ls_server: LSServer, ls_client: LSClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     namespace = RedisNamespace(REDIS_URL, "agent-e2e")  # skips when Redis is down
-    prefix = namespace.prefix
     root = tmp_path_factory.mktemp("agent-e2e")
     base = save_tiny_checkpoint(root / "base-model", BASE_VERSION)
     pixels, targets = colour_world(N_TASKS, len(LABELS), seed=11, size=64)
@@ -169,15 +169,11 @@ def stack(ls_server: LSServer, ls_client: LSClient, tmp_path_factory: pytest.Tem
         images[-1].parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels[i]).save(images[-1])
     port, metrics_port = free_port(), free_port()
-    env = assistant_env(
-        home=root / "home",
-        base_model=base,
-        broker_url=REDIS_URL,
-        prefix=prefix,
-        ls_url=ls_server.url,
-        ls_key=ls_server.api_key,
-        batch_size="8",
-        label_studio_media_root=str(ls_server.config.data_dir / "media"),
+    env = ls_stack_env(
+        root,
+        base,
+        namespace,
+        ls_server,
         port=str(port),
         predict_chunk_size="8",
         # Rounds small enough for a CPU (as the rounds e2e).

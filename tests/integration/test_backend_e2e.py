@@ -34,7 +34,8 @@ from backends.controls import parse_label_config
 from tests.backends._fixtures import prediction_errors
 from tests.conftest import REPO_ROOT
 from tests.integration.ls_harness import LSClient, LSServer
-from tests.integration.processes import Process, assistant, assistant_env, free_port, healthy, wait_for
+from tests.integration.ls_stack_env import ls_stack_env
+from tests.integration.processes import Process, assistant, free_port, healthy, wait_for
 from tests.integration.redis_namespace import RedisNamespace
 from tests.workers._helpers import save_tiny_checkpoint
 from workers.ledger import Ledger, open_ledger
@@ -120,27 +121,17 @@ def stack(
     ls_server: LSServer, ls_client: LSClient, photos: list[Path], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     namespace = RedisNamespace(REDIS_URL, "e2e")  # skips when Redis is down
-    prefix = namespace.prefix
     root = tmp_path_factory.mktemp("backend-e2e")
     base = save_tiny_checkpoint(root / "base-model", BASE_VERSION)
     port = free_port()
-    env = assistant_env(
-        home=root / "home",
-        base_model=base,
-        broker_url=REDIS_URL,
-        prefix=prefix,
-        ls_url=ls_server.url,
-        ls_key=ls_server.api_key,
-        batch_size="8",
+    env = ls_stack_env(
+        root,
+        base,
+        namespace,
+        ls_server,
         predict_inline_max_tasks="3",
         predict_chunk_size="2",
         port=str(port),
-        # Uploads are read from Label Studio's media directory (a mounted volume in a
-        # deployment); local files are downloaded through Label Studio. Both paths run.
-        # Downloading uploads through LS fails in LS 1.23.2 as set up here: its
-        # /storage-data/uploaded/ answers 400 (USE_NGINX_FOR_UPLOADS defaults to true with
-        # local storage) and workers.media falls back to /data/upload/ only after a 404.
-        label_studio_media_root=str(ls_server.config.data_dir / "media"),
     )
     worker = Process("worker", assistant("worker", "-Q", "predict", "-n", "e2e@%h"), env, root / "worker.log")
     backend = Process(

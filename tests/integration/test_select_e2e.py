@@ -25,7 +25,8 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 from tests.integration.ls_harness import LSClient, LSServer
-from tests.integration.processes import Process, assistant, assistant_env, wait_for
+from tests.integration.ls_stack_env import ls_stack_env
+from tests.integration.processes import Process, assistant, wait_for
 from tests.integration.redis_namespace import RedisNamespace
 from tests.workers._helpers import save_tiny_checkpoint
 
@@ -92,20 +93,10 @@ def stack(
     ls_server: LSServer, ls_client: LSClient, shared_datasets: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     namespace = RedisNamespace(REDIS_URL, "select-e2e")  # skips when Redis is down
-    prefix = namespace.prefix
     root = tmp_path_factory.mktemp("select-e2e")
     # A slope of 10 spreads a random model's cosine scores over (0, 1), so uncertainties differ.
     base = save_tiny_checkpoint(root / "base-model", "select-e2e-v1")
-    env = assistant_env(
-        home=root / "home",
-        base_model=base,
-        broker_url=REDIS_URL,
-        prefix=prefix,
-        ls_url=ls_server.url,
-        ls_key=ls_server.api_key,
-        batch_size="8",
-        label_studio_media_root=str(ls_server.config.data_dir / "media"),
-    )
+    env = ls_stack_env(root, base, namespace, ls_server)
     worker = Process("worker", assistant("worker", "-Q", "predict", "-n", "select@%h"), env, root / "worker.log")
     try:
         wait_for("the worker to be ready", lambda: " ready." in worker.text(), START_TIMEOUT_S, worker)
