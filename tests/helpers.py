@@ -67,3 +67,14 @@ def colour_world(n: int, n_labels: int, seed: int = 0, size: int = 32) -> tuple[
         for c in np.nonzero(targets[i] > 0)[0]:
             images[i, (c % 4) * band : (c % 4) * band + band, :, c % 3] = 255
     return images, targets
+
+
+def save_pngs(pixels: np.ndarray, folder: Path, stem: str) -> list[Path]:
+    """Write ``(N, H, W, 3)`` uint8 images as ``folder/<stem>00.png`` ... and return the paths."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{stem}{i:02d}.png" for i in range(len(pixels))]
+    for path, image in zip(paths, pixels, strict=True):
+        Image.fromarray(image).save(path)
+    return paths

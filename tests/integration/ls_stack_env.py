@@ -11,7 +11,21 @@ if TYPE_CHECKING:
     from tests.integration.ls_harness import LSServer
     from tests.integration.redis_namespace import RedisNamespace
 
-__all__ = ["ls_stack_env"]
+__all__ = ["SMALL_ROUNDS", "ls_stack_env"]
+
+#: Fine-tuning rounds small enough for a CPU and a project of a few dozen tiny images.
+SMALL_ROUNDS: dict[str, str] = {
+    "round_stage1_epochs": "2",
+    "round_stage2_epochs": "1",
+    "round_batch_size": "8",
+    "round_heldout_fraction": "0.3",
+    "round_min_train_images": "4",
+    "round_min_heldout_images": "3",
+    "round_min_label_positives": "2",
+    "round_min_label_negatives": "2",
+    "round_tolerance": "100",
+    "round_lock_heartbeat_s": "3",
+}
 
 
 def ls_stack_env(

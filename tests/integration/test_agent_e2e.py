@@ -37,12 +37,11 @@ from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
 
 from agent.log import DecisionLog, open_decision_log
-from tests.helpers import colour_world
+from tests.helpers import colour_world, save_pngs
 from tests.integration.ls_harness import LSClient, LSServer
-from tests.integration.ls_stack_env import ls_stack_env
+from tests.integration.ls_stack_env import SMALL_ROUNDS, ls_stack_env
 from tests.integration.processes import Process, assistant, free_port, healthy, wait_for
 from tests.integration.redis_namespace import RedisNamespace
 from tests.workers._helpers import save_tiny_checkpoint
@@ -163,11 +162,7 @@ def stack(ls_server: LSServer, ls_client: LSClient, tmp_path_factory: pytest.Tem
     root = tmp_path_factory.mktemp("agent-e2e")
     base = save_tiny_checkpoint(root / "base-model", BASE_VERSION)
     pixels, targets = colour_world(N_TASKS, len(LABELS), seed=11, size=64)
-    images = []
-    for i in range(N_TASKS):
-        images.append(root / "images" / f"agent{i:02d}.png")
-        images[-1].parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(pixels[i]).save(images[-1])
+    images = save_pngs(pixels, root / "images", "agent")
     port, metrics_port = free_port(), free_port()
     env = ls_stack_env(
         root,
@@ -176,20 +171,10 @@ def stack(ls_server: LSServer, ls_client: LSClient, tmp_path_factory: pytest.Tem
         ls_server,
         port=str(port),
         predict_chunk_size="8",
-        # Rounds small enough for a CPU (as the rounds e2e).
-        round_stage1_epochs="2",
-        round_stage2_epochs="1",
-        round_batch_size="8",
         # Which tasks get annotated follows the agent's queue, so the held-out split (by task id)
         # varies between runs: 0.45 makes fewer than the 2 held-out images a round needs ~0.1% likely
         # (0.3 left it at ~3%, which happened in CI).
-        round_heldout_fraction="0.45",
-        round_min_train_images="4",
-        round_min_heldout_images="2",
-        round_min_label_positives="2",
-        round_min_label_negatives="2",
-        round_tolerance="100",
-        round_lock_heartbeat_s="3",
+        **(SMALL_ROUNDS | {"round_heldout_fraction": "0.45", "round_min_heldout_images": "2"}),
         # The agent: quick looks, a small project's thresholds, a short lock for the restart.
         # A long interval: the agent reacts to Label Studio's events (forwarded by the backend), not
         # to its clock; only a round's end (no event) waits for the next look.

@@ -29,11 +29,10 @@ from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
 
-from tests.helpers import colour_world
+from tests.helpers import colour_world, save_pngs
 from tests.integration.ls_harness import LSClient, LSServer
-from tests.integration.ls_stack_env import ls_stack_env
+from tests.integration.ls_stack_env import SMALL_ROUNDS, ls_stack_env
 from tests.integration.processes import Process, assistant, free_port, healthy, wait_for
 from tests.integration.redis_namespace import RedisNamespace
 from tests.workers._helpers import save_tiny_checkpoint
@@ -121,11 +120,7 @@ def stack(ls_server: LSServer, ls_client: LSClient, tmp_path_factory: pytest.Tem
     root = tmp_path_factory.mktemp("rounds-e2e")
     base = save_tiny_checkpoint(root / "base-model", BASE_VERSION)
     pixels, _ = colour_world(N_TASKS, len(LABELS), seed=7, size=64)
-    images = []
-    for i in range(N_TASKS):
-        images.append(root / "images" / f"stripes{i:02d}.png")
-        images[-1].parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(pixels[i]).save(images[-1])
+    images = save_pngs(pixels, root / "images", "stripes")
     port = free_port()
     env = ls_stack_env(
         root,
@@ -133,17 +128,7 @@ def stack(ls_server: LSServer, ls_client: LSClient, tmp_path_factory: pytest.Tem
         namespace,
         ls_server,
         port=str(port),
-        # Rounds small enough for a CPU and a 24-image project.
-        round_stage1_epochs="2",
-        round_stage2_epochs="1",
-        round_batch_size="8",
-        round_heldout_fraction="0.3",
-        round_min_train_images="4",
-        round_min_heldout_images="3",
-        round_min_label_positives="2",
-        round_min_label_negatives="2",
-        round_tolerance="100",
-        round_lock_heartbeat_s="3",
+        **SMALL_ROUNDS,
     )
     backend = Process(
         "backend", assistant("serve", "--host", "127.0.0.1", "--port", str(port)), env, root / "backend.log"
