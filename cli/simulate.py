@@ -117,5 +117,6 @@ def rounds(
 # Active learning (its own module: cli/simulate_al.py).
 simulate_app.command("al")(_simulate_al.active_learning)
 simulate_app.command("label-quality")(_simulate_al.label_quality)
+simulate_app.command("label-quality-ceiling")(_simulate_al.label_quality_ceiling)
 # The agent against a fixed schedule (its own module: cli/simulate_agent.py).
 simulate_app.command("agent")(_simulate_agent.agent)

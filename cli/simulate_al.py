@@ -128,7 +128,12 @@ def _read_runs(folder: Path) -> list[StrategyRun]:
 def active_learning(
     strategy: Annotated[
         list[str] | None,
-        typer.Option("--strategy", "-s", help="A strategy to run (repeatable; default: every registered one)."),
+        typer.Option(
+            "--strategy",
+            "-s",
+            help="A strategy to run (repeatable; default: every registered one), or an oracle that sees the truth "
+            "(oracle-loss, oracle-dense: upper bounds, simulation only).",
+        ),
     ] = None,
     base_model: BaseModel = None,
     seeds: Seeds = "0,1,2",
@@ -257,3 +262,67 @@ def label_quality(
     }
     (out / "label-quality.json").write_text(json.dumps(document, indent=1) + "\n")
     console.print(f"Wrote {out / 'label-quality.json'}.", highlight=False)
+
+
+def label_quality_ceiling(
+    fraction: Annotated[float, typer.Option("--fraction", min=0.0, max=1.0, help="Share of tasks corrupted.")] = 0.05,
+    flag: Annotated[float, typer.Option("--flag", min=0.0, max=1.0, help="Share of tasks flagged.")] = 0.05,
+    seeds: Seeds = "0,1,2",
+    budget: Budget = 600,
+    rounds: Rounds = 6,
+    separations: Annotated[
+        str, typer.Option("--separations", help="Comma-separated separations of the synthetic scorers.")
+    ] = "0.5,1,1.5,2,2.5,3,3.5,4",
+    out: Out = Path("var/label-quality-ceiling"),
+) -> None:
+    """The label-quality check's tasks reviewed with synthetic scorers of rising quality (no training)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from assistant.errors import AssistantError
+    from assistant.plots import plot_learning_curves
+    from assistant.simulation.label_quality_ceiling import label_quality_ceiling as ceiling
+
+    console = Console()
+    try:
+        values = tuple(float(v) for v in separations.split(",") if v.strip())
+    except ValueError:
+        raise typer.BadParameter(f"--separations must be comma-separated numbers, got {separations!r}") from None
+    cfg = _config(["random"], seeds, budget, rounds, budget, 10, "val", 4, 100.0)
+    try:
+        with _bars(console) as progress:
+            points = ceiling(
+                cfg, fraction=fraction, flag_fraction=flag, separations=values, progress=_RunBars(progress, 0)
+            )
+    except AssistantError as exc:
+        console.print(f"[red]Error:[/red] {exc.message}", highlight=False)
+        raise typer.Exit(code=1) from None
+    table = Table(
+        title=f"Review with synthetic scorers: {100 * fraction:g}% of tasks corrupted, top {100 * flag:g}% flagged"
+    )
+    for column in ("separation", "mAP of the scores", "found", "per seed", "recall"):
+        table.add_column(column)
+    for p in points:
+        per_seed = ", ".join(str(f) for f in p.found_per_seed)
+        table.add_row(f"{p.separation:g}", f"{p.map:.1f}", f"{p.found}/{p.corrupted}", per_seed, f"{p.recall:.0%}")
+    console.print(table)
+    out.mkdir(parents=True, exist_ok=True)
+    document = {
+        "fraction": fraction,
+        "flag": flag,
+        "settings": {"budget": budget, "rounds": rounds, "seeds": list(cfg.seeds)},
+        "points": [dataclasses.asdict(p) for p in points],
+    }
+    (out / "label-quality-ceiling.json").write_text(json.dumps(document, indent=1) + "\n")
+    maps = [p.map for p in points]
+    png = plot_learning_curves(
+        {
+            f"flagged top {100 * flag:g}%": [(p.map, 100.0 * p.recall) for p in points],
+            "target (half)": [(min(maps), 50.0), (max(maps), 50.0)],
+        },
+        out / "label-quality-ceiling.png",
+        "mAP of the synthetic scores (%)",
+        "corrupted tasks flagged (%)",
+        "Label review recall against scorer quality",
+    )
+    console.print(f"Wrote {out / 'label-quality-ceiling.json'} and {png}.", highlight=False)

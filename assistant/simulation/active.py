@@ -48,11 +48,9 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from assistant.backbone import ImageFeatures
 from assistant.checkpoint import LoadedModel
 from assistant.config import Stage1Config, Stage2Config
 from assistant.corrections import AnnotatedImage, correction_targets
-from assistant.data import ArrayImageDataset
 from assistant.errors import ConfigError
 from assistant.inference import Tagger
 from assistant.label_quality import review_labels
@@ -61,6 +59,7 @@ from assistant.plots import plot_learning_curves
 from assistant.rounds import RoundConfig
 from assistant.selection import SelectionPool, create_strategy, list_strategies
 from assistant.simulation.annotator import LabeledImages, SimulatedAnnotator, render_labeled
+from assistant.simulation.features import CachedFeatures, encode_images
 from assistant.simulation.loop import (
     RoundRow,
     Selector,
@@ -69,7 +68,7 @@ from assistant.simulation.loop import (
     SimulationState,
     simulate_rounds,
 )
-from assistant.train import encode_dataset
+from assistant.simulation.oracles import ORACLES, is_oracle, oracle_selector
 from assistant.world.config import Stream
 
 __all__ = [
@@ -107,7 +106,8 @@ class ActiveLearningConfig:
     """The active-learning simulation (module docstring).
 
     Attributes:
-        strategies: Registered strategies to compare (the summary compares each with ``random``).
+        strategies: Registered strategies to compare (the summary compares each with ``random``),
+            and oracles (:mod:`assistant.simulation.oracles`: upper bounds that see the truth).
         seeds: One run per seed and strategy.
         budget: Labels (annotated images) spent by the end of the last round.
         rounds: Rounds; each spends ``budget / rounds`` labels.
@@ -134,13 +134,17 @@ class ActiveLearningConfig:
 
     def check(self) -> None:
         """Raise :class:`~assistant.errors.ConfigError` on unusable settings."""
-        unknown = [s for s in self.strategies if s not in list_strategies()]
+        unknown = [s for s in self.strategies if s not in list_strategies() and not is_oracle(s)]
         if unknown or self.rounds < 1 or self.per_round < 1 or self.pool_images < self.budget or not self.seeds:
             raise ConfigError(
                 "invalid active-learning simulation settings",
                 why=f"unknown strategies {unknown}; budget {self.budget} over {self.rounds} rounds; "
                 f"pool {self.pool_images}; seeds {self.seeds}",
-                fix="use registered strategies (" + ", ".join(list_strategies()) + "), a budget of at least one "
+                fix="use registered strategies ("
+                + ", ".join(list_strategies())
+                + ") or oracles ("
+                + ", ".join(ORACLES)
+                + "), a budget of at least one "
                 "image per round, a pool at least as large as the budget, and at least one seed",
             )
 
@@ -310,26 +314,6 @@ def _first_reach(x: NDArray[np.float64], y: NDArray[np.float64], target: float) 
 # --------------------------------------------------------------------------------------------------
 # The selector hook
 # --------------------------------------------------------------------------------------------------
-class _PoolFeatures:
-    """The pool's image features under the model in service, computed once per image tower.
-
-    Stage 2 leaves the image tower unchanged, so its rounds reuse the features; a promoted
-    stage-1 candidate has a new tower, and the pool is encoded again (as the workers' feature
-    cache keys features by tower version).
-    """
-
-    def __init__(self, pool: LabeledImages, batch: int) -> None:
-        self.pool, self.batch = pool, batch
-        self._key: str | None = None
-        self._features: ImageFeatures | None = None
-
-    def of(self, loaded: LoadedModel) -> ImageFeatures:
-        key = loaded.model.image_tower_version()
-        if self._features is None or key != self._key:
-            self._features, self._key = _features(loaded, self.pool.images, self.batch), key
-        return self._features
-
-
 def strategy_selector(name: str, seed: int, pool: LabeledImages, *, batch: int = 64) -> Selector:
     """A selector for :func:`simulate_rounds` that chooses with a registered strategy.
 
@@ -344,7 +328,7 @@ def strategy_selector(name: str, seed: int, pool: LabeledImages, *, batch: int =
         pool: The simulation's pool.
         batch: Images per forward pass.
     """
-    features = _PoolFeatures(pool, batch)
+    features = CachedFeatures(pool.images, batch)
 
     def select(state: SimulationState, n: int) -> list[int]:
         feats = features.of(state.service)
@@ -369,12 +353,6 @@ def strategy_selector(name: str, seed: int, pool: LabeledImages, *, batch: int =
         return picked
 
     return select
-
-
-def _features(loaded: LoadedModel, images: NDArray[np.uint8], batch: int) -> ImageFeatures:
-    dummy = np.zeros((images.shape[0], 1), dtype=np.int8)
-    feats, _ = encode_dataset(loaded.model, ArrayImageDataset(images, dummy), batch)
-    return feats
 
 
 def _overall(row: RoundRow, n_seen: int) -> tuple[float, float, float]:
@@ -441,6 +419,7 @@ def simulate_active_learning(
             )
         pool = pools[seed]
         sim = cfg.for_seed(seed)
+        batch = sim.round.eval_batch_size
         started = time.perf_counter()
         label = f"{name}, seed {seed}"
 
@@ -450,7 +429,9 @@ def simulate_active_learning(
         result = simulate_rounds(
             base,
             sim,
-            selector=strategy_selector(name, seed, pool, batch=sim.round.eval_batch_size),
+            selector=oracle_selector(name, pool, batch=batch)
+            if is_oracle(name)
+            else strategy_selector(name, seed, pool, batch=batch),
             progress=run_progress,
             pool=pool,
             test=evaluation,
@@ -663,7 +644,7 @@ def _annotation_scores(
     rows = np.array([int(a.key) for a in state.annotations], dtype=np.int64)
     for model, first, stop in scorers:
         tagger = Tagger(model, device=model.model.device, batch_size=256)
-        feats = _features(model, state.pool.images[rows[first:stop]], batch)
+        feats = encode_images(model, state.pool.images[rows[first:stop]], batch)
         probs[first:stop] = tagger.probabilities(feats, labels)
         thresholds[first:stop] = tagger.calibrator.thresholds(labels)
     return probs, thresholds

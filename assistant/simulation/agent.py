@@ -54,7 +54,7 @@ from assistant.agent_policy import (
     Policy,
     PolicyConfig,
 )
-from assistant.backbone import Backbone, ImageFeatures
+from assistant.backbone import Backbone
 from assistant.checkpoint import LoadedModel
 from assistant.config import Stage1Config, Stage2Config
 from assistant.corrections import AnnotatedImage, assign_split, correction_targets
@@ -68,7 +68,7 @@ from assistant.plots import plot_learning_curves
 from assistant.rounds import InsufficientDataError, RoundConfig, RoundData, RoundSplit, run_round
 from assistant.selection import SelectionPool, create_strategy
 from assistant.simulation.annotator import LabeledImages, SimulatedAnnotator, render_labeled
-from assistant.train import encode_dataset
+from assistant.simulation.features import CachedFeatures
 from assistant.world.config import Stream, WorldConfig
 from assistant.world.vocabulary import default_vocabulary
 
@@ -324,23 +324,6 @@ class _Prediction:
     thresholds: NDArray[np.float64]
 
 
-class _Features:
-    """The pool's (or test set's) features under a model, computed once per image tower."""
-
-    def __init__(self, images: NDArray[np.uint8], batch: int) -> None:
-        self.images, self.batch = images, batch
-        self._key: str | None = None
-        self._features: ImageFeatures | None = None
-
-    def of(self, loaded: LoadedModel) -> ImageFeatures:
-        key = loaded.model.image_tower_version()
-        if self._features is None or key != self._key:
-            dummy = np.zeros((self.images.shape[0], 1), dtype=np.int8)
-            self._features, _ = encode_dataset(loaded.model, ArrayImageDataset(self.images, dummy), self.batch)
-            self._key = key
-        return self._features
-
-
 class _Project:
     """The state both runs share the rules of: tasks, options, predictions, annotations, effort."""
 
@@ -355,7 +338,7 @@ class _Project:
         self.queue: list[int] = []
         self.edits = 0
         self.novel_shown = self.novel_right = 0
-        self.features = _Features(pool.images, cfg.round.eval_batch_size)
+        self.features = CachedFeatures(pool.images, cfg.round.eval_batch_size)
         self.since_round = 0
         self.tick = 0
 
@@ -483,7 +466,7 @@ class _Evaluator:
 
     def __init__(self, test: LabeledImages, labels: Sequence[str], batch: int) -> None:
         self.test, self.labels = test, list(labels)
-        self.features = _Features(test.images, batch)
+        self.features = CachedFeatures(test.images, batch)
         self.targets = test.targets(self.labels)
         # Keyed by object id; the model is kept alongside, so that an id is never reused meanwhile.
         self._cache: dict[int, tuple[LoadedModel, float]] = {}

@@ -43,7 +43,7 @@ from assistant.labels import LabelSet
 from assistant.plots import plot_learning_curves
 from assistant.rounds import InsufficientDataError, RoundConfig, RoundData, RoundOutcome, RoundSplit, run_round
 from assistant.simulation.annotator import LabeledImages, SimulatedAnnotator, render_labeled
-from assistant.train import encode_dataset
+from assistant.simulation.features import encode_images
 from assistant.world.config import Stream, WorldConfig
 from assistant.world.vocabulary import default_vocabulary
 
@@ -247,25 +247,19 @@ class SimulationResult:
 
 
 # --------------------------------------------------------------------------------------------------
-def _features(loaded: LoadedModel, images: NDArray[np.uint8], batch: int) -> Any:
-    dummy = np.zeros((images.shape[0], 1), dtype=np.int8)
-    feats, _ = encode_dataset(loaded.model, ArrayImageDataset(images, dummy), batch)
-    return feats
-
-
 def _pre_annotate(
     loaded: LoadedModel, images: NDArray[np.uint8], options: Sequence[str], batch: int
 ) -> list[list[str]]:
     """The tags the model in service would pre-select (calibrated probability >= threshold)."""
     tagger = Tagger(loaded, device=loaded.model.device, batch_size=batch)
-    probs = tagger.probabilities(_features(loaded, images, batch), list(options))
+    probs = tagger.probabilities(encode_images(loaded, images, batch), list(options))
     chosen = probs >= tagger.calibrator.thresholds(list(options))
     return [[options[j] for j in np.nonzero(row)[0]] for row in chosen]
 
 
 def _test_aps(loaded: LoadedModel, test: LabeledImages, labels: Sequence[str], batch: int) -> dict[str, float]:
     tagger = Tagger(loaded, device=loaded.model.device, batch_size=batch)
-    raw = tagger.raw_scores(_features(loaded, test.images, batch), list(labels))
+    raw = tagger.raw_scores(encode_images(loaded, test.images, batch), list(labels))
     ap = per_label_ap(raw, test.targets(labels))
     return {name: 100.0 * float(a) for name, a in zip(labels, ap, strict=True)}
 
@@ -455,7 +449,7 @@ def _final_heldout(rows: list[RoundRow], services: list[LoadedModel], data: Roun
         key = id(service)
         if key not in cache:
             tagger = Tagger(service, device=service.model.device, batch_size=cfg.eval_batch_size)
-            raw = tagger.raw_scores(_features(service, images, cfg.eval_batch_size), list(data.labels))
+            raw = tagger.raw_scores(encode_images(service, images, cfg.eval_batch_size), list(data.labels))
             cache[key] = 100.0 * float(per_label_ap(raw, targets)[evaluable].mean())
         row.final_heldout_map = cache[key]
 
