@@ -140,12 +140,9 @@ class ActiveLearningConfig:
                 "invalid active-learning simulation settings",
                 why=f"unknown strategies {unknown}; budget {self.budget} over {self.rounds} rounds; "
                 f"pool {self.pool_images}; seeds {self.seeds}",
-                fix="use registered strategies ("
-                + ", ".join(list_strategies())
-                + ") or oracles ("
-                + ", ".join(ORACLES)
-                + "), a budget of at least one "
-                "image per round, a pool at least as large as the budget, and at least one seed",
+                fix=f"use registered strategies ({', '.join(list_strategies())}) or oracles ({', '.join(ORACLES)}), "
+                "a budget of at least one image per round, a pool at least as large as the budget, "
+                "and at least one seed",
             )
 
     def fingerprint(self) -> str:
