@@ -3,9 +3,10 @@
 A real strategy sees the model's scores and the image embeddings; an oracle also sees the ground
 truth of the pool, which no project has before annotating. Oracles are therefore never registered
 as strategies (``assistant select`` cannot use them). They answer one question in
-``assistant simulate al``: how much could *any* choice of images gain over random sampling with
-this learner and this budget? If an oracle that knows every answer does not beat random
-sampling, no strategy built from the model's scores will.
+``assistant simulate al``: how much could the classic criteria gain over random sampling with
+this learner and this budget, if they were estimated perfectly? If an oracle that knows an image's
+true loss does not beat random sampling, no uncertainty strategy, which only estimates that loss
+from the model's scores, will; likewise for the tag count and cardinality strategies.
 
 ============== ====================================================================================
 oracle-loss    the images the model in service gets most wrong: highest binary cross-entropy of its
