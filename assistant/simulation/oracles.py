@@ -5,8 +5,8 @@ truth of the pool, which no project has before annotating. Oracles are therefore
 as strategies (``assistant select`` cannot use them). They answer one question in
 ``assistant simulate al``: how much could the classic criteria gain over random sampling with
 this learner and this budget, if they were estimated perfectly? If an oracle that knows an image's
-true loss does not beat random sampling, no uncertainty strategy, which only estimates that loss
-from the model's scores, will; likewise for the tag count and cardinality strategies.
+true loss does not beat random sampling, an uncertainty strategy, which only estimates that loss
+from the model's scores, has nothing to find; likewise the tag count for cardinality strategies.
 
 ============== ====================================================================================
 oracle-loss    the images the model in service gets most wrong: highest binary cross-entropy of its
