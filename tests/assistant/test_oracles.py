@@ -66,7 +66,9 @@ def test_an_oracle_runs_in_the_active_learning_simulation(tiny_loaded) -> None:
 
 def test_a_better_synthetic_scorer_lets_the_review_find_more() -> None:
     sim = SimulationConfig(initial_labels=INITIAL, novel_labels=("snow",))
-    cfg = ActiveLearningConfig(strategies=("random",), seeds=(0,), budget=200, rounds=2, pool_images=200, simulation=sim)
+    cfg = ActiveLearningConfig(
+        strategies=("random",), seeds=(0,), budget=200, rounds=2, pool_images=200, simulation=sim
+    )
     reports: list[tuple[str, int, int]] = []
     weak, strong = label_quality_ceiling(
         cfg, fraction=0.1, flag_fraction=0.1, separations=(0.2, 6.0), progress=lambda *a: reports.append(a)

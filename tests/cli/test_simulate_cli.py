@@ -15,7 +15,9 @@ runner = CliRunner()
 def test_the_ceiling_command_writes_its_points_and_plot(tmp_path: Path) -> None:
     out = tmp_path / "ceiling"
     args = ["simulate", "label-quality-ceiling", "--seeds", "3", "--budget", "60", "--rounds", "2"]
-    result = runner.invoke(app, [*args, "--fraction", "0.2", "--flag", "0.2", "--separations", "0.3,5", "--out", str(out)])
+    result = runner.invoke(
+        app, [*args, "--fraction", "0.2", "--flag", "0.2", "--separations", "0.3,5", "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     document = json.loads((out / "label-quality-ceiling.json").read_text())
     weak, strong = document["points"]
