@@ -12,9 +12,10 @@ and ``a_j`` a per-label difficulty drawn uniformly from [0.3, 1.7] (labels diffe
 seen well, some hardly at all); the score is its sigmoid, with one threshold 0.5 for every label
 (the review's stacking re-calibrates each label anyway). A larger ``s`` is a better model; each
 point reports the mAP of its scores against the truth, so it can be read against a real model's.
-Its errors are independent per tag, unlike a real model's, whose errors are shared by similar
-images and labels; on the benchmark a real model finds more at the same mAP than this one does,
-so the curve is a guide to the order of magnitude, not an exact bound.
+Every separation reuses the same noise draws, so the points differ by the separation alone. The
+errors are independent per tag, unlike a real model's, whose errors are shared by similar images
+and labels, so the curve is a guide to the order of magnitude, not an exact bound; on the
+benchmark (seeds 0-2) the real model finds about as many as a synthetic scorer of its mAP.
 
 **The tasks** are exactly those of the label-quality check with random selection: the first
 ``budget`` pool images of the seed's slice of the train stream, annotated in pool order, round by
