@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from assistant.simulation.active import ActiveLearningConfig, StrategyRun
 
-__all__ = ["active_learning", "label_quality"]
+__all__ = ["active_learning", "label_quality", "label_quality_ceiling"]
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -37,6 +37,13 @@ def _ints(text: str) -> tuple[int, ...]:
         return tuple(int(s) for s in text.split(",") if s.strip())
     except ValueError:
         raise typer.BadParameter(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _floats(text: str, option: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise typer.BadParameter(f"{option} must be comma-separated numbers, got {text!r}") from None
 
 
 BaseModel = Annotated[
@@ -284,10 +291,9 @@ def label_quality_ceiling(
     from assistant.simulation.label_quality_ceiling import label_quality_ceiling as ceiling
 
     console = Console()
-    try:
-        values = tuple(float(v) for v in separations.split(",") if v.strip())
-    except ValueError:
-        raise typer.BadParameter(f"--separations must be comma-separated numbers, got {separations!r}") from None
+    values = _floats(separations, "--separations")
+    # Only the tasks matter (seeds, budget, rounds, options): nothing is trained or evaluated, so the
+    # evaluation set and round settings are placeholders. The pool is the budget, as in label-quality.
     cfg = _config(["random"], seeds, budget, rounds, budget, 10, "val", 4, 100.0)
     try:
         with _bars(console) as progress:
