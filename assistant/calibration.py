@@ -41,6 +41,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from assistant.errors import ConfigError, DataError
 from assistant.evaluate import check_label_names, validate_inputs
+from preannotation.logistic import fit_monotone, sigmoid
 
 __all__ = ["PRIOR_METHODS", "Calibrator", "FitConfig", "LabelCalibration"]
 
@@ -105,58 +106,12 @@ class LabelCalibration:
     n_negative: int
 
 
-def _sigmoid(m: FloatArray) -> FloatArray:
-    # exp(-softplus(-m)) never overflows, unlike 1 / (1 + exp(-m)) for large negative m.
-    out: FloatArray = np.exp(-np.logaddexp(0.0, -m))
-    return out
-
-
-def _newton_logistic(x: FloatArray, t: FloatArray, prior_mean: FloatArray, prior: float, max_iter: int) -> FloatArray:
-    """Minimise Σ BCE(sigmoid(x·θ), t) + prior/2·|θ - prior_mean|² by damped Newton steps."""
-
-    def loss(theta: FloatArray) -> float:
-        m = x @ theta
-        bce = t * np.logaddexp(0.0, -m) + (1.0 - t) * np.logaddexp(0.0, m)
-        return float(bce.sum() + 0.5 * prior * np.sum((theta - prior_mean) ** 2))
-
-    theta = prior_mean.copy()
-    eye = np.eye(x.shape[1])
-    current = loss(theta)
-    for _ in range(max_iter):
-        p = _sigmoid(x @ theta)
-        grad = x.T @ (p - t) + prior * (theta - prior_mean)
-        hess = x.T @ (x * (p * (1.0 - p))[:, None]) + prior * eye
-        step = np.linalg.solve(hess, grad)
-        decrease = float(grad @ step)
-        if decrease < 1e-12:
-            break
-        # Backtracking (Armijo) keeps the step safe where the Hessian is nearly flat.
-        rate = 1.0
-        while rate > 1e-8:
-            candidate = theta - rate * step
-            new = loss(candidate)
-            if new <= current - 1e-4 * rate * decrease:
-                break
-            rate *= 0.5
-        else:
-            break
-        theta, current = candidate, new
-    return theta
-
-
 def _platt(z: FloatArray, y: NDArray[np.bool_], prior_mean: FloatArray, prior: float, max_iter: int) -> FloatArray:
     """Platt fit in standardised-score space with the slope constrained to >= 0."""
     n_pos = float(y.sum())
     n_neg = float(y.size - y.sum())
     t = np.where(y, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
-    x = np.stack([z, np.ones_like(z)], axis=1)
-    theta = _newton_logistic(x, t, prior_mean, prior, max_iter)
-    if theta[0] >= 0.0:
-        return theta
-    # The problem is convex, so when the free optimum has a negative slope the constrained one
-    # lies on slope = 0: a constant probability (the smoothed base rate), fitted alone.
-    (b,) = _newton_logistic(x[:, 1:], t, prior_mean[1:], prior, max_iter)
-    return np.array([0.0, b])
+    return fit_monotone(z, t, prior_mean, prior, max_iter)
 
 
 def _best_f1_threshold(p: FloatArray, y: NDArray[np.bool_]) -> tuple[float, float]:
@@ -324,7 +279,7 @@ class Calibrator:
         zero = np.zeros(2)
         g_theta = _platt((s[known] - mu) / sd, t[known] == 1, zero, cfg.global_prior, cfg.max_iter)
         g_slope, g_intercept = to_raw(g_theta)
-        g_thr, g_f1 = _best_f1_threshold(_sigmoid(g_slope * s[known] + g_intercept), t[known] == 1)
+        g_thr, g_f1 = _best_f1_threshold(sigmoid(g_slope * s[known] + g_intercept), t[known] == 1)
         per_label: dict[str, LabelCalibration] = {}
         for c, name in enumerate(names):
             col_known = t[:, c] != 0
@@ -333,7 +288,7 @@ class Calibrator:
             if cp >= cfg.min_positives and cn >= cfg.min_negatives:
                 theta = _platt((s[col_known, c] - mu) / sd, y, g_theta, cfg.label_prior, cfg.max_iter)
                 a, b = to_raw(theta)
-                thr, _ = _best_f1_threshold(_sigmoid(a * s[col_known, c] + b), y)
+                thr, _ = _best_f1_threshold(sigmoid(a * s[col_known, c] + b), y)
                 per_label[name] = LabelCalibration(a, b, thr, True, cp, cn)
             else:
                 per_label[name] = LabelCalibration(g_slope, g_intercept, g_thr, False, cp, cn)
@@ -372,7 +327,7 @@ class Calibrator:
         if not np.isfinite(s).all():
             raise DataError("Some scores are NaN or infinite", fix="check the model output")
         slope, intercept, _ = self._params(labels)
-        return _sigmoid(s * slope + intercept)
+        return sigmoid(s * slope + intercept)
 
     def thresholds(self, labels: Sequence[str]) -> FloatArray:
         """Decision thresholds on the probability; unknown labels get the global one.

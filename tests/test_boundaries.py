@@ -17,7 +17,9 @@ def _modules_after_import(module: str) -> set[str]:
     return set(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-@pytest.mark.parametrize("module", ["backends", "backends.protocol", "backends.convert", "workers.contracts"])
+@pytest.mark.parametrize(
+    "module", ["backends", "backends.protocol", "backends.convert", "workers.contracts", "preannotation"]
+)
 def test_light_modules_never_load_the_model(module):
     loaded = _modules_after_import(module)
     for heavy in ("torch", "open_clip", "assistant", "transformers"):

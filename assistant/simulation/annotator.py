@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from assistant.corrections import AnnotatedImage
+from assistant.errors import ConfigError
 from assistant.world.config import Stream, WorldConfig
 from assistant.world.scenes import SceneGenerator
 from assistant.world.vocabulary import Vocabulary, default_vocabulary
@@ -85,26 +86,47 @@ class SimulatedAnnotator:
     Args:
         pool: The images it annotates, with their truth.
         miss_rate: Probability of leaving a true tag unticked (0: a perfect annotator).
-        seed: Seed of the misses.
+        automation_bias: Probability of keeping a wrong tag that the pre-annotation showed
+            (anchoring on the suggestion). Each one kept is a label error that pre-annotation
+            introduced; :attr:`introduced_errors` counts them.
+        seed: Seed of the misses and of the kept wrong tags (two independent streams, so a run
+            without bias draws the same misses as before the bias existed).
+
+    Attributes:
+        introduced_errors: Wrong shown tags kept so far.
     """
 
-    def __init__(self, pool: LabeledImages, *, miss_rate: float = 0.0, seed: int = 0) -> None:
+    def __init__(
+        self, pool: LabeledImages, *, miss_rate: float = 0.0, automation_bias: float = 0.0, seed: int = 0
+    ) -> None:
+        for name, rate in (("miss_rate", miss_rate), ("automation_bias", automation_bias)):
+            if not 0.0 <= rate <= 1.0:
+                raise ConfigError(f"{name}={rate} is not a probability", fix=f"use {name} in [0, 1]")
         self.pool = pool
         self.miss_rate = miss_rate
+        self.automation_bias = automation_bias
+        self.introduced_errors = 0
         self._rng = np.random.default_rng(seed)
+        self._bias_rng = np.random.default_rng([seed, 1])
         self._index = {n: i for i, n in enumerate(pool.names)}
 
     def annotate(self, index: int, options: Sequence[str], predicted: Sequence[str]) -> AnnotatedImage:
         """Annotate pool image ``index`` shown with ``options`` and the pre-annotated ``predicted`` tags.
 
         Returns:
-            Positives: the true options (minus misses); hard negatives: predicted tags it removed;
-            ``shown``: the options.
+            Positives: the true options (minus misses) plus the wrong shown tags it kept
+            (automation bias); hard negatives: the shown tags it removed; ``shown``: the options.
         """
         truth = self.pool.truth[index]
         positives = {n for n in options if truth[self._index[n]]}
         if self.miss_rate > 0:
             positives = {n for n in positives if self._rng.random() >= self.miss_rate}
+        if self.automation_bias > 0:
+            # Sorted: the draws must not depend on set iteration order.
+            wrong = sorted(n for n in predicted if n in options and not truth[self._index[n]])
+            kept = {n for n in wrong if self._bias_rng.random() < self.automation_bias}
+            self.introduced_errors += len(kept)
+            positives |= kept
         removed = {n for n in predicted if n not in positives}
         return AnnotatedImage(
             key=str(index),

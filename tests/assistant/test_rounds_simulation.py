@@ -44,6 +44,30 @@ def test_the_annotator_keeps_true_options_and_removes_wrong_predictions() -> Non
     assert note.shown == frozenset(options) and note.key == "2"
 
 
+def test_automation_bias_keeps_some_wrong_shown_tags_and_counts_them() -> None:
+    pool = render_labeled(Stream.TRAIN, 40)
+    wrong_shown = always = 0
+    biased = SimulatedAnnotator(pool, automation_bias=0.5, seed=3)
+    careful = SimulatedAnnotator(pool, seed=3)
+    for i in range(40):
+        truth = {n for n, t in zip(pool.names, pool.truth[i], strict=True) if t}
+        wrong = sorted(set(pool.names) - truth)[:6]
+        predicted = [*sorted(truth)[:1], *wrong]
+        options = list(pool.names)
+        note = biased.annotate(i, options, predicted)
+        kept_wrong = note.positives - truth
+        assert kept_wrong <= set(wrong)  # only wrong tags that were shown are ever kept
+        assert note.hard_negatives == frozenset(set(wrong) - kept_wrong)
+        wrong_shown += len(wrong)
+        always += len(kept_wrong)
+        assert careful.annotate(i, options, predicted).positives == frozenset(truth)
+    assert biased.introduced_errors == always
+    assert 0.35 * wrong_shown < always < 0.65 * wrong_shown  # 240 draws at b = 0.5
+    assert careful.introduced_errors == 0
+    with pytest.raises(ConfigError, match="automation_bias"):
+        SimulatedAnnotator(pool, automation_bias=1.5)
+
+
 def test_a_tiny_simulated_project_runs_rounds_adds_novel_labels_and_plots(tiny_loaded, tmp_path: Path) -> None:
     fast = RoundConfig(
         stage1=Stage1Config(epochs=1, batch_size=16, warmup_epochs=0.0, augment=False, distill_weight=0.1),
