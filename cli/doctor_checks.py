@@ -1,0 +1,515 @@
+"""The checks of `assistant doctor`, in the order it runs them; each says what it found and the fix.
+
+A check returns a :class:`Check` with a status:
+
+- ``ok``: works;
+- ``warn``: works, but not as a user would want (the offline demo model, a worker on other
+  settings, an image downloaded instead of read from disk);
+- ``fail``: broken; ``assistant doctor`` exits 1;
+- ``skip``: could not be checked because an earlier check failed, or needs ``--project``.
+
+Every check talks to the real thing (Redis, the workers, Label Studio, the registry) with short
+timeouts, so the whole run takes a few seconds; nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import httpx
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from backends.controls import ProjectVocabulary
+    from backends.ls_client import LabelStudioClient
+    from backends.settings import BackendSettings
+
+__all__ = ["Check", "Doctor", "redact"]
+
+Status = Literal["ok", "warn", "fail", "skip"]
+
+
+def redact(url: str) -> str:
+    """A URL without its password (broker and ledger URLs may carry one)."""
+    import re
+
+    return re.sub(r"//([^:/@]*):[^@]*@", r"//\1:***@", url)
+
+
+@dataclass
+class Check:
+    """One check's result.
+
+    Attributes:
+        name: Its id in ``--json`` (``settings``, ``redis``, ``workers``, ...).
+        title: For people.
+        status: ``ok``, ``warn``, ``fail`` or ``skip``.
+        detail: What it found.
+        fix: What to do (for ``warn`` and ``fail``).
+        data: What a script may want (worker names, URLs, versions).
+    """
+
+    name: str
+    title: str
+    status: Status
+    detail: str
+    fix: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "name": self.name,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            "fix": self.fix,
+            "data": self.data,
+        }
+
+
+def _token_kind(key: str) -> str:
+    from workers.media import _looks_like_jwt
+
+    return "a personal access token" if _looks_like_jwt(key) else "a legacy token"
+
+
+class Doctor:
+    """Runs the checks in order and keeps what later ones need.
+
+    Args:
+        settings: The settings it read (the first check reports them).
+        project: The Label Studio project to check (config, webhook, an image), or None.
+        timeout: Seconds for Redis, the workers' answers and each Label Studio call.
+        image_timeout: Seconds a worker gets to read one image.
+    """
+
+    def __init__(
+        self, settings: BackendSettings, project: int | None, *, timeout: float = 3.0, image_timeout: float = 60.0
+    ) -> None:
+        self.settings = settings
+        self.project = project
+        self.timeout = timeout
+        self.image_timeout = image_timeout
+        self.checks: list[Check] = []
+        self.redis_ok = False
+        self.workers: dict[str, list[str]] = {}
+        self.client: LabelStudioClient | None = None
+        self.vocab: ProjectVocabulary | None = None
+        self._app: Celery | None = None
+
+    # --- running ----------------------------------------------------------------------------------
+    def run(self) -> list[Check]:
+        """Every check, in order."""
+        steps: list[Callable[[], Check]] = [
+            self.check_settings,
+            self.check_redis,
+            self.check_workers,
+            self.check_label_studio,
+            self.check_config,
+            self.check_webhook,
+            self.check_image,
+            self.check_registry,
+            self.check_base_model,
+            self.check_calibration,
+        ]
+        try:
+            for step in steps:
+                self.checks.append(step())
+        finally:
+            if self._app is not None:
+                self._app.close()
+        return self.checks
+
+    @property
+    def app(self) -> Celery:
+        """A Celery app that only sends (no task imports)."""
+        if self._app is None:
+            from workers.celery_app import make_celery
+
+            self._app = make_celery(self.settings, include=())
+        return self._app
+
+    def _needs_project(self, name: str, title: str) -> Check | None:
+        if self.project is None:
+            return Check(name, title, "skip", "needs a project: `assistant doctor --project ID`")
+        if self.client is None:
+            return Check(name, title, "skip", "Label Studio cannot be asked (see above)")
+        return None
+
+    # --- the checks -------------------------------------------------------------------------------
+    def check_settings(self) -> Check:
+        """What was read, and from where."""
+        s = self.settings
+        source = f"env file {s.env_file}" if s.env_file is not None else "the environment only (no .env here)"
+        detail = (
+            f"read {source}: home {s.home}, broker {redact(s.broker_url)}, Label Studio {s.label_studio_url}, "
+            f"backend port {s.port}, base model {s.base_model}"
+        )
+        data = {
+            "env_file": None if s.env_file is None else str(s.env_file),
+            "home": str(s.home),
+            "broker": redact(s.broker_url),
+            "label_studio_url": s.label_studio_url,
+            "port": s.port,
+            "base_model": s.base_model,
+        }
+        return Check("settings", "settings", "ok", detail, data=data)
+
+    def check_redis(self) -> Check:
+        """The broker's Redis answers."""
+        from workers.metrics import broker_redis
+
+        client = broker_redis(self.settings.broker_url, timeout_s=self.timeout)
+        if client is None:
+            return Check("redis", "Redis", "skip", f"the broker {redact(self.settings.broker_url)} is not Redis")
+        try:
+            client.ping()
+        except Exception as exc:  # redis.RedisError and socket errors alike
+            return Check(
+                "redis",
+                "Redis",
+                "fail",
+                f"Redis does not answer at {redact(self.settings.broker_url)} ({type(exc).__name__}: {exc})",
+                fix="start Redis (`make stack` starts one; or `redis-server`), or point ASSISTANT_BROKER_URL at yours",
+            )
+        finally:
+            client.close()
+        self.redis_ok = True
+        return Check("redis", "Redis", "ok", f"answers at {redact(self.settings.broker_url)}")
+
+    def check_workers(self) -> Check:
+        """Workers online per queue, and the model settings each was started with."""
+        if not self.redis_ok:
+            return Check("workers", "workers", "skip", "Redis is down: no worker can be asked")
+        from workers.control import worker_info
+        from workers.registry import Registry
+
+        queues = self.app.control.inspect(timeout=self.timeout).active_queues() or {}
+        infos = worker_info(self.app, timeout=self.timeout)
+        per_queue: dict[str, list[str]] = {self.settings.predict_queue: [], self.settings.train_queue: []}
+        for name, consumed in sorted(queues.items()):
+            for queue in consumed or []:
+                per_queue.setdefault(str(queue.get("name")), []).append(name)
+        self.workers = per_queue
+        data: dict[str, Any] = {"queues": per_queue, "workers": infos}
+        predict, train = per_queue[self.settings.predict_queue], per_queue[self.settings.train_queue]
+        if not predict:
+            return Check(
+                "workers",
+                "workers",
+                "fail",
+                f"no worker consumes the {self.settings.predict_queue} queue: nothing is predicted"
+                + (f" (online: {', '.join(sorted(queues))})" if queues else " (none answered)"),
+                fix="start one with `assistant worker` (`make stack` does), from the directory holding your .env",
+                data=data,
+            )
+        ours = Registry(self.settings.models_dir, self.settings.base_model)
+        try:
+            our_version: str | None = ours.base_version()
+        except Exception:
+            our_version = None
+        lines, odd = [], []
+        for name in sorted(set(predict) | set(train)):
+            info = infos.get(name)
+            if info is None:
+                lines.append(f"{name} (did not say what it serves: an older worker)")
+                continue
+            model = f"base model {info.get('base_version')}" + (" (offline demo)" if info.get("demo_model") else "")
+            lines.append(f"{name}: {model}, registry {info.get('models_dir')}")
+            if info.get("models_dir") != str(self.settings.models_dir) or info.get("base_version") != our_version:
+                odd.append(name)
+        detail = (
+            f"{self.settings.predict_queue}: {', '.join(predict)}; "
+            f"{self.settings.train_queue}: {', '.join(train) or 'none'}. " + "; ".join(lines)
+        )
+        if odd:
+            return Check(
+                "workers",
+                "workers",
+                "warn",
+                detail + f". {', '.join(odd)} run with other settings than this shell "
+                f"(base model {our_version}, registry {self.settings.models_dir})",
+                fix="start every worker, the backend and the CLI with the same .env (ASSISTANT_HOME, "
+                "ASSISTANT_BASE_MODEL), or they serve and train different models",
+                data=data,
+            )
+        if not train:
+            return Check(
+                "workers",
+                "workers",
+                "warn",
+                detail,
+                fix=f"no worker consumes the {self.settings.train_queue} queue, so rounds never run: "
+                "start one with `assistant worker` (both queues by default)",
+                data=data,
+            )
+        return Check("workers", "workers", "ok", detail, data=data)
+
+    def check_label_studio(self) -> Check:
+        """Label Studio answers, and the API key is accepted (a legacy token or a personal access token)."""
+        from backends.errors import BackendError
+        from backends.ls_client import LabelStudioClient
+
+        url = self.settings.label_studio_url.rstrip("/")
+        try:
+            health = httpx.get(f"{url}/health", timeout=self.timeout)
+        except httpx.HTTPError as exc:
+            return Check(
+                "label_studio",
+                "Label Studio",
+                "fail",
+                f"Label Studio does not answer at {url} ({type(exc).__name__})",
+                fix="start it (`make stack` does), or set ASSISTANT_LABEL_STUDIO_URL to the URL the workers and the "
+                "backend reach it at",
+            )
+        if health.status_code != 200:
+            return Check(
+                "label_studio",
+                "Label Studio",
+                "fail",
+                f"{url}/health answered {health.status_code}: not a Label Studio, or not ready",
+                fix="check ASSISTANT_LABEL_STUDIO_URL",
+            )
+        key = self.settings.label_studio_api_key.get_secret_value()
+        if not key:
+            return Check(
+                "label_studio",
+                "Label Studio",
+                "fail",
+                f"Label Studio answers at {url}, but no API key is set",
+                fix="set ASSISTANT_LABEL_STUDIO_API_KEY to a token (Account & Settings in Label Studio)",
+            )
+        kind = _token_kind(key)
+        client = LabelStudioClient(url, key, timeout=self.timeout, max_retries=0)
+        try:
+            user = client.sdk.users.whoami()
+            version = getattr(client.sdk.versions.get(), "release", None)
+        except BackendError as exc:
+            return Check("label_studio", "Label Studio", "fail", exc.message, fix=exc.fix)
+        except Exception as exc:  # the SDK's ApiError (401, 403) and transport errors
+            status = getattr(exc, "status_code", None)
+            fix = (
+                "a legacy token works only when Label Studio runs with LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN=true; "
+                "or copy a personal access token from Account & Settings into ASSISTANT_LABEL_STUDIO_API_KEY"
+                if kind == "a legacy token"
+                else "the personal access token is revoked or from another Label Studio: create a new one under "
+                "Account & Settings and set ASSISTANT_LABEL_STUDIO_API_KEY"
+            )
+            return Check(
+                "label_studio",
+                "Label Studio",
+                "fail",
+                f"Label Studio at {url} refused the API key ({kind}): answered {status or type(exc).__name__}",
+                fix=fix,
+            )
+        self.client = client
+        who = getattr(user, "email", None) or getattr(user, "username", None) or "?"
+        return Check(
+            "label_studio",
+            "Label Studio",
+            "ok",
+            f"Label Studio {version or '?'} at {url}; the key ({kind}) is accepted for {who}",
+            data={"url": url, "version": version, "token": kind},
+        )
+
+    def check_config(self) -> Check:
+        """The project's labeling config has an image-tagging control the model can serve."""
+        skipped = self._needs_project("config", "labeling config")
+        if skipped is not None:
+            return skipped
+        assert self.client is not None and self.project is not None  # _needs_project checked
+        from backends.controls import parse_label_config
+        from backends.errors import BackendError
+
+        try:
+            config = self.client.label_config(self.project)
+            vocab = parse_label_config(config)
+        except BackendError as exc:
+            return Check("config", "labeling config", "fail", exc.message, fix=exc.fix)
+        self.vocab = vocab
+        used = {c.name for c in vocab.active}
+        ignored = [f"{c.name} (model_skip)" for c in vocab.controls if c.knobs.skip]
+        ignored += _other_controls(config, {c.name for c in vocab.controls})
+        detail = (
+            f"project {self.project}: {len(vocab.labels)} labels in {', '.join(sorted(used))}"
+            + (f"; ignored: {', '.join(ignored)}" if ignored else "")
+        )
+        return Check("config", "labeling config", "ok", detail, data={"labels": len(vocab.labels), "ignored": ignored})
+
+    def check_webhook(self) -> Check:
+        """The model is connected to the project, and Label Studio sends it the annotations."""
+        skipped = self._needs_project("webhook", "model and webhook")
+        if skipped is not None:
+            return skipped
+        assert self.client is not None and self.project is not None
+        from backends.errors import BackendError
+        from backends.webhook_check import check_webhook
+
+        try:
+            found = check_webhook(self.client, self.project)
+        except BackendError as exc:
+            return Check("webhook", "model and webhook", "fail", exc.message, fix=exc.fix)
+        if found.problem is not None:
+            return Check(
+                "webhook", "model and webhook", "fail", found.problem.what, fix=found.problem.fix, data=found.to_json()
+            )
+        detail = f"model at {', '.join(found.model_urls)}; annotations go to {', '.join(found.matching)}"
+        return Check("webhook", "model and webhook", "ok", detail, data=found.to_json())
+
+    def check_image(self) -> Check:
+        """A worker reads one of the project's images (as a prediction would)."""
+        skipped = self._needs_project("image", "an image, as a worker reads it")
+        if skipped is not None:
+            return skipped
+        if self.vocab is None:
+            return Check("image", "an image, as a worker reads it", "skip", "the labeling config is not usable")
+        if not self.workers.get(self.settings.predict_queue):
+            return Check("image", "an image, as a worker reads it", "skip", "no worker to ask")
+        return self._probe_one_image()
+
+    def _probe_one_image(self) -> Check:
+        from backends.convert import task_image_refs
+        from backends.errors import BackendError
+        from backends.protocol import Task
+        from workers.contracts import PROBE_IMAGE, ProbeRequest, ProbeResult
+
+        assert self.client is not None and self.project is not None and self.vocab is not None
+        title = "an image, as a worker reads it"
+        try:
+            raw = next(iter(self.client.sdk.tasks.list(project=self.project, fields="task_only", page_size=1)), None)
+        except Exception as exc:  # the SDK's errors: reported, not raised
+            return Check("image", title, "fail", f"cannot list the project's tasks: {exc}")
+        if raw is None:
+            return Check("image", title, "skip", f"project {self.project} has no task yet: import images first")
+        task = raw if isinstance(raw, dict) else raw.model_dump(mode="json")
+        try:
+            ref = task_image_refs(self.vocab, Task(id=int(task["id"]), data=task.get("data") or {}))[0]
+        except BackendError as exc:
+            return Check("image", title, "fail", exc.message, fix=exc.fix)
+        request = ProbeRequest(image=ref, request_id=f"doctor-{uuid.uuid4().hex[:12]}")
+        handle = self.app.send_task(PROBE_IMAGE, kwargs=request.model_dump(mode="json"))
+        try:
+            result = ProbeResult.model_validate(handle.get(timeout=self.image_timeout))
+        except Exception as exc:  # a timeout, or an old worker without the probe task
+            return Check(
+                "image",
+                title,
+                "fail",
+                f"no worker read task {ref.task_id}'s image within {self.image_timeout:.0f} s ({type(exc).__name__})",
+                fix="restart the workers (an older worker lacks the probe), and check their log",
+            )
+        data = result.model_dump(mode="json") | {"task": ref.task_id, "url": ref.url}
+        if result.error is not None:
+            return Check(
+                "image",
+                title,
+                "fail",
+                f"{result.worker} cannot read task {ref.task_id}'s image {ref.url}: {result.error.message}",
+                fix=_image_fix(ref.url, result.error.reason),
+                data=data,
+            )
+        where = f"from disk ({result.source})" if result.local else f"through Label Studio ({result.source or ref.url})"
+        detail = f"{result.worker} read task {ref.task_id}'s image {where}: {result.width}x{result.height} pixels"
+        if "/data/local-files/" in ref.url and not result.local:
+            return Check(
+                "image",
+                title,
+                "warn",
+                detail,
+                fix="set ASSISTANT_LABEL_STUDIO_LOCAL_FILES_ROOT to Label Studio's LOCAL_FILES_DOCUMENT_ROOT: the "
+                "workers then read local files from disk instead of downloading each through Label Studio",
+                data=data,
+            )
+        return Check("image", title, "ok", detail, data=data)
+
+    def check_registry(self) -> Check:
+        """The model registry's directory can be written (rounds register and promote there)."""
+        models = self.settings.models_dir
+        try:
+            models.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=models, prefix=".doctor-"):
+                pass
+        except OSError as exc:
+            return Check(
+                "registry",
+                "model registry",
+                "fail",
+                f"cannot write in {models}: {exc}",
+                fix="make ASSISTANT_HOME a directory this user can write (the registry is <home>/models)",
+            )
+        return Check("registry", "model registry", "ok", f"{models} is writable")
+
+    def check_base_model(self) -> Check:
+        """The model serving the project (or every new project): a real one, or the offline demo model."""
+        from workers.model_info import DEMO_MODEL_FIX, DEMO_MODEL_WHAT, served_model
+        from workers.registry import Registry
+
+        registry = Registry(self.settings.models_dir, self.settings.base_model)
+        whom = f"project {self.project}" if self.project is not None else "new projects"
+        try:
+            served = served_model(registry, self.project)
+        except Exception as exc:  # RegistryError: a broken sidecar or pointer
+            return Check("base_model", "model", "fail", f"cannot tell which model serves {whom}: {exc}")
+        data = served.to_json() | {"base_model": self.settings.base_model}
+        if served.demo:
+            return Check(
+                "base_model",
+                "model",
+                "warn",
+                f"{whom}: {served.version} is {DEMO_MODEL_WHAT}",
+                fix=DEMO_MODEL_FIX,
+                data=data,
+            )
+        what = "the base model" if served.is_base else "a fine-tuned version"
+        return Check("base_model", "model", "ok", f"{whom}: {served.version} ({what})", data=data)
+
+    def check_calibration(self) -> Check:
+        """How the served model's scores are turned into tags: never measured, a prior, or fitted here."""
+        from workers.model_info import served_model
+        from workers.registry import Registry
+
+        registry = Registry(self.settings.models_dir, self.settings.base_model)
+        try:
+            served = served_model(registry, self.project)
+        except Exception as exc:
+            return Check("calibration", "calibration", "skip", f"the registry cannot be read: {exc}")
+        return Check(
+            "calibration",
+            "calibration",
+            "ok",
+            f"{served.calibration}: {served.calibration_note}",
+            data={"state": served.calibration},
+        )
+
+
+def _other_controls(config: str, ours: set[str]) -> list[str]:
+    """The config's controls the model does not serve (text tags, choices on other objects, ...)."""
+    from label_studio_sdk.label_interface.interface import LabelInterface
+
+    with contextlib.suppress(Exception):  # the config parsed a moment ago; this is only a listing
+        return [f"{c.name} (<{c.tag}>)" for c in LabelInterface(config).controls or [] if c.name not in ours]
+    return []
+
+
+def _image_fix(url: str, reason: str) -> str:
+    if "/data/local-files/" in url:
+        return (
+            "local files: set ASSISTANT_LABEL_STUDIO_LOCAL_FILES_ROOT to Label Studio's LOCAL_FILES_DOCUMENT_ROOT "
+            "(the workers read the file there), or leave it unset so they download it through Label Studio; check "
+            "the file exists under the Local Files storage's path"
+        )
+    if "/data/upload/" in url:
+        return (
+            "uploads: set ASSISTANT_LABEL_STUDIO_MEDIA_ROOT to Label Studio's media directory "
+            "(<LABEL_STUDIO_BASE_DATA_DIR>/media), or leave it unset to download through Label Studio"
+        )
+    if reason == "forbidden_host":
+        return "list the image host in ASSISTANT_MEDIA_ALLOWED_HOSTS (docs/workers.md, Images)"
+    return "check the image URL in the task's data, and the worker's log"
