@@ -304,7 +304,7 @@ class Observer:
             logger.warning("project %s: could not check its webhook: %s", project, exc)
             return
         if found.problem is not None:
-            logger.warning("project %s: %s", project, found.problem.message)
+            logger.warning("%s", found.problem.message)  # it names the project
 
     def tasks(self, project: int) -> list[TaskRow]:
         """The project's tasks (the executors re-read them before acting)."""

@@ -184,7 +184,7 @@ class WebhookWatch:
             return None
         self.last[project] = found
         if found.problem is not None:
-            logger.warning("project %s: %s", project, found.problem.message)
+            logger.warning("%s", found.problem.message)  # it names the project
         else:
             logger.info("project %s: annotations reach %s", project, ", ".join(found.matching))
         return found

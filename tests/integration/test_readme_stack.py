@@ -184,7 +184,5 @@ def test_ctrl_c_stops_the_whole_stack_and_the_logs_stay(stack: ReadmeStack) -> N
     assert stack.all_stopped(), stack.output()
     logs = {p.name for p in (stack.repo / "var" / "logs").glob("*.log")}
     assert {"label-studio.log", "worker.log", "backend.log", "redis.log"} <= logs
-    # No version-check tracebacks in Label Studio's log (LATEST_VERSION_CHECK=false; core/utils/common.py).
-    assert "Can't get latest version" not in (stack.repo / "var" / "logs" / "label-studio.log").read_text()
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{stack.ls_url}/health", timeout=1)
