@@ -29,7 +29,12 @@ if TYPE_CHECKING:
 
 __all__ = ["doctor"]
 
-_MARKS = {"ok": "[green]ok  [/green]", "warn": "[yellow]WARN[/yellow]", "fail": "[red]FAIL[/red]", "skip": "[dim]skip[/dim]"}
+_MARKS = {
+    "ok": "[green]ok  [/green]",
+    "warn": "[yellow]WARN[/yellow]",
+    "fail": "[red]FAIL[/red]",
+    "skip": "[dim]skip[/dim]",
+}
 
 
 def doctor(

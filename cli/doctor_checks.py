@@ -334,9 +334,8 @@ class Doctor:
         used = {c.name for c in vocab.active}
         ignored = [f"{c.name} (model_skip)" for c in vocab.controls if c.knobs.skip]
         ignored += _other_controls(config, {c.name for c in vocab.controls})
-        detail = (
-            f"project {self.project}: {len(vocab.labels)} labels in {', '.join(sorted(used))}"
-            + (f"; ignored: {', '.join(ignored)}" if ignored else "")
+        detail = f"project {self.project}: {len(vocab.labels)} labels in {', '.join(sorted(used))}" + (
+            f"; ignored: {', '.join(ignored)}" if ignored else ""
         )
         return Check("config", "labeling config", "ok", detail, data={"labels": len(vocab.labels), "ignored": ignored})
 

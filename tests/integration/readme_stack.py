@@ -126,7 +126,12 @@ class ReadmeStack:
     def assistant(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         """``.venv/bin/assistant <args>`` from the stack's directory (it reads the ``.env`` there)."""
         return subprocess.run(
-            [".venv/bin/assistant", *args], cwd=self.repo, env=self.env(), capture_output=True, text=True, timeout=timeout
+            [".venv/bin/assistant", *args],
+            cwd=self.repo,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     @property
@@ -199,7 +204,9 @@ def wait_until(what: str, check: object, timeout: float, stack: ReadmeStack, int
     deadline = time.monotonic() + timeout
     while not check():
         if stack.process is not None and stack.process.poll() is not None:
-            raise AssertionError(f"the stack exited ({stack.process.returncode}) while waiting for {what}\n{stack.output()}")
+            raise AssertionError(
+                f"the stack exited ({stack.process.returncode}) while waiting for {what}\n{stack.output()}"
+            )
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{stack.output()}")
         time.sleep(interval)

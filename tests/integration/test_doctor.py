@@ -68,7 +68,9 @@ class Stack:
         try:
             document = json.loads(done.stdout)
         except json.JSONDecodeError as exc:
-            raise AssertionError(f"doctor printed no JSON (exit {done.returncode}):\n{done.stdout}\n{done.stderr}") from exc
+            raise AssertionError(
+                f"doctor printed no JSON (exit {done.returncode}):\n{done.stdout}\n{done.stderr}"
+            ) from exc
         assert document["ok"] == (done.returncode == 0)
         return done.returncode, {c["name"]: c for c in document["checks"]}
 

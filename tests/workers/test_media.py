@@ -388,7 +388,10 @@ def test_absolute_urls_of_label_studios_own_media_are_read_from_disk_too(tmp_pat
     assert asked == []
     assert _reason(fetcher, f"{LS}/data/local-files/?d=../outside.png") in {"forbidden", "bad_url"}
     # The same path on another host is that host's file: downloaded from it, never read from disk.
-    assert fetcher.fetch(ImageRef(key="3", url="http://other.test/data/local-files/?d=photos/a.png")) == b"from-the-network"
+    assert (
+        fetcher.fetch(ImageRef(key="3", url="http://other.test/data/local-files/?d=photos/a.png"))
+        == b"from-the-network"
+    )
     assert asked == ["http://other.test/data/local-files/?d=photos/a.png"]
 
 

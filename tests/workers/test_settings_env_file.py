@@ -73,7 +73,9 @@ def test_assistant_env_file_names_another_file_and_dev_null_reads_none(
     assert settings.port == 9090 and settings.home != env_dir / "home"
 
 
-def test_a_missing_named_env_file_is_an_error_that_says_what_to_do(env_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_missing_named_env_file_is_an_error_that_says_what_to_do(
+    env_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("ASSISTANT_ENV_FILE", str(env_dir / "nope.env"))
 
     with pytest.raises(ValueError, match="does not exist. Fix: point it at your env file"):

@@ -81,7 +81,9 @@ def test_probe_image_reads_and_decodes_one_image_without_the_model(app, image_di
     failed = ProbeResult.model_validate(missing)
     assert failed.error is not None and failed.error.reason == "not_found" and failed.width == 0
     (image_dir / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n-not-really")
-    broken = ProbeResult.model_validate(app.tasks[PROBE_IMAGE](image={"key": "9", "url": str(image_dir / "broken.png")}))
+    broken = ProbeResult.model_validate(
+        app.tasks[PROBE_IMAGE](image={"key": "9", "url": str(image_dir / "broken.png")})
+    )
     assert broken.error is not None and broken.error.reason == "corrupt"
     assert app.conf.task_routes[PROBE_IMAGE]["queue"] == "predict"
 
