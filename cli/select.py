@@ -112,12 +112,14 @@ def print_ranking(
     """A table of ``(rank, task id, score, reason)``, with ``caption`` (what the score means) under it."""
     from rich.table import Table
 
-    table = Table(title=title, caption=caption, caption_justify="left")
+    table = Table(title=title)
     for column, justify in (("rank", "right"), ("task", "right"), ("score", "right"), ("why", "left")):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for rank, task, score, reason in rows:
         table.add_row(str(rank), str(task), f"{score:.3f}", reason)
     console.print(table)
+    if caption:  # under the table, at the console's width (a table caption wraps to the table's)
+        console.print(caption, highlight=False)
 
 
 def push(

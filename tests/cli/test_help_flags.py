@@ -39,3 +39,15 @@ def test_options_that_take_a_value_keep_their_type() -> None:
 
     assert re.search(r"--dry-run\s+Print the choice", result.output)
     assert "<int range>" in result.output and "<path>" in result.output
+
+
+def test_selects_ranking_explains_its_score_column() -> None:
+    from rich.console import Console
+
+    from cli.select import SCORE_CAPTION, print_ranking
+
+    console = Console(record=True, width=200)
+    print_ranking(console, "Label next (hybrid)", [(1, 27, 1.47, "a"), (2, 9, 1.85, "b")], SCORE_CAPTION)
+
+    text = console.export_text()
+    assert "the rank, not the score, is the order." in text and text.index("rank:") > text.index("1.850")

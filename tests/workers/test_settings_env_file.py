@@ -110,3 +110,14 @@ def test_status_in_another_shell_uses_the_same_stack(env_dir: Path) -> None:
     assert report["home"] == str(env_dir / "home")
     assert report["broker"] == "redis://127.0.0.1:6399/3"
     assert report["label_studio_url"] == "http://ls.test:8181"
+
+
+def test_the_compose_env_file_serves_the_processes_outside_docker_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    # One .env for both: docker compose substitutes it into compose.yaml, `assistant` reads it.
+    monkeypatch.setenv("ASSISTANT_ENV_FILE", str(REPO_ROOT / "docker" / "env.example"))
+
+    settings = AgentSettings()
+
+    assert settings.base_model == "ViT-B-16:laion2b_s34b_b88k"
+    assert settings.media_allowed_hosts == [] and settings.round_threshold == 50
+    assert settings.basic_auth_enabled is False  # the example's empty pair reads as unset
