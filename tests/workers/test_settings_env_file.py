@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +12,7 @@ import pytest
 from agent.settings import AgentSettings
 from backends.settings import BackendSettings
 from tests.conftest import REPO_ROOT
+from tests.integration.processes import assistant
 from workers.settings import Settings, env_file_path
 
 ENV = """# the README's kind of file
@@ -95,15 +96,8 @@ def test_status_in_another_shell_uses_the_same_stack(env_dir: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ASSISTANT_", "LABEL_STUDIO_"))}
     env |= {"PYTHONPATH": str(REPO_ROOT), "COLUMNS": "200"}
     done = subprocess.run(
-        [sys.executable, "-c", "from cli.main import main; main()", "status", "--json", "--timeout", "0.2"],
-        cwd=env_dir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+        assistant("status", "--json", "--timeout", "0.2"), cwd=env_dir, env=env, capture_output=True, text=True
     )
-
-    import json
 
     report = json.loads(done.stdout)
     assert report["env_file"] == str(env_dir / ".env")
