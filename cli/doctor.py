@@ -1,11 +1,11 @@
 """`assistant doctor`: find what keeps the assistant from working, in order, each with its fix.
 
-It checks, in this order (``cli/doctor_checks.py``): the settings it read and from which env file;
-Redis; the workers online per queue and the base model each serves; Label Studio and the API key;
-and with ``--project``: the labeling config (and what the model ignores), the model connection and
-the project's webhook (without it, annotations never reach the corrections ledger), one image as a
-worker reads it; then the registry (writable), the model serving (a real one, or the offline demo
-model) and its calibration state.
+It checks, in this order (``cli/doctor_checks.py``; a project's in ``cli/doctor_project.py``):
+the settings it read and from which env file; Redis; the workers online per queue and the base
+model each serves; Label Studio and the API key; and with ``--project``: the labeling config (and
+what the model ignores), the model connection and the project's webhook (without it, annotations
+never reach the corrections ledger), one image as a worker reads it; then the registry (writable),
+the model serving (a real one, or the offline demo model) and its calibration state.
 
 Examples:
     assistant doctor                        # the stack: settings, Redis, workers, Label Studio, model

@@ -14,9 +14,7 @@ timeouts, so the whole run takes a few seconds; nothing here imports torch.
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -322,22 +320,10 @@ class Doctor:
         if skipped is not None:
             return skipped
         assert self.client is not None and self.project is not None  # _needs_project checked
-        from backends.controls import parse_label_config
-        from backends.errors import BackendError
+        from cli.doctor_project import check_config
 
-        try:
-            config = self.client.label_config(self.project)
-            vocab = parse_label_config(config)
-        except BackendError as exc:
-            return Check("config", "labeling config", "fail", exc.message, fix=exc.fix)
-        self.vocab = vocab
-        used = {c.name for c in vocab.active}
-        ignored = [f"{c.name} (model_skip)" for c in vocab.controls if c.knobs.skip]
-        ignored += _other_controls(config, {c.name for c in vocab.controls})
-        detail = f"project {self.project}: {len(vocab.labels)} labels in {', '.join(sorted(used))}" + (
-            f"; ignored: {', '.join(ignored)}" if ignored else ""
-        )
-        return Check("config", "labeling config", "ok", detail, data={"labels": len(vocab.labels), "ignored": ignored})
+        check, self.vocab = check_config(self.client, self.project)
+        return check
 
     def check_webhook(self) -> Check:
         """The model is connected to the project, and Label Studio sends it the annotations."""
@@ -345,85 +331,24 @@ class Doctor:
         if skipped is not None:
             return skipped
         assert self.client is not None and self.project is not None
-        from backends.errors import BackendError
-        from backends.webhook_check import check_webhook
+        from cli.doctor_project import check_webhook
 
-        try:
-            found = check_webhook(self.client, self.project)
-        except BackendError as exc:
-            return Check("webhook", "model and webhook", "fail", exc.message, fix=exc.fix)
-        if found.problem is not None:
-            return Check(
-                "webhook", "model and webhook", "fail", found.problem.what, fix=found.problem.fix, data=found.to_json()
-            )
-        detail = f"model at {', '.join(found.model_urls)}; annotations go to {', '.join(found.matching)}"
-        return Check("webhook", "model and webhook", "ok", detail, data=found.to_json())
+        return check_webhook(self.client, self.project)
 
     def check_image(self) -> Check:
         """A worker reads one of the project's images (as a prediction would)."""
-        skipped = self._needs_project("image", "an image, as a worker reads it")
+        title = "an image, as a worker reads it"
+        skipped = self._needs_project("image", title)
         if skipped is not None:
             return skipped
         if self.vocab is None:
-            return Check("image", "an image, as a worker reads it", "skip", "the labeling config is not usable")
+            return Check("image", title, "skip", "the labeling config is not usable")
         if not self.workers.get(self.settings.predict_queue):
-            return Check("image", "an image, as a worker reads it", "skip", "no worker to ask")
-        return self._probe_one_image()
+            return Check("image", title, "skip", "no worker to ask")
+        assert self.client is not None and self.project is not None
+        from cli.doctor_project import check_image
 
-    def _probe_one_image(self) -> Check:
-        from backends.convert import task_image_refs
-        from backends.errors import BackendError
-        from backends.protocol import Task
-        from workers.contracts import PROBE_IMAGE, ProbeRequest, ProbeResult
-
-        assert self.client is not None and self.project is not None and self.vocab is not None
-        title = "an image, as a worker reads it"
-        try:
-            raw = next(iter(self.client.sdk.tasks.list(project=self.project, fields="task_only", page_size=1)), None)
-        except Exception as exc:  # the SDK's errors: reported, not raised
-            return Check("image", title, "fail", f"cannot list the project's tasks: {exc}")
-        if raw is None:
-            return Check("image", title, "skip", f"project {self.project} has no task yet: import images first")
-        task = raw if isinstance(raw, dict) else raw.model_dump(mode="json")
-        try:
-            ref = task_image_refs(self.vocab, Task(id=int(task["id"]), data=task.get("data") or {}))[0]
-        except BackendError as exc:
-            return Check("image", title, "fail", exc.message, fix=exc.fix)
-        request = ProbeRequest(image=ref, request_id=f"doctor-{uuid.uuid4().hex[:12]}")
-        handle = self.app.send_task(PROBE_IMAGE, kwargs=request.model_dump(mode="json"))
-        try:
-            result = ProbeResult.model_validate(handle.get(timeout=self.image_timeout))
-        except Exception as exc:  # a timeout, or an old worker without the probe task
-            return Check(
-                "image",
-                title,
-                "fail",
-                f"no worker read task {ref.task_id}'s image within {self.image_timeout:.0f} s ({type(exc).__name__})",
-                fix="restart the workers (an older worker lacks the probe), and check their log",
-            )
-        data = result.model_dump(mode="json") | {"task": ref.task_id, "url": ref.url}
-        if result.error is not None:
-            return Check(
-                "image",
-                title,
-                "fail",
-                f"{result.worker} cannot read task {ref.task_id}'s image {ref.url}: {result.error.message}",
-                fix=_image_fix(ref.url, result.error.reason),
-                data=data,
-            )
-        where = f"from disk ({result.source})" if result.local else f"through Label Studio ({result.source or ref.url})"
-        detail = f"{result.worker} read task {ref.task_id}'s image {where}: {result.width}x{result.height} pixels"
-        if "/data/local-files/" in ref.url and not result.local:
-            return Check(
-                "image",
-                title,
-                "warn",
-                detail,
-                fix="set ASSISTANT_LABEL_STUDIO_LOCAL_FILES_ROOT to Label Studio's LOCAL_FILES_DOCUMENT_ROOT: the "
-                "workers then read local files from disk instead of downloading each through Label Studio",
-                data=data,
-            )
-        return Check("image", title, "ok", detail, data=data)
+        return check_image(self.client, self.project, self.vocab, self.app, timeout=self.image_timeout)
 
     def check_registry(self) -> Check:
         """The model registry's directory can be written (rounds register and promote there)."""
@@ -483,29 +408,3 @@ class Doctor:
             f"{served.calibration}: {served.calibration_note}",
             data={"state": served.calibration},
         )
-
-
-def _other_controls(config: str, ours: set[str]) -> list[str]:
-    """The config's controls the model does not serve (text tags, choices on other objects, ...)."""
-    from label_studio_sdk.label_interface.interface import LabelInterface
-
-    with contextlib.suppress(Exception):  # the config parsed a moment ago; this is only a listing
-        return [f"{c.name} (<{c.tag}>)" for c in LabelInterface(config).controls or [] if c.name not in ours]
-    return []
-
-
-def _image_fix(url: str, reason: str) -> str:
-    if "/data/local-files/" in url:
-        return (
-            "local files: set ASSISTANT_LABEL_STUDIO_LOCAL_FILES_ROOT to Label Studio's LOCAL_FILES_DOCUMENT_ROOT "
-            "(the workers read the file there), or leave it unset so they download it through Label Studio; check "
-            "the file exists under the Local Files storage's path"
-        )
-    if "/data/upload/" in url:
-        return (
-            "uploads: set ASSISTANT_LABEL_STUDIO_MEDIA_ROOT to Label Studio's media directory "
-            "(<LABEL_STUDIO_BASE_DATA_DIR>/media), or leave it unset to download through Label Studio"
-        )
-    if reason == "forbidden_host":
-        return "list the image host in ASSISTANT_MEDIA_ALLOWED_HOSTS (docs/workers.md, Images)"
-    return "check the image URL in the task's data, and the worker's log"

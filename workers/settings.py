@@ -75,7 +75,7 @@ class Settings(BaseSettings):
         env_prefix="ASSISTANT_", env_ignore_empty=True, extra="ignore", populate_by_name=True
     )
     # The env file these settings were read from (None: none); see :attr:`env_file`.
-    _env_file: Path | None = PrivateAttr(default=None)
+    _env_file_read: Path | None = PrivateAttr(default=None)
 
     @classmethod
     def settings_customise_sources(
@@ -97,12 +97,12 @@ class Settings(BaseSettings):
     def model_post_init(self, context: Any, /) -> None:
         """Remember which env file was read (status and doctor print it)."""
         super().model_post_init(context)
-        self._env_file = env_file_path()
+        self._env_file_read = env_file_path()
 
     @property
     def env_file(self) -> Path | None:
         """The env file these settings were read from, or None."""
-        return self._env_file
+        return self._env_file_read
 
     # --- deployment -----------------------------------------------------------------------------
     # "development" allows placeholder secrets and local defaults; anything else refuses them.
