@@ -20,7 +20,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test test-quick lint typecheck imports compose audit ls-venv bench clean
+.PHONY: help install demo stack test test-quick lint typecheck imports compose audit ls-venv bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -44,6 +44,15 @@ ls-venv: $(LS_STAMP)  ## create the separate Label Studio venv used by the end-t
 
 demo: $(STAMP)  ## pre-annotate the sample images with the bundled offline model
 	$(BIN)/assistant demo
+
+# No dependency on the install stamps: a changed pyproject.toml must not reinstall behind a running
+# demo. `make install ls-venv` first (the README says so); the checks below say what is missing.
+stack:  ## the local stack of the README: Redis, Label Studio, a worker and the backend (honcho); Ctrl-C stops it
+	@test -f .env || { echo "stack: no .env here. Fix: write it as README.md shows ('Running it without Docker')" >&2; exit 1; }
+	@test -x $(BIN)/honcho || { echo "stack: no $(BIN)/honcho. Fix: make install" >&2; exit 1; }
+	@test -x $(LS_VENV)/bin/label-studio || { echo "stack: no Label Studio in $(LS_VENV). Fix: make ls-venv" >&2; exit 1; }
+	@mkdir -p var/logs
+	$(BIN)/honcho start --env .env --procfile Procfile
 
 lint: $(STAMP)  ## ruff
 	$(BIN)/ruff check .

@@ -20,7 +20,13 @@ prediction): the per-tag scores and thresholds stored in that prediction's resul
 (``backends.convert``), +1 for a chosen tag and -1 for every other scored one (the annotator saw
 every option). No model runs: the scores are those of a model that had not trained on the
 annotation, which is what a fair review needs. Annotations are rated once, as their ledger rows
-arrive; a task whose prediction kept no scores (nothing selected) is not rated.
+arrive; a task whose prediction kept no scores (a prediction from before empty predictions carried
+them) is not rated.
+
+**The webhook.** Without the project's webhook, annotations never reach the ledger, so the agent
+would never see a correction and never call a round. At a full look, at most every
+``full_check_s`` per project, the observer asks Label Studio (``backends.webhook_check``) and logs
+a warning with the fix when the webhook is missing.
 
 **Cheap looks.** :meth:`Observer.changed` compares one Label Studio request (the project's
 counters and config digest) and a few local reads with the last full look; the loop skips the full
@@ -33,7 +39,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +55,7 @@ from backends.controls import ProjectVocabulary, parse_label_config
 from backends.convert import SCORES_KEY, annotation_to_correction
 from backends.predicting import checkpoint_version
 from backends.protocol import Annotation
+from backends.webhook_check import WebhookCheck
 from workers.ledger import Ledger, LedgerEntry
 from workers.locks import RoundLocks
 from workers.registry import Registry
@@ -190,6 +197,8 @@ class Observer:
         schedule: The agent's round schedule (a cron line; empty: none).
         flag_below: Ratings below this are reported as flags.
         full_check_s: The longest time between two full looks (:meth:`changed`).
+        check_webhook: Says whether the project's annotations reach the backend
+            (:func:`backends.webhook_check.check_webhook`); None: never checked.
     """
 
     def __init__(
@@ -204,8 +213,11 @@ class Observer:
         schedule: str = "",
         flag_below: float = 0.3,
         full_check_s: float = 600.0,
+        check_webhook: Callable[[int], WebhookCheck] | None = None,
     ) -> None:
         self.reader, self.registry, self.ledger, self.locks, self.log = reader, registry, ledger, locks, log
+        self.check_webhook = check_webhook
+        self._webhook_checked: dict[int, dt.datetime] = {}
         self.models_dir = models_dir
         self.schedule = schedule.strip()
         self.flag_below = flag_below
@@ -240,6 +252,7 @@ class Observer:
     # --- the full look -----------------------------------------------------------------------
     def observe(self, project: int, now: dt.datetime, events: Sequence[str] = ()) -> Observation:
         """Look at everything (module docstring) and build the observation."""
+        self._watch_webhook(project, now)
         summary = self.reader.summary(project)
         vocab = parse_label_config(summary.label_config)
         checkpoint = checkpoint_version(self.registry, project)
@@ -278,6 +291,20 @@ class Observer:
         # What changed since this look is compared against the state *before* acting on it.
         self._looks[project] = _Look(self._counters(project, summary), now)
         return obs
+
+    def _watch_webhook(self, project: int, now: dt.datetime) -> None:
+        """Warn in the log when the project's annotations do not reach the backend (module docstring)."""
+        last = self._webhook_checked.get(project)
+        if self.check_webhook is None or (last is not None and (now - last).total_seconds() < self.full_check_s):
+            return
+        self._webhook_checked[project] = now
+        try:
+            found = self.check_webhook(project)
+        except Exception as exc:  # Label Studio down: the look itself will say so
+            logger.warning("project %s: could not check its webhook: %s", project, exc)
+            return
+        if found.problem is not None:
+            logger.warning("%s", found.problem.message)  # it names the project
 
     def tasks(self, project: int) -> list[TaskRow]:
         """The project's tasks (the executors re-read them before acting)."""

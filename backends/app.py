@@ -52,9 +52,11 @@ from backends.protocol import LSPredictRequest, SetupRequest, SetupResponse, par
 from backends.settings import BackendSettings
 from backends.state import RedisState, SharedState, redis_url_of
 from backends.webhook import EventSink, WebhookHandler, WebhookReply, redis_event_sink
+from backends.webhook_check import WebhookWatch
 from workers.celery_app import make_celery
 from workers.ledger import Ledger, open_ledger
 from workers.metrics import QueueDepths, broker_redis, queue_depths
+from workers.model_info import DEMO_MODEL_FIX, DEMO_MODEL_WHAT, served_model
 from workers.registry import Registry
 
 __all__ = ["MODEL_CLASS", "Services", "create_app"]
@@ -76,6 +78,8 @@ class Services:
         registry: The model registry (default: ``Settings.models_dir`` and ``base_model``).
         ledger: The corrections ledger (default: ``ledger_url`` or SQLite under ``home``).
         metrics: The metrics (default: new, exporting the background counters of ``state``).
+        webhook_watch: Checks each project's webhook after its ``/setup`` (default: through Label
+            Studio when an API key is configured, else none).
     """
 
     def __init__(
@@ -87,6 +91,7 @@ class Services:
         registry: Registry | None = None,
         ledger: Ledger | None = None,
         metrics: BackendMetrics | None = None,
+        webhook_watch: WebhookWatch | None = None,
     ) -> None:
         self.settings = settings
         if state is None:
@@ -110,6 +115,9 @@ class Services:
         self.auth = AuthPolicy(settings.basic_auth_user, settings.basic_auth_password, settings.webhook_token)
         self.predictor = Predictor(settings, self.dispatcher, self.registry, self.metrics)
         self.webhooks = WebhookHandler(self.ledger, self.dispatcher, notify=_event_sink(state, settings))
+        self.webhook_watch = webhook_watch or _webhook_watch(settings)
+        # Projects whose /setup already logged that the offline demo model serves them (once each).
+        self.demo_warned: set[int | None] = set()
 
     def close(self) -> None:
         """Release what the services opened themselves."""
@@ -125,6 +133,19 @@ def _redis_state(settings: BackendSettings) -> RedisState:
         claim_ttl_s=settings.result_expires_s,
         inflight_ttl_s=settings.inflight_ttl_s,
     )
+
+
+def _webhook_watch(settings: BackendSettings) -> WebhookWatch | None:
+    key = settings.label_studio_api_key.get_secret_value()
+    if not key:
+        logger.warning(
+            "no Label Studio API key: the backend cannot check that projects send it their annotations. "
+            "Fix: set ASSISTANT_LABEL_STUDIO_API_KEY"
+        )
+        return None
+    from backends.ls_client import LabelStudioClient
+
+    return WebhookWatch(LabelStudioClient(settings.label_studio_url, key, timeout=10.0, max_retries=0))
 
 
 def _event_sink(state: SharedState, settings: BackendSettings) -> EventSink | None:
@@ -239,6 +260,20 @@ def create_app(
     return app
 
 
+def _warn_demo(svc: Services, project: int | None) -> None:
+    """Say once per project when the offline demo model serves it (its tags on real photos are noise)."""
+    if project in svc.demo_warned:
+        return
+    svc.demo_warned.add(project)
+    try:
+        served = served_model(svc.registry, project)
+    except Exception as exc:  # the version was read a moment ago; this is only a note
+        logger.debug("could not describe the model serving project %s: %s", project, exc)
+        return
+    if served.demo:
+        logger.warning("setup: project %s is served by %s. Fix: %s", project, DEMO_MODEL_WHAT, DEMO_MODEL_FIX)
+
+
 def _basic_auth(svc: Services) -> Callable[..., None]:
     def check(authorization: Annotated[str | None, Header()] = None) -> None:
         verdict = svc.auth.check_basic(authorization)
@@ -277,6 +312,9 @@ def _add_routes(app: FastAPI, svc: Services) -> None:
         except Exception as exc:  # /versions only; never fail /setup (3 s budget) over it
             logger.warning("could not record the served version: %s", exc)
         logger.info("setup: project %s -> %s (%d labels)", body.project, version, len(vocab.labels))
+        _warn_demo(svc, body.project)
+        if svc.webhook_watch is not None:
+            svc.webhook_watch.seen(body.project)  # in the background: /setup answers now, whatever it finds
         return SetupResponse(model_version=version)
 
     @app.post("/predict", dependencies=auth)

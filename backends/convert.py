@@ -9,7 +9,8 @@
 over its model labels, reaches its threshold: the ``<Choice model_threshold>``, else the control's
 ``model_threshold``, else the worker's calibrated threshold of the best-scoring model label. The
 selected targets are ordered by score and capped at the control's max tags (1 for single-choice).
-A control with nothing selected gets no result item.
+A control with nothing selected still gets a result item, with an empty selection and the per-tag
+scores: "why no tags?" can then be read from the prediction itself (:data:`EMPTY_NOTE`).
 
 **Task score = confidence.** For each target with score ``s`` and threshold ``t``, the signed
 distance to the threshold, normalised to [-1, 1] on each side, is
@@ -51,6 +52,7 @@ from workers.contracts import MAX_IMAGES, ImageRef, ImageScores, PredictRequest,
 
 __all__ = [
     "DEFAULT_MAX_TAGS",
+    "EMPTY_NOTE",
     "MAX_SCORES_KEPT",
     "SCORES_KEY",
     "UNCERTAIN_TOP_K",
@@ -69,6 +71,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SCORES_KEY: Final = "assistant"
+# Says, inside an empty prediction's item, why it selects nothing.
+EMPTY_NOTE: Final = "no tag reached its threshold: compare scores with thresholds"
 # Per-tag scores kept per result item: a 10,000-label vocabulary would otherwise add ~250 kB to
 # every prediction. 50 covers every selected tag and the borderline ones that matter for review.
 MAX_SCORES_KEPT: Final = 50
@@ -287,22 +291,22 @@ def _item_id(task_id: int, control: str) -> str:
     return hashlib.sha1(f"{task_id}/{control}".encode(), usedforsecurity=False).hexdigest()[:10]
 
 
-def _control_item(task_id: int, control: TagControl, scored: _ControlScores) -> ResultItem | None:
+def _control_item(task_id: int, control: TagControl, scored: _ControlScores) -> ResultItem:
     s, t, targets = scored.scores, scored.thresholds, control.targets
     passing = [int(i) for i in np.flatnonzero(s >= t)]
     passing.sort(key=lambda i: -s[i])
     unpruned = set(control.prune([targets[i] for i in passing]))
     selected = [i for i in passing if targets[i] in unpruned][: control.max_tags or DEFAULT_MAX_TAGS]
-    if not selected:
-        return None
     # The selected targets first, then the highest scores, up to the cap.
     top = [int(i) for i in np.argsort(-s, kind="stable")[:MAX_SCORES_KEPT]]
     kept = list(dict.fromkeys([*selected, *top]))[:MAX_SCORES_KEPT]
-    extras = {
+    extras: dict[str, Any] = {
         "scores": {targets[i].key: round(float(s[i]), SCORE_DECIMALS) for i in kept},
         "thresholds": {targets[i].key: round(float(t[i]), SCORE_DECIMALS) for i in kept},
         "novel": [targets[i].key for i in kept if scored.novel[i]],
     }
+    if not selected:
+        extras["note"] = EMPTY_NOTE
     return ResultItem(
         id=_item_id(task_id, control.name),
         from_name=control.name,
@@ -408,9 +412,7 @@ def _task_prediction(
         thresholds, seen = arrays[id(result)]
         scored = _score_control(plan, _checked_scores(result, answer), thresholds, seen)
         worst.append(_top(scored.uncertainties, UNCERTAIN_TOP_K))
-        item = _control_item(task.id, control, scored)
-        if item is not None:
-            items.append(item)
+        items.append(_control_item(task.id, control, scored))
     if len(versions) > 1:
         # Only a task with several images split over chunks, with a promotion landing between
         # them, gets here; no single version string is honest, so LS retries it next batch.

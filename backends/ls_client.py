@@ -94,9 +94,17 @@ class LabelStudioClient:
                 fix="set ASSISTANT_LABEL_STUDIO_API_KEY (or LABEL_STUDIO_API_KEY) to an access token",
             )
         self.url = url.rstrip("/")
-        self.sdk = LabelStudio(  # type: ignore[no-untyped-call]
-            base_url=self.url, api_key=api_key, timeout=timeout, max_retries=max_retries, httpx_client=httpx_client
-        )
+        try:
+            self.sdk = LabelStudio(  # type: ignore[no-untyped-call]
+                base_url=self.url, api_key=api_key, timeout=timeout, max_retries=max_retries, httpx_client=httpx_client
+            )
+        except ApiError as exc:  # the SDK checks a personal access token's expiry as it starts
+            raise BackendError(
+                "the Label Studio API key is a personal access token Label Studio cannot accept",
+                why=str(exc.body)[:300],
+                fix="create a new token in Label Studio (Account & Settings) and set ASSISTANT_LABEL_STUDIO_API_KEY",
+                status_code=401,
+            ) from exc
 
     # --- reading ----------------------------------------------------------------------------------
     def label_config(self, project: int) -> str:

@@ -19,6 +19,7 @@ Examples:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import signal
@@ -75,6 +76,7 @@ def _build(settings: AgentSettings) -> tuple[AgentServices, Agent]:
     from agent.observe import Observer
     from agent.services import build_services
     from assistant.agent_policy import Policy
+    from backends.webhook_check import check_webhook
 
     svc = build_services(settings)
     observer = Observer(
@@ -87,6 +89,7 @@ def _build(settings: AgentSettings) -> tuple[AgentServices, Agent]:
         schedule=settings.agent_round_schedule,
         flag_below=settings.agent_review_quality,
         full_check_s=settings.agent_full_check_s,
+        check_webhook=functools.partial(check_webhook, svc.client),
     )
     policy = Policy(settings.policy_config())
     return svc, Agent(policy, observer, LabelStudioExecutor(svc), svc.log, heartbeat=_liveness(settings))

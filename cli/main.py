@@ -7,10 +7,13 @@ light commands start in well under a second.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
 from cli import agent as _agent
+from cli import doctor as _doctor
 from cli import evaluate as _evaluate
 from cli import models as _models
 from cli import preannotate as _preannotate
@@ -26,8 +29,41 @@ from cli import world as _world
 
 __all__ = ["app", "main"]
 
+
+def _plain_flags(command: Any) -> None:
+    """Show flags as flags in ``--help``: no ``<bool>`` after ``--dry-run`` or ``--help``.
+
+    Typer (0.29) prints every option's value type, flags included, so ``--dry-run <bool>`` reads
+    as if it took a value. An empty metavar prints nothing; options that take a value keep theirs.
+    """
+    for param in getattr(command, "params", ()):
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    # The help option is made on first use and then kept: make it now, with the command's own settings.
+    context = command.context_class(command, **(command.context_settings or {}))
+    help_option = command.get_help_option(context)
+    if help_option is not None and help_option.metavar is None:
+        help_option.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        _plain_flags(sub)
+
+
+class _Group(TyperGroup):
+    """The root group: every command under it shows its flags as flags (:func:`_plain_flags`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _plain_flags(self)
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        """The root's help, after Typer added its completion flags (they come after ``__init__``)."""
+        _plain_flags(self)
+        super().format_help(ctx, formatter)
+
+
 app = typer.Typer(
     name="assistant",
+    cls=_Group,
     help="The labeling assistant: open-vocabulary pre-annotation, fine-tuning rounds and active learning "
     "for Label Studio.",
     no_args_is_help=True,
@@ -61,6 +97,7 @@ app.add_typer(_models.models_app, name="models")
 app.add_typer(_simulate.simulate_app, name="simulate")
 app.add_typer(_agent.agent_app, name="agent")
 app.command("status")(_status.status)
+app.command("doctor")(_doctor.doctor)
 app.add_typer(_world.world_app, name="world")
 app.command("bench")(_world.bench)
 

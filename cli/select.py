@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from backends.settings import BackendSettings
     from workers.contracts import ImageRef, ScorePoolResult
 
-__all__ = ["Services", "print_ranking", "push", "select", "services"]
+__all__ = ["SCORE_CAPTION", "Services", "print_ranking", "push", "select", "services"]
 
 Project = Annotated[int, typer.Option("--project", "-p", min=1, help="Label Studio project id.")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the choice; change nothing in Label Studio.")]
@@ -97,8 +97,19 @@ def _refs(vocab: ProjectVocabulary, tasks: list[Task]) -> tuple[list[ImageRef], 
     return refs, unusable
 
 
-def print_ranking(console: Console, title: str, rows: list[tuple[int, int, float, str]]) -> None:
-    """A table of ``(rank, task id, score, reason)``."""
+# Why the score column is not sorted: printed under every ranking, so nobody has to ask.
+SCORE_CAPTION = (
+    "rank: the order to label in. score: the strategy's own measure at the moment it picked the task "
+    "(higher was more wanted). Greedy strategies (hybrid, diversity, novelty) pick one task at a time and "
+    "re-measure the rest after each pick, so a later pick can score higher than an earlier one: "
+    "the rank, not the score, is the order."
+)
+
+
+def print_ranking(
+    console: Console, title: str, rows: list[tuple[int, int, float, str]], caption: str | None = None
+) -> None:
+    """A table of ``(rank, task id, score, reason)``, with ``caption`` (what the score means) under it."""
     from rich.table import Table
 
     table = Table(title=title)
@@ -107,6 +118,8 @@ def print_ranking(console: Console, title: str, rows: list[tuple[int, int, float
     for rank, task, score, reason in rows:
         table.add_row(str(rank), str(task), f"{score:.3f}", reason)
     console.print(table)
+    if caption:  # under the table, at the console's width (a table caption wraps to the table's)
+        console.print(caption, highlight=False)
 
 
 def push(
@@ -194,7 +207,8 @@ def select(
         + ".",
         highlight=False,
     )
-    print_ranking(console, f"Label next ({result.strategy})", [(r.rank, r.task_id, s, r.reason) for r, s in ranked])
+    rows = [(r.rank, r.task_id, s, r.reason) for r, s in ranked]
+    print_ranking(console, f"Label next ({result.strategy})", rows, SCORE_CAPTION)
     document = {"project": project, "seed": seed, **result.model_dump(mode="json")}
     if not dry_run:
         report = push(console, svc, project, [r for r, _ in ranked], tasks, review=False)

@@ -98,7 +98,7 @@ def _workers(settings: Settings, timeout: float) -> list[dict[str, Any]]:
 
 def _broker(settings: Settings, report: dict[str, Any], timeout: float) -> None:
     from workers.contracts import QUEUE_PREDICT, QUEUE_TRAIN
-    from workers.metrics import broker_redis, queue_depths
+    from workers.metrics import broker_redis, queue_depths, scheduled_unacked
 
     client = broker_redis(settings.broker_url, timeout_s=timeout)
     if client is None:
@@ -108,6 +108,7 @@ def _broker(settings: Settings, report: dict[str, Any], timeout: float) -> None:
     try:
         client.ping()
         depths = queue_depths(client, (QUEUE_PREDICT, QUEUE_TRAIN), settings.redis_key_prefix)
+        report["scheduled"] = scheduled_unacked(client, settings.redis_key_prefix) if depths.unacked else 0
     except Exception as exc:  # redis.RedisError and socket errors alike: report, do not crash
         report["redis"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         report["errors"].append(
@@ -121,10 +122,31 @@ def _broker(settings: Settings, report: dict[str, Any], timeout: float) -> None:
     report["queues"] = depths.waiting
     report["unacked"] = depths.unacked
     report["workers"] = _workers(settings, timeout)
+    _worker_models(settings, report, timeout)
+
+
+def _worker_models(settings: Settings, report: dict[str, Any], timeout: float) -> None:
+    """Add the base model each worker serves (``workers.control``): another shell's settings show here."""
+    if not report["workers"]:
+        return
+    from workers.celery_app import make_celery
+    from workers.control import worker_info
+
+    app = make_celery(settings, include=())
+    try:
+        infos = worker_info(app, timeout=timeout)
+    finally:
+        app.close()
+    for worker in report["workers"]:
+        info = infos.get(worker["name"]) or {}
+        worker["base_model"] = info.get("base_version")
+        worker["demo_model"] = info.get("demo_model")
+        worker["home"] = info.get("home")
 
 
 def _models(settings: Settings, report: dict[str, Any]) -> None:
     from workers.ledger import open_ledger
+    from workers.model_info import is_demo_model
     from workers.registry import Registry
 
     registry = Registry(settings.models_dir, settings.base_model)
@@ -132,6 +154,7 @@ def _models(settings: Settings, report: dict[str, Any]) -> None:
         report["base_model"] = registry.base_version()
     except Exception as exc:  # a missing base checkpoint must not hide the rest
         report["errors"].append(f"the base model cannot be read: {exc}")
+    report["base_model_demo"] = is_demo_model(settings.base_model)
     ledger = None
     try:
         ledger = open_ledger(settings.ledger_url, home=settings.home, table_prefix=settings.ledger_table_prefix)
@@ -165,13 +188,17 @@ def collect(settings: Settings, *, timeout: float = 1.0) -> dict[str, Any]:
     report: dict[str, Any] = {
         "version": _version(),
         "environment": settings.environment,
+        "env_file": None if settings.env_file is None else str(settings.env_file),
+        "home": str(settings.home),
         "broker": _redact(settings.broker_url),
         "label_studio_url": settings.label_studio_url,
         "redis": {"ok": None, "error": None},
         "queues": {},
         "unacked": None,
+        "scheduled": None,
         "workers": [],
         "base_model": None,
+        "base_model_demo": None,
         "projects": [],
         "errors": [],
     }
@@ -210,9 +237,10 @@ def _render(console: Console, report: dict[str, Any]) -> None:
 
     console.print(
         f"[bold]Labeling assistant {report['version']}[/bold] ({report['environment']}): broker {report['broker']}, "
-        f"Label Studio {report['label_studio_url']}",
+        f"Label Studio {report['label_studio_url']}, home {report['home']}",
         highlight=False,
     )
+    console.print(f"Settings from {report['env_file'] or 'the environment only (no .env here)'}.", highlight=False)
     for error in report["errors"]:
         console.print(f"[red]Error:[/red] {error}", highlight=False)
     if report["redis"]["ok"]:
@@ -220,7 +248,17 @@ def _render(console: Console, report: dict[str, Any]) -> None:
         for name, count in report["queues"].items():
             queues.add_row(name, str(count))
         console.print(queues)
-        console.print(f"{report['unacked']} delivered to workers and not yet acknowledged (running or prefetched).")
+        scheduled = report["scheduled"] or 0
+        console.print(
+            f"{report['unacked'] - scheduled} delivered to workers and not yet acknowledged (running or prefetched)"
+            + (
+                f"; {scheduled} held until a scheduled time (the backend's follow-up of a Retrieve Predictions: "
+                "about a minute later it publishes what the inline wait missed, usually nothing)."
+                if scheduled
+                else "."
+            ),
+            highlight=False,
+        )
         if report["workers"]:
             workers = Table(
                 "worker",
@@ -229,6 +267,7 @@ def _render(console: Console, report: dict[str, Any]) -> None:
                 "processes",
                 "tasks done",
                 "up for",
+                "base model",
                 title="Workers online",
                 title_justify="left",
             )
@@ -241,6 +280,7 @@ def _render(console: Console, report: dict[str, Any]) -> None:
                     str(w["concurrency"] or "-"),
                     str(w["tasks_done"]),
                     uptime,
+                    (w.get("base_model") or "-") + (" (demo)" if w.get("demo_model") else ""),
                 )
             console.print(workers)
         else:
@@ -250,6 +290,10 @@ def _render(console: Console, report: dict[str, Any]) -> None:
                 highlight=False,
             )
     console.print(f"Base model (projects without a promoted version): {report['base_model'] or '-'}", highlight=False)
+    if report["base_model_demo"]:
+        from workers.model_info import DEMO_MODEL_FIX, DEMO_MODEL_WHAT
+
+        console.print(f"[yellow]It is {DEMO_MODEL_WHAT}.[/yellow] Fix: {DEMO_MODEL_FIX}.", highlight=False)
     if not report["projects"]:
         console.print("No project has corrections or model versions yet.")
         return

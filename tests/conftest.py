@@ -14,9 +14,14 @@ SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
 
 @pytest.fixture(autouse=True)
 def _offline_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No test may reach the network: a hub fallback must fail at once."""
+    """No test may reach the network: a hub fallback must fail at once.
+
+    Nor read a developer's ``.env``: the settings read none (``ASSISTANT_ENV_FILE=/dev/null``),
+    also in the processes tests start with this environment.
+    """
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.setenv("ASSISTANT_ENV_FILE", os.devnull)
     yield
 
 

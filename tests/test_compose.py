@@ -233,6 +233,14 @@ def test_the_services_of_the_stack() -> None:
     # The pitfalls of docs/deploy.md: legacy tokens (else 401) and a backend at a private address (else 403).
     assert ls["environment"]["LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN"] == "true"
     assert ls["environment"]["ML_BLOCK_LOCAL_IP"] == "false"
+    # The webhook to http://backend:9090/webhook (a private address) must pass LS's SSRF protection,
+    # which stays on with a list that still bans loopback and the cloud metadata service.
+    assert ls["environment"]["SSRF_PROTECTION_ENABLED"] == "true"
+    assert ls["environment"]["USE_DEFAULT_BANNED_SUBNETS"] == "false"
+    banned = ls["environment"]["USER_ADDITIONAL_BANNED_SUBNETS"].split(",")
+    assert {"127.0.0.0/8", "169.254.0.0/16", "::1/128", "fd00:ec2::254/128"} <= set(banned)
+    assert not {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"} & set(banned)
+    assert ls["environment"]["LATEST_VERSION_CHECK"] == "false"
 
     gpu = services["worker-gpu"]
     (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
@@ -439,27 +447,50 @@ def test_the_backend_image_runs_without_the_model_packages() -> None:
     assert not loaded & import_names, f"the backend image lacks {sorted(loaded & import_names)}"
 
 
-def test_the_readme_runs_the_stack_without_docker_as_the_e2e_does() -> None:
+def test_the_readmes_local_stack_runs_label_studio_as_the_e2e_harness_does() -> None:
     from tests.integration.ls_harness import ServerConfig, _server_env
+    from tests.integration.readme_stack import readme_blocks
 
-    text = README.read_text(encoding="utf-8")
-    assert "## Running it without Docker" in text
-    section = text.split("## Running it without Docker", 1)[1].split("\n## ", 1)[0]
-    # The processes the Label Studio end-to-end test starts (tests/integration/test_backend_e2e.py).
-    e2e = (REPO_ROOT / "tests" / "integration" / "test_backend_e2e.py").read_text()
-    assert '"serve"' in e2e and '"worker"' in e2e
-    for command in ("assistant serve", "assistant worker", ".venv-ls/bin/label-studio start", "assistant status"):
-        assert command in section, command
-    # What the e2e's Label Studio needs to work with a backend, the README's Label Studio gets too.
+    # The README starts the stack with `make stack`: honcho runs the Procfile's four processes.
+    (start, second) = readme_blocks()
+    assert start.rstrip().splitlines()[-1].startswith("make stack")
+    assert "assistant status" in second and "assistant doctor" in second
+    procfile = dict(
+        line.split(":", 1) for line in (REPO_ROOT / "Procfile").read_text().splitlines() if line and line[0] != "#"
+    )
+    assert set(procfile) == {"redis", "label-studio", "worker", "backend"}
+    assert "assistant worker" in procfile["worker"]
+    assert 'assistant serve --port "$BACKEND_PORT"' in procfile["backend"]
+    assert all("var/logs/" in (REPO_ROOT / command.split()[0]).read_text() for command in (procfile["redis"],
+               procfile["label-studio"]))  # fmt: skip
+    assert all(">>var/logs/" in procfile[name] for name in ("worker", "backend"))
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    assert "honcho start --env .env --procfile Procfile" in makefile
+
+    # What the e2e's Label Studio needs to work with a backend, the README's Label Studio gets too:
+    # webhooks (SSRF_PROTECTION_ENABLED) included, and a quiet log (LATEST_VERSION_CHECK).
+    script = (REPO_ROOT / "stack" / "label-studio").read_text()
     harness = _server_env(ServerConfig(Path("v"), Path("d"), Path("f"), Path("h"), Path("l")))
-    for name in ("LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN", "ML_BLOCK_LOCAL_IP", "LOCAL_FILES_SERVING_ENABLED"):
-        assert f"{name}={harness[name]}" in section, name
-    # The e2e's processes get these through the shared harness (tests/integration/ls_stack_env.py).
+    for name in (
+        "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN",
+        "ML_BLOCK_LOCAL_IP",
+        "SSRF_PROTECTION_ENABLED",
+        "LOCAL_FILES_SERVING_ENABLED",
+        "LATEST_VERSION_CHECK",
+        "COLLECT_ANALYTICS",
+        "SENTRY_DSN",
+        "FRONTEND_SENTRY_DSN",
+    ):
+        assert re.search(rf"\b{name}={re.escape(harness[name])}(\s|\\)", script), name
+        assert f"`{name}" in README.read_text(), f"the README does not explain {name}"
+    assert "env -i" in script  # LS reads unprefixed PORT, HOST, USERNAME: nothing of the shell leaks in
+
+    # The e2e's processes get these through the shared harness (tests/integration/ls_stack_env.py);
+    # the README's .env gives them to the stack's.
     from types import SimpleNamespace
 
     from tests.integration.ls_stack_env import ls_stack_env
 
-    assert "ls_stack_env(" in e2e
     env = ls_stack_env(
         Path("root"),
         Path("model"),
@@ -467,8 +498,12 @@ def test_the_readme_runs_the_stack_without_docker_as_the_e2e_does() -> None:
         SimpleNamespace(url="http://ls", api_key="k", config=SimpleNamespace(data_dir=Path("ls"))),  # type: ignore[arg-type]
     )
     for variable in (
+        "ASSISTANT_HOME",
+        "ASSISTANT_BROKER_URL",
         "ASSISTANT_LABEL_STUDIO_URL",
         "ASSISTANT_LABEL_STUDIO_API_KEY",
         "ASSISTANT_LABEL_STUDIO_MEDIA_ROOT",
     ):
-        assert variable in section and variable in env, variable
+        assert f"\n{variable}=" in start and variable in env, variable
+    assert "\nASSISTANT_LABEL_STUDIO_LOCAL_FILES_ROOT=$IMAGES\n" in start
+    assert 'LOCAL_FILES_DOCUMENT_ROOT="$IMAGES"' in script

@@ -21,6 +21,7 @@ from workers.contracts import (
     CHECK_ROUNDS,
     EMBED,
     PREDICT,
+    PROBE_IMAGE,
     QUEUE_PREDICT,
     QUEUE_TRAIN,
     SCHEDULED_ROUNDS,
@@ -36,12 +37,14 @@ logger = logging.getLogger(__name__)
 
 # What a worker imports: the GPU tasks, the round task and the light beat tasks. The backend adds
 # its own light publishing task module.
-DEFAULT_INCLUDE: tuple[str, ...] = ("workers.tasks", "workers.rounds", "workers.beat")
+# workers.control adds the `assistant_info` broadcast command (workers online and what they serve).
+DEFAULT_INCLUDE: tuple[str, ...] = ("workers.tasks", "workers.rounds", "workers.beat", "workers.control")
 # Short GPU-bound tasks share the `predict` queue; rounds take hours and get their own queue so
 # that a training worker never blocks interactive predictions (Celery optimizing.rst).
 _PREDICT_TASKS = (PREDICT, EMBED, SCORE_POOL)
 # The beat's checks take milliseconds: the predict queue serves them without waiting behind a round.
-_CHECK_TASKS = (CHECK_ROUNDS, SCHEDULED_ROUNDS)
+# So does `assistant doctor`'s image probe (no model, one image).
+_CHECK_TASKS = (CHECK_ROUNDS, SCHEDULED_ROUNDS, PROBE_IMAGE)
 _TRAIN_TASKS = (TRAIN_ROUND,)
 _SETTINGS_ATTR = "assistant_settings"
 

@@ -23,6 +23,7 @@ __all__ = [
     "CHECK_ROUNDS",
     "EMBED",
     "PREDICT",
+    "PROBE_IMAGE",
     "QUEUE_PREDICT",
     "QUEUE_TRAIN",
     "SCHEDULED_ROUNDS",
@@ -37,6 +38,8 @@ __all__ = [
     "PoolScore",
     "PredictRequest",
     "PredictResult",
+    "ProbeRequest",
+    "ProbeResult",
     "RoundRequest",
     "RoundResult",
     "ScorePoolRequest",
@@ -52,6 +55,8 @@ TRAIN_ROUND = "assistant.train_round"
 # Light periodic tasks sent by Celery beat: queue rounds on the correction threshold / the schedule.
 CHECK_ROUNDS = "assistant.check_rounds"
 SCHEDULED_ROUNDS = "assistant.scheduled_rounds"
+# `assistant doctor`: read one image as a worker would, without the model (milliseconds).
+PROBE_IMAGE = "assistant.probe_image"
 
 # A GPU box consumes both queues; a CPU box can consume `predict` only.
 QUEUE_PREDICT = "predict"
@@ -309,3 +314,40 @@ class RoundResult(_Message):
     report_path: str | None = None
     status: Literal["promoted", "kept", "skipped", "busy", ""] = ""
     counts: dict[str, int] = Field(default_factory=dict)
+
+
+class ProbeRequest(_Message):
+    """Read one image as a prediction would, without the model (``assistant doctor``).
+
+    Attributes:
+        image: The image, as a prediction request would carry it.
+        request_id: Carried into logs for tracing.
+    """
+
+    image: ImageRef
+    request_id: str | None = None
+
+
+class ProbeResult(_Message):
+    """The answer to a :class:`ProbeRequest`.
+
+    Attributes:
+        key: The image's key.
+        worker: The worker's node name.
+        source: Where the worker read it: a file path (from disk) or a URL (downloaded); empty
+            when it could not tell.
+        local: True when it was read from disk.
+        size_bytes: Bytes read.
+        width: Decoded width in pixels (0 on failure).
+        height: Decoded height in pixels (0 on failure).
+        error: Why it could not be read or decoded; None when it was.
+    """
+
+    key: str
+    worker: str = ""
+    source: str = ""
+    local: bool = False
+    size_bytes: int = 0
+    width: int = 0
+    height: int = 0
+    error: ImageFailure | None = None

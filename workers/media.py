@@ -282,13 +282,13 @@ class MediaFetcher:
         raw = url.strip()
         parts = urlsplit(raw)
         scheme = parts.scheme.lower()
-        if scheme in ("http", "https"):
+        if scheme in ("http", "https") and not self._own_media(raw):
             return _Remote((raw,))
         if scheme in CLOUD_SCHEMES:
             return self._presign(task_id, raw)
         if scheme == "file":
             return self._plain_path(Path(unquote(parts.path)))
-        if scheme or not raw.startswith("/"):
+        if scheme not in ("", "http", "https") or not (scheme or raw.startswith("/")):
             raise MediaError(
                 f"unsupported image URL {raw[:200]!r}",
                 reason="bad_url",
@@ -308,6 +308,20 @@ class MediaFetcher:
         if path.startswith(_LS_PREFIXES):
             return _Remote((self._ls_url(raw),))
         return self._plain_path(Path(unquote(path)))
+
+    def _own_media(self, url: str) -> bool:
+        """An absolute URL of Label Studio's own uploads or local files, resolved like the relative ones.
+
+        A synced Local Files storage gives its tasks absolute URLs on Label Studio's host
+        (``http://127.0.0.1:8080/data/local-files/?d=photos/a.jpg`` with ``--host``, LS 1.23), so
+        they too are read from disk under ``label_studio_local_files_root`` when it is set.
+        """
+        try:
+            parsed = httpx.URL(url)
+        except httpx.InvalidURL:
+            return False
+        base = self._ls.path.rstrip("/")
+        return self._is_ls(parsed) and parsed.path.startswith((f"{base}/data/upload/", f"{base}/data/local-files"))
 
     def _presign(self, task_id: int | None, uri: str) -> _Remote:
         if task_id is None:

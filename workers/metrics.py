@@ -38,7 +38,9 @@ Workers on several machines are each scraped on their own port (docs/observabili
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
+import json
 import logging
 import threading
 import time
@@ -67,6 +69,7 @@ __all__ = [
     "connect_task_signals",
     "queue_depths",
     "queue_keys",
+    "scheduled_unacked",
     "start_exporter",
     "worker_metrics",
 ]
@@ -287,6 +290,42 @@ def queue_depths(client: redis.Redis, queues: Sequence[str], prefix: str = "") -
     per_queue = len(_PRIORITY_STEPS) + 1
     waiting = {q: sum(values[i * per_queue : (i + 1) * per_queue]) for i, q in enumerate(queues)}
     return QueueDepths(waiting=waiting, unacked=values[-1])
+
+
+def scheduled_unacked(client: redis.Redis, prefix: str = "", *, now: float | None = None, limit: int = 1000) -> int:
+    """How many unacknowledged messages a worker holds until a time still to come (an ETA).
+
+    Celery hands a message with an ETA to a worker at once, and the worker keeps it, unacknowledged,
+    until then. The backend's follow-up of every Retrieve Predictions is such a message: its publish
+    task waits out the inline budget (60 s) plus a second, then finds the chunk answered and stops.
+    So an idle system shows ``unacked`` 1 for about a minute after each Retrieve; this tells those
+    apart from tasks that really run. Reads at most ``limit`` entries of the ``unacked`` hash.
+
+    Args:
+        client: A client of the broker's Redis database.
+        prefix: ``Settings.redis_key_prefix``.
+        now: The current time (seconds since the epoch; default: now).
+        limit: The most entries read.
+
+    Raises:
+        redis.RedisError: Redis is unreachable.
+    """
+    moment = time.time() if now is None else now
+    scheduled = 0
+    for _, raw in client.hscan_iter(f"{prefix}{_UNACKED_KEY}", count=min(limit, 500)):
+        limit -= 1
+        if limit < 0:
+            break
+        try:
+            # kombu stores [message, exchange, routing key]; Celery puts the ETA in the headers.
+            eta = json.loads(raw)[0]["headers"].get("eta")
+            when = dt.datetime.fromisoformat(eta) if isinstance(eta, str) else None
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            continue
+        if when is not None:
+            when = when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
+            scheduled += when.timestamp() > moment
+    return scheduled
 
 
 def broker_redis(broker_url: str, *, timeout_s: float = 1.0) -> redis.Redis | None:

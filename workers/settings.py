@@ -4,23 +4,33 @@ This module and the other ``*/settings.py`` modules are the only places that rea
 environment. Every variable has the prefix ``ASSISTANT_``; the Label Studio URL and key also
 accept the names Label Studio's own tools use (``LABEL_STUDIO_URL``, ``LABEL_STUDIO_API_KEY``).
 Use :func:`get_settings` (cached) rather than building :class:`Settings` at import time.
+
+**The env file.** Every settings class (they all derive from :class:`Settings`) also reads an env
+file: ``ASSISTANT_ENV_FILE`` when set, else ``.env`` in the working directory when there is one.
+Variables of the process's environment win over the file's. So ``assistant status`` in a second
+shell sees the same home, broker and Label Studio as the stack started from the same directory,
+and the ``.env`` that ``docker compose`` reads next to ``compose.yaml`` serves the processes run
+outside Docker too. ``ASSISTANT_ENV_FILE=/dev/null`` reads none (the tests' choice).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, computed_field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, computed_field, model_validator
+from pydantic_settings import BaseSettings, DotEnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 __all__ = [
     "BUNDLED_MODEL_DIR",
+    "ENV_FILE_VARIABLE",
     "PLACEHOLDER_SECRETS",
     "PROJECT_ROOT",
     "Settings",
+    "env_file_path",
     "get_settings",
     "url_has_placeholder_password",
 ]
@@ -34,6 +44,28 @@ BUNDLED_MODEL_DIR = PROJECT_ROOT / "assets" / "world-tiny"
 
 # Values that must never reach a deployment (docs/deploy.md).
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "changethis", "secret", "password", "token"})
+# Names the env file every settings class reads (module docstring).
+ENV_FILE_VARIABLE = "ASSISTANT_ENV_FILE"
+_DEFAULT_ENV_FILE = ".env"
+
+
+def env_file_path() -> Path | None:
+    """The env file the settings read: ``ASSISTANT_ENV_FILE``, else ``./.env`` if present, else None.
+
+    Raises:
+        ValueError: ``ASSISTANT_ENV_FILE`` names a file that does not exist.
+    """
+    named = os.environ.get(ENV_FILE_VARIABLE, "").strip()
+    if named:
+        path = Path(named).expanduser()
+        if not path.exists():
+            raise ValueError(
+                f"{ENV_FILE_VARIABLE}={named} does not exist. "
+                f"Fix: point it at your env file, or unset it to read ./{_DEFAULT_ENV_FILE} (/dev/null reads none)."
+            )
+        return path.absolute()
+    default = Path(_DEFAULT_ENV_FILE)
+    return default.absolute() if default.is_file() else None
 
 
 class Settings(BaseSettings):
@@ -42,6 +74,35 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="ASSISTANT_", env_ignore_empty=True, extra="ignore", populate_by_name=True
     )
+    # The env file these settings were read from (None: none); see :attr:`env_file`.
+    _env_file_read: Path | None = PrivateAttr(default=None)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then the environment, then the env file (:func:`env_file_path`), then secrets."""
+        del dotenv_settings  # the class-level env_file is fixed at import; ours is chosen per instance
+        path = env_file_path()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if path is not None:
+            sources.append(DotEnvSettingsSource(settings_cls, env_file=path))
+        return (*sources, file_secret_settings)
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Remember which env file was read (status and doctor print it)."""
+        super().model_post_init(context)
+        self._env_file_read = env_file_path()
+
+    @property
+    def env_file(self) -> Path | None:
+        """The env file these settings were read from, or None."""
+        return self._env_file_read
 
     # --- deployment -----------------------------------------------------------------------------
     # "development" allows placeholder secrets and local defaults; anything else refuses them.

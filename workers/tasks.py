@@ -18,11 +18,23 @@ from celery import shared_task
 from pydantic import BaseModel, ValidationError
 
 from workers import pipeline
-from workers.contracts import EMBED, PREDICT, SCORE_POOL, EmbedRequest, PredictRequest, ScorePoolRequest
-from workers.errors import RequestError, TransientError
+from workers.contracts import (
+    EMBED,
+    PREDICT,
+    PROBE_IMAGE,
+    SCORE_POOL,
+    EmbedRequest,
+    ImageFailure,
+    PredictRequest,
+    ProbeRequest,
+    ProbeResult,
+    ScorePoolRequest,
+)
+from workers.errors import MediaError, RequestError, TransientError
+from workers.images import decode_image
 from workers.runtime import ModelTask
 
-__all__ = ["embed", "predict", "score_pool"]
+__all__ = ["embed", "predict", "probe_image", "score_pool"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,3 +92,27 @@ def score_pool(self: ModelTask, **payload: Any) -> dict[str, Any]:
     """
     request = _validate(ScorePoolRequest, payload)
     return pipeline.score_pool(self.runtime, request).model_dump(mode="json")
+
+
+@shared_task(bind=True, base=ModelTask, name=PROBE_IMAGE)  # type: ignore[untyped-decorator]
+def probe_image(self: ModelTask, **payload: Any) -> dict[str, Any]:
+    """Read and decode one image as a prediction would, without the model (``assistant doctor``).
+
+    Returns:
+        A :class:`~workers.contracts.ProbeResult` as JSON; a failure is in its ``error``, not raised.
+    """
+    request = _validate(ProbeRequest, payload)
+    ref = request.image
+    fetcher = self.runtime.fetcher
+    info = fetcher.source_info(ref)
+    source = info.key if info is not None else ""
+    result = ProbeResult(key=ref.key, worker=str(self.request.hostname or ""), source=source)
+    try:
+        data = fetcher.fetch(ref)
+        image = decode_image(data, max_pixels=self.runtime.settings.media_max_pixels)
+    except MediaError as exc:
+        failure = ImageFailure(reason=exc.reason, message=exc.message)
+        return result.model_copy(update={"error": failure}).model_dump(mode="json")
+    local = bool(source) and not source.startswith(("http://", "https://"))
+    update = {"local": local, "size_bytes": len(data), "width": image.width, "height": image.height}
+    return result.model_copy(update=update).model_dump(mode="json")

@@ -269,7 +269,12 @@ class Hybrid(Strategy):
             project_dim=self.project_dim,
         )
         reasons = tuple(
-            f"uncalibrated model, so by typicality: the most typical of a cluster of {size} images ({lab} labeled)"
+            "uncalibrated model, so by typicality: "
+            + (
+                f"the only image of its cluster ({lab} labeled)"
+                if size == 1
+                else f"the most typical of a cluster of {size} images ({lab} labeled)"
+            )
             for size, lab in zip(picks.cluster_size.tolist(), picks.cluster_labeled.tolist(), strict=True)
         )
         return Selection(self.name, picks.indices, picks.typicality, reasons)

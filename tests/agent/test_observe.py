@@ -198,3 +198,36 @@ def test_memory_comes_from_the_decision_log(parts: Any) -> None:
     memory = memory_from_log(log, 3)
     assert memory.predicted_labels == ("cat",) and memory.predicted_checkpoint == "base"
     assert memory.flagged == frozenset({7, 9})
+
+
+def test_a_missing_webhook_is_logged_at_a_full_look_at_most_every_full_check(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from backends.webhook_check import WebhookCheck, missing_webhook_error
+
+    asked: list[int] = []
+
+    def check(project: int) -> WebhookCheck:
+        asked.append(project)
+        return WebhookCheck(project, ("http://b:9090",), (), problem=missing_webhook_error(project, ["http://b:9090"]))
+
+    reader, ledger, log = FakeReader(), open_ledger(None, home=tmp_path), open_decision_log(None, home=tmp_path)
+    registry = Registry(tmp_path / "models", "spec:tiny")
+    observer = Observer(
+        reader, registry, ledger, FakeLocks(), log, models_dir=tmp_path / "models", full_check_s=600,  # type: ignore[arg-type]
+        check_webhook=check,
+    )  # fmt: skip
+    caplog.set_level(logging.WARNING, logger="agent.observe")
+    try:
+        observer.observe(3, NOW)
+        observer.observe(3, NOW + dt.timedelta(seconds=60))  # within full_check_s: not asked again
+        observer.observe(3, NOW + dt.timedelta(seconds=601))
+    finally:
+        ledger.close()
+        log.close()
+
+    assert asked == [3, 3]
+    warnings = [r.getMessage() for r in caplog.records if "never reach the corrections ledger" in r.getMessage()]
+    assert len(warnings) == 2 and warnings[0].startswith("project 3 has no webhook to http://b:9090/webhook")

@@ -205,6 +205,19 @@ def test_hybrid_starts_cold_with_typical_images_until_the_model_is_calibrated() 
     assert -1 in cluster[create_strategy("hybrid", seed=3).select(warm, 3).indices].tolist()
 
 
+def test_a_cold_start_says_when_an_image_is_alone_in_its_cluster() -> None:
+    # As many picks as images: every cluster holds one image ("a cluster of 1 images" read oddly).
+    points = np.random.default_rng(4).normal(size=(4, 8))
+    probs = np.full((4, len(LABELS)), 0.02)
+    cold = SelectionPool.from_arrays(probs, np.full(6, 0.5), LABELS, embeddings=points, calibrated=False)
+
+    chosen = create_strategy("hybrid", seed=0).select(cold, 4)
+
+    assert len(chosen) == 4
+    assert all(r.endswith("the only image of its cluster (0 labeled)") for r in chosen.reasons), chosen.reasons
+    assert not any("1 images" in r for r in chosen.reasons)
+
+
 def test_strategies_that_need_embeddings_say_so() -> None:
     pool = SelectionPool.from_arrays(np.random.default_rng(0).random((10, 6)), np.full(6, 0.5), LABELS)
     for name in ("diversity", "hybrid"):

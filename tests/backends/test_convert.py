@@ -10,6 +10,7 @@ import pytest
 from backends.controls import ProjectVocabulary, parse_label_config
 from backends.convert import (
     DEFAULT_MAX_TAGS,
+    EMPTY_NOTE,
     MAX_SCORES_KEPT,
     SCORES_KEY,
     PredictionBatch,
@@ -146,12 +147,25 @@ def test_two_images_per_task_get_distinct_keys() -> None:
         ({"cat": 0.6, "dog": 0.7, "Person": 0.8, "outdoor": 0.9}, {}, ["outdoor", "Person".lower(), "dog"]),  # top 3
         ({"cat": 0.9, "dog": 0.6}, {"cat": 0.95}, ["dog"]),  # the worker's per-label threshold
         ({"cat": 0.5}, {}, ["cat"]),  # a score equal to its threshold passes
-        ({"cat": 0.1, "outdoor": 0.69}, {}, None),  # nothing passes: no result item
+        ({"cat": 0.1, "outdoor": 0.69}, {}, []),  # nothing passes: an empty item (with its scores)
     ],
 )
-def test_choices_selection(scores: dict[str, float], thresholds: dict[str, float], expected: list[str] | None) -> None:
+def test_choices_selection(scores: dict[str, float], thresholds: dict[str, float], expected: list[str]) -> None:
     _, batch = run("multilabel", images(1), scores, thresholds=thresholds)
-    assert values(batch).get("tags") == (None if expected is None else {"choices": expected})
+    assert values(batch).get("tags") == {"choices": expected}
+
+
+def test_an_empty_prediction_keeps_its_scores_and_says_why() -> None:
+    # "Why no tags?" must be answerable from the prediction: every score below its threshold.
+    _, batch = run("multilabel", images(1), {"cat": 0.1, "outdoor": 0.69})
+    pred = batch.predictions[0]
+    assert pred is not None
+    (item,) = [i for i in pred.result if i.from_name == "tags"]
+    extras = item.assistant or {}
+    assert item.value == {"choices": []}
+    assert extras["note"] == EMPTY_NOTE
+    assert extras["scores"]["cat"] == pytest.approx(0.1) and extras["scores"]["outdoor"] == pytest.approx(0.69)
+    assert all(extras["scores"][k] < extras["thresholds"][k] for k in extras["scores"])
 
 
 def test_control_threshold_overrides_the_workers() -> None:
@@ -164,7 +178,7 @@ def test_control_threshold_overrides_the_workers() -> None:
     ("scores", "expected"),
     [
         ({"indoor": 0.8, "outdoor": 0.9}, {"choices": ["outdoor"]}),  # both pass: only the top
-        ({"indoor": 0.3, "outdoor": 0.2}, None),  # none passes: no choice
+        ({"indoor": 0.3, "outdoor": 0.2}, {"choices": []}),  # none passes: no choice
     ],
 )
 def test_single_choice_selects_the_top_tag_only(scores: dict[str, float], expected: dict[str, Any] | None) -> None:

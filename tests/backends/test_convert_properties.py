@@ -308,10 +308,10 @@ def _check_batch(vocab: ProjectVocabulary, tasks: Sequence[Task], said: dict[str
             control = vocab.control(item.from_name)
             assert item.score is not None and 0.0 <= item.score <= 1.0
             keys = control.keys_from_value(item.value)
-            assert keys and len(set(keys)) == len(keys)
+            assert len(set(keys)) == len(keys)
             assert control.max_tags is None or len(keys) <= control.max_tags
             extras = item.assistant or {}
-            assert set(extras) == {"scores", "thresholds", "novel"}
+            assert set(extras) == {"scores", "thresholds", "novel"} | (set() if keys else {"note"})
             assert len(extras["scores"]) <= MAX_SCORES_KEPT and set(extras["novel"]) <= set(extras["scores"])
             for key in keys:  # every selected tag passed its threshold (4-decimal rounding)
                 assert extras["scores"][key] >= extras["thresholds"][key] - 1e-4

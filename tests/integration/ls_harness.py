@@ -714,14 +714,17 @@ class RecordingBackend:
     Args:
         respond: Builds the ``/predict`` answer from the request body.
         model_version: What ``/setup`` reports.
+        host: The address it listens on (a non-loopback one tests Label Studio's address checks).
     """
 
-    def __init__(self, respond: PredictResponder = _default_predict, *, model_version: str = "stub-v1") -> None:
+    def __init__(
+        self, respond: PredictResponder = _default_predict, *, model_version: str = "stub-v1", host: str = "127.0.0.1"
+    ) -> None:
         self.respond = respond
         self.model_version = model_version
         self.requests: list[tuple[str, str, Any]] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server = ThreadingHTTPServer((host, 0), self._handler_class())
         self._thread = threading.Thread(target=self._server.serve_forever, name="recording-backend", daemon=True)
 
     @property

@@ -154,6 +154,8 @@ def assistant_env(
             "TRANSFORMERS_OFFLINE": "1",
             "PYTHONUNBUFFERED": "1",
             "COLUMNS": "160",
+            # Never a developer's .env in the repository (the processes run there).
+            "ASSISTANT_ENV_FILE": os.devnull,
             "ASSISTANT_HOME": str(home),
             "ASSISTANT_BASE_MODEL": str(base_model),
             "ASSISTANT_BROKER_URL": broker_url,

@@ -366,6 +366,35 @@ def test_local_files_from_mounted_roots(tmp_path: Path) -> None:
     assert _reason(no_roots, str(docs / "set" / "a.png")) == "forbidden"
 
 
+def test_absolute_urls_of_label_studios_own_media_are_read_from_disk_too(tmp_path: Path) -> None:
+    # A synced Local Files storage writes http://<LS host>/data/local-files/?d=... (LS 1.23 with --host).
+    docs, media = tmp_path / "docs", tmp_path / "media"
+    (docs / "photos").mkdir(parents=True)
+    (docs / "photos" / "a.png").write_bytes(PNG)
+    (media / "upload" / "4").mkdir(parents=True)
+    (media / "upload" / "4" / "f.png").write_bytes(PNG)
+    asked: list[str] = []
+
+    def elsewhere(request: httpx.Request) -> httpx.Response:
+        asked.append(str(request.url))
+        return httpx.Response(200, content=b"from-the-network")
+
+    fetcher = _fetcher(
+        tmp_path, elsewhere, label_studio_local_files_root=docs, label_studio_media_root=media,
+        media_allowed_hosts=["other.test"], dns={"other.test": ["10.0.0.9"]},
+    )  # fmt: skip
+    assert fetcher.fetch(ImageRef(key="1", url=f"{LS}/data/local-files/?d=photos/a.png")) == PNG
+    assert fetcher.fetch(ImageRef(key="2", url=f"{LS}/data/upload/4/f.png")) == PNG
+    assert asked == []
+    assert _reason(fetcher, f"{LS}/data/local-files/?d=../outside.png") in {"forbidden", "bad_url"}
+    # The same path on another host is that host's file: downloaded from it, never read from disk.
+    assert (
+        fetcher.fetch(ImageRef(key="3", url="http://other.test/data/local-files/?d=photos/a.png"))
+        == b"from-the-network"
+    )
+    assert asked == ["http://other.test/data/local-files/?d=photos/a.png"]
+
+
 def test_uploads_from_mounted_media_root(tmp_path: Path) -> None:
     media = tmp_path / "media"
     (media / "upload" / "4").mkdir(parents=True)

@@ -66,3 +66,33 @@ def test_worker_errors_survive_pickling() -> None:
 
     err = pickle.loads(pickle.dumps(MediaError("gone", reason="not_found", fix="upload it")))
     assert err.reason == "not_found" and err.message == "Gone. Fix: Upload it."
+
+
+def test_probe_image_reads_and_decodes_one_image_without_the_model(app, image_dir: Path) -> None:
+    from workers.contracts import PROBE_IMAGE, ProbeResult
+
+    path = sorted(image_dir.glob("*.png"))[0]
+    ok = ProbeResult.model_validate(app.tasks[PROBE_IMAGE](image={"key": "7", "url": str(path), "task_id": 7}))
+    assert ok.error is None and ok.local and ok.source == str(path)
+    assert (ok.width, ok.height) == (48, 40) and ok.size_bytes == path.stat().st_size
+    assert not runtime_for(app)._models  # no model was loaded for it
+
+    missing = app.tasks[PROBE_IMAGE](image={"key": "8", "url": str(image_dir / "gone.png")})
+    failed = ProbeResult.model_validate(missing)
+    assert failed.error is not None and failed.error.reason == "not_found" and failed.width == 0
+    (image_dir / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n-not-really")
+    broken = ProbeResult.model_validate(
+        app.tasks[PROBE_IMAGE](image={"key": "9", "url": str(image_dir / "broken.png")})
+    )
+    assert broken.error is not None and broken.error.reason == "corrupt"
+    assert app.conf.task_routes[PROBE_IMAGE]["queue"] == "predict"
+
+
+def test_a_worker_describes_what_it_serves(app, settings: Settings) -> None:
+    from workers.control import describe_worker
+
+    info = describe_worker(app)
+
+    assert info["base_version"] == "tiny-v1" and info["demo_model"] is False
+    assert info["models_dir"] == str(settings.models_dir) and info["home"] == str(settings.home)
+    assert json.dumps(info)  # a broadcast reply is JSON
