@@ -125,7 +125,9 @@ class ActiveLearningConfig:
     pool_images: int = 3000
     eval_images: int = 1000
     eval_stream: Stream = Stream.TEST
-    simulation: SimulationConfig = field(default_factory=lambda: SimulationConfig(round=AL_ROUND))
+    # An annotator without automation bias: what it labels does not depend on what it was shown,
+    # so the strategies are compared on the labels alone.
+    simulation: SimulationConfig = field(default_factory=lambda: SimulationConfig(round=AL_ROUND, automation_bias=0.0))
 
     @property
     def per_round(self) -> int:
