@@ -245,16 +245,19 @@ def decide(current: Evaluation, candidate: Evaluation, tolerance: float, edits_t
     new, old = candidate.metrics["mAP"], current.metrics["mAP"]
     delta = new - old
     ranking = f"held-out mAP {new:.2f} vs {old:.2f} ({delta:+.2f})"
+    measured = "edits_vs_scratch" in current.metrics and "edits_vs_scratch" in candidate.metrics
+    edits_delta = (
+        candidate.metrics["edits_vs_scratch"] - current.metrics["edits_vs_scratch"] if measured else float("nan")
+    )
     if delta < -tolerance:
-        return Decision(False, f"{ranking}: lower by more than the tolerance of {tolerance:g}", delta)
-    if "edits_vs_scratch" not in current.metrics or "edits_vs_scratch" not in candidate.metrics:
-        verdict = "better" if delta > 0 else "not worse beyond the tolerance"
+        return Decision(False, f"{ranking}: lower by more than the tolerance of {tolerance:g}", delta, edits_delta)
+    verdict = "better" if delta > 0 else "not worse beyond the tolerance"
+    if not measured:
         return Decision(True, f"{ranking}: {verdict} (no held-out true tag to count edits on)", delta)
-    e_new, e_old = candidate.metrics["edits_vs_scratch"], current.metrics["edits_vs_scratch"]
-    edits_delta = e_new - e_old
     effort = (
         f"pre-annotation edits {candidate.metrics['edits_per_task']:.2f} vs {current.metrics['edits_per_task']:.2f} "
-        f"per task ({e_new:.2f}x vs {e_old:.2f}x from scratch)"
+        f"per task ({candidate.metrics['edits_vs_scratch']:.2f}x vs {current.metrics['edits_vs_scratch']:.2f}x "
+        "from scratch)"
     )
     if edits_delta > edits_tolerance + 1e-12:
         return Decision(
@@ -264,5 +267,4 @@ def decide(current: Evaluation, candidate: Evaluation, tolerance: float, edits_t
             delta,
             edits_delta,
         )
-    verdict = "better" if delta > 0 else "not worse beyond the tolerance"
     return Decision(True, f"{ranking}: {verdict}; {effort}", delta, edits_delta)

@@ -221,7 +221,8 @@ def reliability_command(
     from assistant.world.config import Stream
 
     vocab = default_vocabulary()
-    groups = {"seen labels (the prior's)": list(vocab.seen_names), "unseen labels (zero-shot)": list(vocab.unseen_names)}
+    # The prior is fitted on the seen labels; the unseen ones are scored zero-shot (a project's novel tags).
+    groups = {"seen": list(vocab.seen_names), "unseen": list(vocab.unseen_names)}
     try:
         loaded = load_model(model, device=device)
         with _progress(f"rendering {images:,} validation-stream images") as update:
@@ -245,7 +246,7 @@ def reliability_command(
     table = Table(
         title=f"Calibration of {model} ({loaded.calibrator.method}) on validation images {first}-{first + images - 1}"
     )
-    for column in ("labels", "entries", "ECE", "max gap", "over (p>=0.5)", "shown/img", "precision", "edits x scratch"):
+    for column in ("labels", "entries", "ECE", "max gap", "over", "shown", "precision", "edits/scratch"):
         table.add_column(column, justify="right" if column != "labels" else "left")
     for name, check in checks.items():
         rel, effort = check.reliability, check.effort
@@ -257,9 +258,13 @@ def reliability_command(
             name, f"{rel.count:,}", f"{rel.ece:.3f}", f"{rel.max_gap:.3f}", over, f"{shown:.2f}", precision, ratio
         )
     console.print(table)
+    console.print(
+        "over: mean probability minus frequency over the bins from 0.5 up (positive: overstated confidence); "
+        "shown: tags per image the rule shows (p >= 0.5); edits/scratch: its edits against labeling from scratch"
+    )
     out.mkdir(parents=True, exist_ok=True)
     png = plot_reliability(
-        {name: c.reliability for name, c in checks.items()},
+        {f"{name} labels": c.reliability for name, c in checks.items()},
         out / "reliability.png",
         f"Reliability of {Path(model.removeprefix('local-dir:')).name} ({loaded.calibrator.method})",
     )

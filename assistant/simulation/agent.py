@@ -201,7 +201,7 @@ class CurvePoint:
 
     @property
     def ratio(self) -> float | None:
-        """Cumulative edits against from scratch (None before the first true tag)."""
+        """Cumulative edits against from scratch, in counts (None before the first true tag)."""
         return self.edits / self.scratch if self.scratch else None
 
 
@@ -244,8 +244,8 @@ class RunSummary:
         return self.points[-1].edits
 
     def max_checkpoint_ratio(self) -> float | None:
-        """The highest cumulative edits-to-scratch ratio over the checkpoints (the acceptance: never above 1)."""
-        ratios = [r for r in (p.ratio for p in self.points) if r is not None]
+        """The highest cumulative (cost-weighted) edits-to-scratch ratio over the checkpoints."""
+        ratios = [r for r in (self.effort.cumulative_ratio(p.annotations) for p in self.points) if r is not None]
         return max(ratios) if ratios else None
 
     def mean_map(self) -> float:
