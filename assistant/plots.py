@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -143,6 +143,7 @@ def plot_learning_curves(
     *,
     bands: Mapping[str, Sequence[tuple[float, float]]] | None = None,
     dashed: Collection[str] = (),
+    color_of: Mapping[str, str] | None = None,
 ) -> Path:
     """Line plot of one or more curves, e.g. mAP per round or per annotated-image budget.
 
@@ -155,6 +156,8 @@ def plot_learning_curves(
         bands: Optional ``{name: [(low, high), ...]}`` shaded around the curve of the same name,
             one pair per point (e.g. min/max or mean ± std over seeds).
         dashed: Names of curves drawn dashed without markers (baselines, e.g. labeling from scratch).
+        color_of: ``{name: other}``: draw curve ``name`` in the colour of the curve ``other`` drawn
+            before it (a baseline beside its run).
 
     Returns:
         The written path.
@@ -173,10 +176,14 @@ def plot_learning_curves(
             )
     fig = _new_figure(7.0, 4.5)
     ax = fig.add_subplot()
+    colors: dict[str, Any] = {}
     for name, points in curves.items():
         xy = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-        style = {"linestyle": "--", "marker": None} if name in dashed else {"marker": "o", "markersize": 3}
+        style: dict[str, Any] = {"linestyle": "--"} if name in dashed else {"marker": "o", "markersize": 3}
+        if color_of and color_of.get(name) in colors:
+            style["color"] = colors[color_of[name]]
         (line,) = ax.plot(xy[:, 0], xy[:, 1], label=name, **style)
+        colors[name] = line.get_color()
         if name in bands:
             lo_hi = np.asarray(bands[name], dtype=np.float64).reshape(-1, 2)
             ax.fill_between(xy[:, 0], lo_hi[:, 0], lo_hi[:, 1], color=line.get_color(), alpha=0.2, linewidth=0)

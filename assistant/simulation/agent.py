@@ -758,7 +758,7 @@ def _run_agent(
     ] + [
         # The guard acts on serving, not through the policy; its trips and resumptions join the log.
         {
-            "at": e.annotations,
+            "at": f"annotation {e.annotations}",
             "action": "guard",
             "status": "tripped" if e.tripped else "resumed",
             "reason": f"'{e.tag}': {e.reason}",
@@ -833,25 +833,27 @@ def plot_agent_simulation(result: AgentSimResult, folder: Path) -> list[Path]:
     - ``agent-vs-fixed.png``: test mAP against annotations;
     - ``agent-vs-fixed-edits.png``: test mAP against tag edits, and (dashed) against the edits the
       same annotations would have taken from scratch;
-    - ``agent-vs-fixed-effort.png``: cumulative edits per annotation against labeling the same tasks
-      from scratch (dashed), at every checkpoint.
+    - ``agent-vs-fixed-effort.png``: cumulative edits divided by the edits of labeling the same
+      tasks from scratch (1.0, dashed), at every checkpoint (the table's ``x`` column).
     """
     runs = (result.agent, result.fixed)
     name = {"agent": "agent: the agent", "fixed": "fixed: pre-annotate once, train once at the end"}
     title = "The agent against a fixed schedule: test mAP of the model in service"
     by_annotations = {name[r.name]: [(float(p.annotations), p.map) for p in r.points] for r in runs}
     by_edits: dict[str, list[tuple[float, float]]] = {}
+    same: dict[str, str] = {}
     for r in runs:
         by_edits[name[r.name]] = [(float(p.edits), p.map) for p in r.points]
-        by_edits[f"{r.name}: the same tasks from scratch"] = [(float(p.scratch), p.map) for p in r.points]
-    effort: dict[str, list[tuple[float, float]]] = {}
-    for r in runs:
-        counted = [p for p in r.points if p.annotations]
-        effort[f"{r.name}: edits from its pre-annotations"] = [
-            (p.annotations, p.edits / p.annotations) for p in counted
+        scratch = f"{r.name}: the same tasks from scratch"
+        by_edits[scratch], same[scratch] = [(float(p.scratch), p.map) for p in r.points], name[r.name]
+    effort = {
+        f"{r.name}: edits from its pre-annotations": [
+            (float(p.annotations), p.ratio) for p in r.points if p.ratio is not None
         ]
-        effort[f"{r.name}: from scratch (true tags)"] = [(p.annotations, p.scratch / p.annotations) for p in counted]
-    baselines = [k for k in (*by_edits, *effort) if "scratch" in k]
+        for r in runs
+    }
+    last = max(p.annotations for r in runs for p in r.points)
+    effort["labeling the same tasks from scratch"] = [(0.0, 1.0), (float(last), 1.0)]
     return [
         plot_learning_curves(by_annotations, folder / "agent-vs-fixed.png", "annotations", "test mAP (%)", title),
         plot_learning_curves(
@@ -860,14 +862,15 @@ def plot_agent_simulation(result: AgentSimResult, folder: Path) -> list[Path]:
             "tag edits (annotation effort)",
             "test mAP (%)",
             title,
-            dashed=baselines,
+            dashed=list(same),
+            color_of=same,
         ),
         plot_learning_curves(
             effort,
             folder / "agent-vs-fixed-effort.png",
             "annotations",
-            "cumulative edits per annotation",
+            "cumulative edits / from scratch",
             "Edits from pre-annotations against labeling the same tasks from scratch",
-            dashed=baselines,
+            dashed=["labeling the same tasks from scratch"],
         ),
     ]

@@ -545,11 +545,12 @@ def plot_simulation_effort(result: SimulationResult, path: Path) -> Path:
         "from scratch (true tags per task)": [(x, s) for x, _, s in served],
     }
     title = "Annotation effort per round: pre-annotation against labeling from scratch"
+    baseline = "from scratch (true tags per task)"
     return plot_learning_curves(
         curves,
         path,
-        "round (tasks served by the model in service before it)",
+        "round (its tasks are served by the model in service before it)",
         "edits per task",
         title,
-        dashed=["from scratch (true tags per task)"],
+        dashed=[baseline],
     )
