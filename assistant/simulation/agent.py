@@ -404,7 +404,6 @@ class _Project:
         self.effort = EffortLog(cfg.serving.costs)
         self.novel_shown = self.novel_right = 0
         self.features = CachedFeatures(pool.images, cfg.round.eval_batch_size)
-        self._index = {n: i for i, n in enumerate(pool.names)}
         self.since_round = 0
         self.tick = 0
 
@@ -495,15 +494,10 @@ class _Project:
         for task in order[:count]:
             pred = self.predictions.get(task)
             shown = [t for t in (pred.served.tags if pred else ()) if t in self.options]
-            errors_before = self.annotator.introduced_errors
-            annotation = self.annotator.annotate(task, self.options, shown)
-            errors = self.annotator.introduced_errors - errors_before
+            annotation = self.effort.annotate(self.annotator, task, self.options, shown)
             self.annotations.append(annotation)
             self.labeled.add(task)
             self.since_round += 1
-            # The truth the annotator would have labeled from scratch: its tags minus the wrong ones it kept.
-            truth = annotation.positives - {t for t in shown if not self.pool.truth[task, self._index[t]]}
-            self.effort.add(shown, truth, errors)
             self.serving.record(pred.served if pred else None, annotation.positives)
             novel = [t for t in shown if t in self.cfg.novel_labels]
             self.novel_shown += len(novel)
@@ -548,6 +542,7 @@ class _Project:
         if promoted:
             outcome.candidate.loaded.model.version = f"sim-r{number}"
             self.service = outcome.candidate.loaded
+            self.serving.use_version(self.service.model.version)  # its own calibration, every tag resumed
         delta = outcome.decision.delta
         return {
             "round": number,

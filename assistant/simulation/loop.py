@@ -417,7 +417,6 @@ def simulate_rounds(
     row0 = RoundRow(round=0, options=len(state.options), reason="base model", promoted=False)
     _evaluate_service(row0, base, test, cfg, batch)
     rows, services, data = [row0], [base], None
-    names = {n: i for i, n in enumerate(pool.names)}
     for r in range(1, cfg.rounds + 1):
         started = time.perf_counter()
         state.round = r
@@ -430,11 +429,7 @@ def simulate_rounds(
         for index, row in zip(chosen, probs, strict=True):
             served = serving.serve(state.service.model.version, state.options, row)
             tags = list(served.tags)
-            errors = annotator.introduced_errors
-            annotation = annotator.annotate(index, state.options, tags)
-            # The truth from scratch: its tags minus the wrong shown ones it kept.
-            truth = annotation.positives - {t for t in tags if not pool.truth[index, names[t]]}
-            effort.add(tags, truth, annotator.introduced_errors - errors)
+            annotation = effort.annotate(annotator, index, state.options, tags)
             serving.record(served, annotation.positives)
             state.annotations.append(annotation)
             state.annotated.add(index)

@@ -36,7 +36,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from assistant.corrections import AnnotatedImage
 from assistant.errors import ConfigError
+from assistant.simulation.annotator import SimulatedAnnotator
 from preannotation import (
     EditCosts,
     EffortTotals,
@@ -294,6 +296,20 @@ class EffortLog:
         self.tasks.append(edits)
         self.errors.append(errors)
         return edits
+
+    def annotate(
+        self, annotator: SimulatedAnnotator, index: int, options: Sequence[str], shown: Sequence[str]
+    ) -> AnnotatedImage:
+        """Have ``annotator`` label pool image ``index`` shown ``shown``, and count it.
+
+        The truth from scratch is the annotation's tags minus the wrong shown tags it kept (with a
+        miss rate, the true tags it missed are missed from scratch too).
+        """
+        before = annotator.introduced_errors
+        annotation = annotator.annotate(index, options, shown)
+        kept_wrong = {t for t in shown if t in annotation.positives and not annotator.is_true(index, t)}
+        self.add(shown, annotation.positives - kept_wrong, annotator.introduced_errors - before)
+        return annotation
 
     def totals(self, start: int = 0, stop: int | None = None) -> EffortTotals:
         """The totals of annotations ``start .. stop - 1``."""
