@@ -19,7 +19,10 @@ prediction          One of, by cause (first match):
                       scored again; the workers serve the image features from their cache, so
                       only the new label texts are encoded.
                     - ``repredict``: the model in service differs from the one the agent last
-                      predicted with (a round promoted a candidate, or someone rolled back).
+                      predicted with (a round promoted a candidate, or someone rolled back), or
+                      the project's calibration of it was refit from new annotations since
+                      (:attr:`Observation.calibration`): the tasks in front of the annotators
+                      then show what the refit map expects to save.
                     - ``preannotate``: unlabeled tasks have no prediction for the current
                       version (new imports), or the agent looks at the project for the first
                       time.
@@ -226,12 +229,15 @@ class Memory:
         predicted_checkpoint: The checkpoint of its last prediction decision.
         predicted_labels: The vocabulary of its last prediction decision (None: it never
             looked at the project).
+        predicted_calibration: The project calibration of its last prediction decision (None:
+            the model's own).
         selected_version: The full model version of its last selection.
         flagged: Tasks it ever queued for review (never flagged twice).
     """
 
     predicted_checkpoint: str | None = None
     predicted_labels: tuple[str, ...] | None = None
+    predicted_calibration: str | None = None
     selected_version: str | None = None
     flagged: frozenset[int] = frozenset()
 
@@ -244,6 +250,9 @@ class Observation:
         project: The Label Studio project.
         now: The moment (UTC, timezone-aware).
         checkpoint: The checkpoint version serving the project (the registry's ``current``).
+        calibration: The project's own calibration of that checkpoint, refit from its
+            annotations (an id that changes at every refit); None while the checkpoint's own
+            calibration serves.
         labels: The labeling config's model labels, in order.
         tasks: Tasks in the project.
         unlabeled: Tasks without an annotation.
@@ -265,6 +274,7 @@ class Observation:
     now: dt.datetime
     checkpoint: str
     labels: tuple[str, ...]
+    calibration: str | None = None
     tasks: int = 0
     unlabeled: int = 0
     unpredicted: tuple[int, ...] = ()
@@ -306,6 +316,8 @@ class Observation:
             "gpu_minutes_today": round(self.budget.gpu_minutes, 1),
             "rounds_today": self.budget.rounds,
         }
+        if self.calibration is not None:
+            out["calibration"] = self.calibration
         if self.last_round is not None:
             out["last_round"] = f"{self.last_round.round_id} {self.last_round.status} ({self.last_round.trigger})"
         if self.events:
@@ -428,6 +440,13 @@ class Policy:
                 f"the model in service changed from {memory.predicted_checkpoint} to {obs.checkpoint}{origin}: "
                 f"re-predicting {pending} unlabeled tasks"
             )
+        elif obs.calibration is not None and obs.calibration != memory.predicted_calibration:
+            action = "repredict"
+            reason = (
+                f"the project's calibration of {obs.checkpoint} was refit from its annotations ({obs.calibration}): "
+                f"re-predicting {pending} unlabeled tasks, so that they show the tags the refit map expects to save "
+                "edits on"
+            )
         elif pending:
             action = "preannotate"
             reason = f"{pending} unlabeled tasks have no prediction for {obs.model_version} (new imports)"
@@ -443,6 +462,9 @@ class Policy:
             "task_ids": sorted(obs.unpredicted)[:_IDS_SHOWN],
         }
         key = f"{action}:p{obs.project}:{obs.model_version}:{params['task_digest']}"
+        if obs.calibration is not None:
+            params["calibration"] = obs.calibration
+            key += f":{obs.calibration}"
         return Decision(action, obs.project, key, reason, _json_safe(params), obs.summary())
 
     # --- review ------------------------------------------------------------------------------

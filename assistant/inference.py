@@ -7,7 +7,10 @@ new label and a matrix product.
 
 Scores are the vocabulary-independent ``cosine`` head mode mapped through the checkpoint's
 calibrator, so a threshold means the same thing whatever else is in the vocabulary
-(mkt-method.md §11.1: the method's own normalised score is not usable for thresholds).
+(mkt-method.md §11.1: the method's own normalised score is not usable for thresholds). A tag is
+*selected* (it would be pre-annotated) by the pre-annotation rule: its probability reaches the
+break-even point of the edit costs (:func:`preannotation.show_mask`; 0.5 at equal costs), not the
+calibrator's F1-optimal threshold, which serves evaluation only.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from assistant.checkpoint import LoadedModel
 from assistant.devices import autocast_for, default_batch_size, resolve_device
 from assistant.errors import DataError
 from assistant.model import MKTModel
+from preannotation import EditCosts, show_mask
 
 __all__ = ["ImageTags", "Tag", "Tagger", "autocast_for", "resolve_device"]
 
@@ -40,8 +44,9 @@ class Tag:
     score: float
     # True when the model was trained on the label; False for a novel (zero-shot) tag.
     seen: bool
-    # Whether the score passes the label's calibrated threshold.
+    # Whether it would be pre-annotated: the score reaches the break-even point of the edit costs.
     selected: bool
+    # That break-even point (0.5 at equal costs).
     threshold: float
 
 
@@ -52,7 +57,7 @@ class ImageTags:
     tags: tuple[Tag, ...]
 
     def selected(self) -> list[Tag]:
-        """The tags that pass their thresholds, best first."""
+        """The tags that would be pre-annotated, best first."""
         return [t for t in self.tags if t.selected]
 
 
@@ -117,25 +122,23 @@ class Tagger:
         """Calibrated scores in [0, 1], ``(N, C)``."""
         return self.calibrator.apply(self.raw_scores(features, labels), list(labels))
 
-    def tag_features(self, features: ImageFeatures, labels: Sequence[str]) -> list[ImageTags]:
-        """Ranked tags for cached features."""
+    def tag_features(
+        self, features: ImageFeatures, labels: Sequence[str], costs: EditCosts | None = None
+    ) -> list[ImageTags]:
+        """Ranked tags for cached features, selected by the pre-annotation rule of ``costs`` (equal when None)."""
         labels = list(labels)
-        probs = self.probabilities(features, labels)
-        thresholds = self.calibrator.thresholds(labels)
+        probs = np.asarray(self.probabilities(features, labels), dtype=np.float64)
+        selected = show_mask(np.clip(probs, 0.0, 1.0), costs)
+        cut = (costs or EditCosts()).break_even
         seen = self.model.is_seen(labels)
         out = []
-        for row in probs:
+        for row, chosen in zip(probs, selected, strict=True):
             order = np.argsort(-row, kind="stable")
-            out.append(
-                ImageTags(
-                    tuple(
-                        Tag(labels[j], float(row[j]), seen[j], bool(row[j] >= thresholds[j]), float(thresholds[j]))
-                        for j in order
-                    )
-                )
-            )
+            out.append(ImageTags(tuple(Tag(labels[j], float(row[j]), seen[j], bool(chosen[j]), cut) for j in order)))
         return out
 
-    def tag(self, images: Sequence[Image.Image], labels: Sequence[str]) -> list[ImageTags]:
-        """Ranked tags for PIL images."""
-        return self.tag_features(self.features(images), labels)
+    def tag(
+        self, images: Sequence[Image.Image], labels: Sequence[str], costs: EditCosts | None = None
+    ) -> list[ImageTags]:
+        """Ranked tags for PIL images (selected by the pre-annotation rule)."""
+        return self.tag_features(self.features(images), labels, costs)

@@ -1,4 +1,4 @@
-"""Report figures written as PNG files: per-label AP before/after, PR curves, learning curves.
+"""Report figures written as PNG files: per-label AP before/after, PR curves, learning curves, reliability.
 
 Every function builds its own ``matplotlib.figure.Figure`` on an Agg canvas, so nothing touches
 pyplot's global state or the process-wide backend (safe in workers and tests without a display),
@@ -8,20 +8,21 @@ and matplotlib is imported only when a figure is drawn.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from assistant.errors import DataError
 from assistant.evaluate import check_label_names, per_label_ap, validate_inputs
+from preannotation import Reliability
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["plot_learning_curves", "plot_per_label_ap", "plot_pr_curves"]
+__all__ = ["plot_learning_curves", "plot_per_label_ap", "plot_pr_curves", "plot_reliability"]
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +142,8 @@ def plot_learning_curves(
     title: str,
     *,
     bands: Mapping[str, Sequence[tuple[float, float]]] | None = None,
+    dashed: Collection[str] = (),
+    color_of: Mapping[str, str] | None = None,
 ) -> Path:
     """Line plot of one or more curves, e.g. mAP per round or per annotated-image budget.
 
@@ -152,6 +155,9 @@ def plot_learning_curves(
         title: Figure title.
         bands: Optional ``{name: [(low, high), ...]}`` shaded around the curve of the same name,
             one pair per point (e.g. min/max or mean ± std over seeds).
+        dashed: Names of curves drawn dashed without markers (baselines, e.g. labeling from scratch).
+        color_of: ``{name: other}``: draw curve ``name`` in the colour of the curve ``other`` drawn
+            before it (a baseline beside its run).
 
     Returns:
         The written path.
@@ -170,9 +176,14 @@ def plot_learning_curves(
             )
     fig = _new_figure(7.0, 4.5)
     ax = fig.add_subplot()
+    colors: dict[str, Any] = {}
     for name, points in curves.items():
         xy = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-        (line,) = ax.plot(xy[:, 0], xy[:, 1], marker="o", markersize=3, label=name)
+        style: dict[str, Any] = {"linestyle": "--"} if name in dashed else {"marker": "o", "markersize": 3}
+        if color_of and color_of.get(name) in colors:
+            style["color"] = colors[color_of[name]]
+        (line,) = ax.plot(xy[:, 0], xy[:, 1], label=name, **style)
+        colors[name] = line.get_color()
         if name in bands:
             lo_hi = np.asarray(bands[name], dtype=np.float64).reshape(-1, 2)
             ax.fill_between(xy[:, 0], lo_hi[:, 0], lo_hi[:, 1], color=line.get_color(), alpha=0.2, linewidth=0)
@@ -181,4 +192,52 @@ def plot_learning_curves(
     ax.set_title(title)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_reliability(groups: Mapping[str, Reliability], path: str | Path, title: str) -> Path:
+    """Reliability diagram: per probability bin, the observed frequency against the mean probability.
+
+    A calibrated model lies on the diagonal; points below it overstate confidence (above 0.5,
+    those tags are shown and then removed). The lower panel counts the entries per bin (log scale).
+
+    Args:
+        groups: ``{name: reliability}``, e.g. the labels a prior was fitted on and the others.
+        path: The PNG file to write.
+        title: Figure title.
+
+    Raises:
+        DataError: No group.
+    """
+    if not groups:
+        raise DataError("a reliability diagram needs at least one group", fix="pass {name: reliability(...)}")
+    fig = _new_figure(6.0, 6.5)
+    top, bottom = fig.subplots(2, 1, height_ratios=(3, 1), sharex=True)
+    top.plot([0, 1], [0, 1], linestyle="--", color="gray", linewidth=1, label="calibrated")
+    for name, rel in groups.items():
+        used = [b for b in rel.bins if b.count]
+        xs = [float(b.mean_probability or 0.0) for b in used]
+        ys = [float(b.frequency or 0.0) for b in used]
+        (line,) = top.plot(xs, ys, marker="o", markersize=4, label=f"{name} (ECE {rel.ece:.3f}, n={rel.count:,})")
+        width = 1.0 / len(rel.bins)
+        lows = [b.low for b in rel.bins]
+        bottom.bar(
+            lows,
+            [max(b.count, 0) for b in rel.bins],
+            width=width,
+            align="edge",
+            alpha=0.35,
+            color=line.get_color(),
+            edgecolor=line.get_color(),
+        )
+    top.set_ylabel("observed frequency")
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.set_title(title)
+    top.legend(fontsize=8, loc="upper left")
+    top.grid(alpha=0.3)
+    bottom.set_yscale("log")
+    bottom.set_xlabel("predicted probability")
+    bottom.set_ylabel("entries")
+    bottom.grid(alpha=0.3)
     return _save(fig, path)

@@ -40,8 +40,18 @@ from assistant.checkpoint import PRIOR_FILE, LoadedModel, is_checkpoint, load_mo
 from assistant.errors import ConfigError, DataError
 from assistant.factory import BackboneSpec
 from assistant.inference import Tagger
+from preannotation import EditCosts, EffortTotals, Reliability, reliability, show_mask
 
-__all__ = ["MANIFEST_FILE", "PriorFit", "fit_backbone_prior", "model_directory", "prior_raw_scores", "write_prior"]
+__all__ = [
+    "MANIFEST_FILE",
+    "CalibrationCheck",
+    "PriorFit",
+    "check_calibration",
+    "fit_backbone_prior",
+    "model_directory",
+    "prior_raw_scores",
+    "write_prior",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -231,6 +241,83 @@ def fit_backbone_prior(
     )
     logger.info("calibration prior of %s: %s", directory, fit.summary())
     return fit
+
+
+@dataclass(frozen=True)
+class CalibrationCheck:
+    """How a model's probabilities compare with the truth on labeled images it was not calibrated on.
+
+    Attributes:
+        reliability: Reliability bins, ECE and overconfidence of every (image, label) entry.
+        effort: What the break-even rule would show from these probabilities, against the truth:
+            edits (wrong tags shown plus true tags not shown) against one add per true tag.
+        images: Images scored.
+        labels: Labels scored.
+    """
+
+    reliability: Reliability
+    effort: EffortTotals
+    images: int
+    labels: int
+
+    def summary(self, costs: EditCosts | None = None) -> dict[str, Any]:
+        """JSON-ready figures (the reliability bins included)."""
+        e = self.effort
+        return {
+            "images": self.images,
+            "labels": self.labels,
+            **self.reliability.summary(),
+            "rule": {
+                **e.summary(),
+                "shown_per_image": round((e.kept + e.removed) / e.tasks, 3) if e.tasks else None,
+                "cost_ratio": None if e.cost_ratio(costs) is None else round(float(e.cost_ratio(costs) or 0.0), 4),
+            },
+        }
+
+
+def check_calibration(
+    loaded: LoadedModel,
+    images: NDArray[np.uint8],
+    truth: ArrayLike,
+    labels: Sequence[str],
+    *,
+    costs: EditCosts | None = None,
+    bins: int = 10,
+    device: str | torch.device = "cpu",
+    batch_size: int = 0,
+    progress: ProgressFn | None = None,
+) -> CalibrationCheck:
+    """Score labeled images as they are served and compare the probabilities with the truth.
+
+    Use images the calibrator was not fitted on (for a prior: not its validation images), so that
+    the check is out of sample.
+
+    Args:
+        loaded: The model with the calibrator to check (a prior, the default, or a round's).
+        images: ``(N, H, W, 3)`` uint8 RGB.
+        truth: ``(N, len(labels))`` booleans: the complete labels.
+        labels: The label names scored.
+        costs: Edit costs of the pre-annotation rule (equal when None).
+        bins: Reliability bins.
+        device: Where to run the model.
+        batch_size: Images per forward pass; 0 adapts it to the device.
+        progress: Called as ``progress(done, total)`` while scoring.
+
+    Raises:
+        DataError: ``truth`` does not have one row per image and one column per label.
+    """
+    y = np.asarray(truth, dtype=bool)
+    if y.shape != (len(images), len(labels)):
+        raise DataError(
+            f"truth of shape {y.shape} does not match {len(images)} images and {len(labels)} labels",
+            fix="pass one row per image and one column per label",
+        )
+    raw = prior_raw_scores(loaded, images, labels, device=device, batch_size=batch_size, progress=progress)
+    p = loaded.calibrator.apply(raw, list(labels))
+    shown = show_mask(p, costs)
+    return CalibrationCheck(
+        reliability(p, y, bins), EffortTotals.from_arrays(shown, y, costs), len(images), len(labels)
+    )
 
 
 def write_prior(directory: Path, fit: PriorFit, *, provenance: dict[str, Any] | None = None) -> Path:

@@ -39,7 +39,19 @@ REPORT_FILE = "report.md"
 SUMMARY_FILE = "round.json"
 # Temporary report folders older than this are leftovers of a killed round.
 _STALE_S = 3600.0
-_METRIC_ROWS = ("mAP", "mAP_seen", "mAP_novel", "F1@3", "P@3", "R@3", "labels_evaluated", "images")
+_METRIC_ROWS = (
+    "mAP",
+    "mAP_seen",
+    "mAP_novel",
+    "edits_per_task",
+    "scratch_per_task",
+    "edits_vs_scratch",
+    "F1@3",
+    "P@3",
+    "R@3",
+    "labels_evaluated",
+    "images",
+)
 
 
 def _fmt(value: float | None) -> str:
@@ -120,7 +132,11 @@ def _markdown(outcome: RoundOutcome, title: str, context: Mapping[str, Any], fig
         "",
         "mAP: mean AP (percent) over labels with a positive and a negative held-out answer, on raw cosine "
         "scores; seen/novel by the current model's seen labels. F1/P/R@K: micro top-K over the vocabulary on "
-        "cross-fitted calibrated probabilities.",
+        "cross-fitted calibrated probabilities. edits_per_task: the edits an annotator would make on the tags the "
+        f"pre-annotation rule shows from the same probabilities (break-even {outcome.config.costs.break_even:.2f}, "
+        f"at most {outcome.config.max_tags} tags), against scratch_per_task (one add per true tag); "
+        "edits_vs_scratch is their cost-weighted ratio (below 1: pre-annotation saves work). A candidate whose "
+        f"edits_vs_scratch is higher by more than {outcome.config.edits_tolerance:g} is not promoted.",
         "",
         *_metrics_table(outcome.current, outcome.evaluated),
         "",
@@ -147,6 +163,14 @@ def _summary(outcome: RoundOutcome, context: Mapping[str, Any]) -> dict[str, Any
             "promote": outcome.decision.promote,
             "reason": outcome.decision.reason,
             "delta_mAP": outcome.decision.delta if math.isfinite(outcome.decision.delta) else None,
+            "delta_edits_vs_scratch": (
+                outcome.decision.edits_delta if math.isfinite(outcome.decision.edits_delta) else None
+            ),
+        },
+        "preannotation": {
+            "costs": outcome.config.costs.to_dict(),
+            "max_tags": outcome.config.max_tags,
+            "edits_tolerance": outcome.config.edits_tolerance,
         },
         "data": outcome.data_summary,
         "manifest_hash": outcome.manifest_hash,

@@ -17,8 +17,9 @@ The round (mkt-method.md §5, §8; issue "Learning from corrections"):
    negatives on the served cosine scores, split seen/novel by the current model's seen set, and
    F1@K on cross-fitted calibrated probabilities.
 4. **Decision**: promote when the candidate's held-out mAP is not below the current model's by
-   more than ``tolerance`` points. The candidate's own calibrator is then fitted on the whole
-   held-out split.
+   more than ``tolerance`` points, and its pre-annotations (the break-even rule of ``costs`` on
+   the held-out split) would not cost annotators more edits than the current model's, beyond
+   ``edits_tolerance``. The candidate's own calibrator is then fitted on the whole held-out split.
 
 Nothing here touches the registry, Label Studio or the disk except :meth:`RoundOutcome.save_candidate`;
 ``workers.rounds`` and ``assistant.simulation`` drive it.
@@ -50,6 +51,7 @@ from assistant.labels import LabelSet
 from assistant.model import MKTModel
 from assistant.round_eval import Decision, Evaluation, decide, evaluable_labels, evaluate_model
 from assistant.train import TrainHistory, dataset_targets, encode_dataset, train_stage1, train_stage2
+from preannotation import EditCosts
 
 __all__ = [
     "Candidate",
@@ -109,15 +111,24 @@ class RoundConfig:
     min_val_images: int = 8
     # Batch size of feature extraction and scoring.
     eval_batch_size: int = 64
-    # Calibration fit settings and the number of cross-fitting folds for F1@K.
+    # Calibration fit settings and the number of cross-fitting folds for F1@K and the edits.
     calibration: FitConfig = FitConfig()
     calibration_folds: int = 2
+    # The pre-annotation rule the promotion gate counts edits under: the project's edit costs and
+    # the per-task cap on shown tags (the backend's default cap is 50).
+    costs: EditCosts = EditCosts()
+    max_tags: int | None = 50
+    # How much more of the from-scratch work (edits_vs_scratch) a candidate's pre-annotations may
+    # cost on the held-out split and still be promoted.
+    edits_tolerance: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.stages or any(s not in ("stage1", "stage2") for s in self.stages):
             raise ConfigError(f"invalid round stages {self.stages!r}", fix="use ('stage1',), ('stage2',) or both")
         if self.tolerance < 0:
             raise ConfigError(f"the promotion tolerance must be >= 0, got {self.tolerance}", fix="use e.g. 0.5")
+        if self.edits_tolerance < 0:
+            raise ConfigError(f"the edits tolerance must be >= 0, got {self.edits_tolerance}", fix="use e.g. 0.02")
         if self.calibration_folds < 2:
             raise ConfigError("cross-fitting needs at least 2 folds", fix="use calibration_folds=2")
 
@@ -254,6 +265,8 @@ class RoundOutcome:
             metrics["current_mAP"] = self.current.metrics["mAP"]
         if np.isfinite(self.decision.delta):
             metrics["delta_mAP"] = self.decision.delta
+        if "edits_vs_scratch" in self.current.metrics:
+            metrics["current_edits_vs_scratch"] = self.current.metrics["edits_vs_scratch"]
         return metrics
 
     def save_candidate(
@@ -284,6 +297,9 @@ class RoundOutcome:
                 "stage1": to_dict(self.config.stage1),
                 "stage2": to_dict(self.config.stage2),
                 "tolerance": self.config.tolerance,
+                "costs": self.config.costs.to_dict(),
+                "max_tags": self.config.max_tags,
+                "edits_tolerance": self.config.edits_tolerance,
             },
             **(extra or {}),
         }
@@ -450,6 +466,8 @@ def _eval_args(cfg: RoundConfig) -> dict[str, Any]:
         "calibration": cfg.calibration,
         "folds": cfg.calibration_folds,
         "batch_size": cfg.eval_batch_size,
+        "costs": cfg.costs,
+        "max_tags": cfg.max_tags,
     }
 
 
@@ -506,7 +524,7 @@ def run_round(
         candidate.loaded.calibrator = Calibrator.fit(evaluated.raw_scores, targets, list(data.labels), cfg.calibration)
     except DataError as exc:
         logger.warning("the candidate keeps its parent's calibrator: %s", exc.message)
-    decision = decide(current, evaluated, cfg.tolerance)
+    decision = decide(current, evaluated, cfg.tolerance, cfg.edits_tolerance)
     logger.info("round decision: %s", decision.reason)
     return RoundOutcome(
         candidate=candidate,

@@ -2,8 +2,11 @@
 
 A simulated annotator corrects the model's pre-annotations from the world's ground truth,
 ``--images-per-round`` images per round; novel labels join the options mid-way; every round
-trains, compares and promotes exactly as the production rounds. Prints the table and writes
-``simulation.png`` (mAP per round, seen and novel), ``simulation.json`` and ``simulation.md``.
+trains, compares and promotes exactly as the production rounds; the model in service
+pre-annotates as the product does (break-even rule, project calibration refit, guard). Prints the
+table (with each round's edits against labeling the same tasks from scratch) and writes
+``simulation.png`` (mAP per round, seen and novel), ``simulation-effort.png`` (edits per task
+against from scratch, per round), ``simulation.json`` and ``simulation.md``.
 
 Examples:
     assistant simulate rounds                                    # the bundled world model, 6 x 100 images
@@ -21,6 +24,7 @@ import typer
 
 from cli import simulate_agent as _simulate_agent
 from cli import simulate_al as _simulate_al
+from cli.simulation_base import AutomationBias, Guard, RefitEvery
 
 __all__ = ["rounds", "simulate_app"]
 
@@ -52,6 +56,9 @@ def rounds(
         typer.Option("--degrade-round", help="Train this round with 100x learning rates (repeatable)."),
     ] = None,
     test_images: Annotated[int, typer.Option("--test-images", min=10, help="World test images for the curves.")] = 1000,
+    automation_bias: AutomationBias = 0.05,
+    refit_every: RefitEvery = None,
+    guard: Guard = True,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the split and the annotator.")] = 0,
     threads: Annotated[
         int,
@@ -70,9 +77,9 @@ def rounds(
 
     from assistant.errors import AssistantError
     from assistant.rounds import RoundConfig
-    from assistant.simulation import SimulationConfig, plot_simulation, simulate_rounds
+    from assistant.simulation import SimulationConfig, plot_simulation, plot_simulation_effort, simulate_rounds
     from cli.rounds import ProgressBars, _bars
-    from cli.simulation_base import load_base
+    from cli.simulation_base import load_base, serving_config
 
     console = Console()
     base_cfg = RoundConfig()
@@ -91,6 +98,8 @@ def rounds(
                 stage1=dataclasses.replace(base_cfg.stage1, epochs=epochs),
             ),
             degrade_rounds=tuple(degrade_round or ()),
+            automation_bias=automation_bias,
+            serving=serving_config(refit_every, guard),
             seed=seed,
         )
         source, base = load_base(base_model, threads)
@@ -102,15 +111,18 @@ def rounds(
     table = result.table()
     console.print(table, highlight=False, soft_wrap=True)
     console.print(result.novel_summary(), highlight=False)
+    console.print(result.effort_summary(), highlight=False)
     out.mkdir(parents=True, exist_ok=True)
     png = plot_simulation(result, out / "simulation.png")
+    effort_png = plot_simulation_effort(result, out / "simulation-effort.png")
     (out / "simulation.json").write_text(json.dumps(result.to_json(), indent=2, default=str) + "\n")
     (out / "simulation.md").write_text(
-        f"# Simulated rounds ({source})\n\n```\n{table}\n\n{result.novel_summary()}\n```\n"
+        f"# Simulated rounds ({source})\n\n```\n{table}\n\n{result.novel_summary()}\n{result.effort_summary()}\n```\n"
     )
     bad = result.violations()
     console.print(
-        f"Promotions below the tolerance: {bad or 'none'}. Wrote {png}, {out / 'simulation.json'}.", highlight=False
+        f"Promotions below the tolerance: {bad or 'none'}. Wrote {png}, {effort_png}, {out / 'simulation.json'}.",
+        highlight=False,
     )
 
 

@@ -4,9 +4,14 @@ A simulated project receives its tasks in batches and a few novel labels mid-way
 annotator labels them (the agent's queue first) starting from the latest pre-annotation. The agent
 (the production policy, ``assistant/agent_policy.py``) pre-annotates, re-scores, runs rounds,
 re-predicts and selects; the fixed schedule pre-annotates every import once and trains once at the
-end. Prints mAP against annotation effort for both and writes ``agent-simulation.json``,
-``agent-vs-fixed.png`` (mAP against annotations), ``agent-vs-fixed-edits.png`` (against tag edits)
-and ``agent-simulation.md`` into ``--out``.
+end. Both pre-annotate as the product does (``docs/preannotation.md``): the break-even rule, the
+project's calibration refit every ``--refit-every`` annotations, the per-tag guard. Prints, per
+checkpoint, the edits the annotator made against labeling the same tasks from scratch and the test
+mAP, then the summary (label errors from ``--automation-bias`` included), and writes
+``agent-simulation.json``, ``agent-vs-fixed.png`` (mAP against annotations),
+``agent-vs-fixed-edits.png`` (against tag edits, and against the same tasks from scratch),
+``agent-vs-fixed-effort.png`` (cumulative edits per annotation against from scratch) and
+``agent-simulation.md`` into ``--out``.
 
 Examples:
     assistant simulate agent --base-model local-dir:var/world-model --quick       # minutes on 2 cores
@@ -21,6 +26,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from cli.simulation_base import AutomationBias, Guard, RefitEvery
 
 __all__ = ["agent"]
 
@@ -44,6 +51,9 @@ def agent(
     strategy: Annotated[str, typer.Option("--strategy", help="The agent's selection strategy.")] = "hybrid",
     novel: Annotated[str, typer.Option("--novel", help="Labels added mid-way (world labels).")] = "zebra,pink,sand",
     test_images: Annotated[int, typer.Option("--test-images", min=10, help="World test images for the curves.")] = 1000,
+    automation_bias: AutomationBias = 0.05,
+    refit_every: RefitEvery = None,
+    guard: Guard = True,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the pool, split, annotator and strategies.")] = 0,
     threads: Annotated[int, typer.Option("--threads", min=0, help="torch threads (0: torch's default).")] = 0,
     out: Annotated[Path, typer.Option("--out", help="Folder for the JSON, PNGs and Markdown.")] = Path(
@@ -57,7 +67,7 @@ def agent(
     from assistant.errors import AssistantError
     from assistant.simulation.agent import AgentSimConfig, plot_agent_simulation, quick_config, simulate_agent
     from cli.rounds import ProgressBars, _bars
-    from cli.simulation_base import load_base
+    from cli.simulation_base import load_base, serving_config
 
     console = Console()
     labels = tuple(s.strip() for s in novel.split(",") if s.strip())
@@ -77,6 +87,7 @@ def agent(
             test_images=test_images,
             seed=seed,
         )
+    cfg = dataclasses.replace(cfg, automation_bias=automation_bias, serving=serving_config(refit_every, guard))
     try:
         source, base = load_base(base_model, threads)
         with _bars(console) as progress:
@@ -92,8 +103,10 @@ def agent(
     decisions = "\n".join(
         f"{d['at']}  {d['action']:<11} {d['status']:<8} {d['reason']}" for d in result.agent.decisions
     )
+    serving = json.dumps(cfg.serving.as_dict())
     (out / "agent-simulation.md").write_text(
-        f"# The agent against a fixed schedule ({source})\n\n```\n{table}\n```\n\n"
+        f"# The agent against a fixed schedule ({source})\n\n"
+        f"Pre-annotation: {serving}; automation bias {cfg.automation_bias:g}.\n\n```\n{table}\n```\n\n"
         f"## The agent's decisions\n\n```\n{decisions}\n```\n"
     )
     console.print(f"Wrote {', '.join(str(p) for p in pngs)}, {out / 'agent-simulation.json'}.", highlight=False)

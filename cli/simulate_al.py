@@ -96,7 +96,7 @@ def _config(
         pool_images=pool,
         eval_images=eval_images,
         eval_stream=Stream.TEST if stream == "test" else Stream.VAL,
-        simulation=SimulationConfig(round=round_cfg),
+        simulation=SimulationConfig(round=round_cfg, automation_bias=0.0),
     )
 
 

@@ -1,13 +1,54 @@
-"""The base model of the ``assistant simulate`` commands, and the torch threads they run on."""
+"""What the ``assistant simulate`` commands share: the base model, torch threads, pre-annotation options."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
+
+import typer
 
 if TYPE_CHECKING:
     from assistant.checkpoint import LoadedModel
+    from assistant.simulation.serving import ServingConfig
 
-__all__ = ["load_base"]
+__all__ = ["AutomationBias", "Guard", "RefitEvery", "load_base", "serving_config"]
+
+#: ``--automation-bias``: the simulated annotator keeps a wrong shown tag with this probability.
+AutomationBias = Annotated[
+    float,
+    typer.Option(
+        "--automation-bias",
+        min=0.0,
+        max=1.0,
+        help="Probability that the annotator keeps a wrong tag it was shown (a label error).",
+    ),
+]
+#: ``--refit-every``: annotations between two refits of the project's calibration.
+RefitEvery = Annotated[
+    int | None,
+    typer.Option(
+        "--refit-every",
+        min=0,
+        help="Annotations between two refits of the project's calibration (0: never; default: the simulation's).",
+    ),
+]
+#: ``--guard/--no-guard``: the per-tag guard.
+Guard = Annotated[
+    bool, typer.Option("--guard/--no-guard", help="Stop showing tags annotators remove more often than it pays.")
+]
+
+
+def serving_config(refit_every: int | None, guard: bool) -> ServingConfig:
+    """The product's pre-annotation rule with the command's refit interval (None: the default) and guard."""
+    import dataclasses
+
+    from assistant.simulation.serving import ServingConfig
+
+    default = ServingConfig()
+    return dataclasses.replace(
+        default,
+        refit_every=default.refit_every if refit_every is None else refit_every,
+        guard=default.guard if guard else None,
+    )
 
 
 def load_base(source: str | None, threads: int) -> tuple[str, LoadedModel]:

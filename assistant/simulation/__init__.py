@@ -6,7 +6,9 @@ production rounds do. The selector hook (:data:`Selector`) is where active-learn
 plug in; the state it sees (:class:`SimulationState`) is what an agent would see.
 
 - :mod:`~assistant.simulation.annotator`: world images with complete labels; the annotator.
-- :mod:`~assistant.simulation.loop`: the round loop, its table and its plot.
+- :mod:`~assistant.simulation.loop`: the round loop, its table and its plots.
+- :mod:`~assistant.simulation.serving`: pre-annotation decided as the product decides, and the
+  edits it costs against labeling from scratch.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from assistant.simulation.loop import (
     SimulationState,
     next_unlabeled,
     plot_simulation,
+    plot_simulation_effort,
     simulate_rounds,
 )
 
@@ -37,6 +40,7 @@ __all__ = [
     "SimulationState",
     "next_unlabeled",
     "plot_simulation",
+    "plot_simulation_effort",
     "render_labeled",
     "simulate_rounds",
 ]

@@ -93,11 +93,13 @@ logger = logging.getLogger(__name__)
 # never refuses): it judges a candidate on the held-out share of the annotations so far, 20-120
 # images here, whose noise is many times its 0.5-point tolerance, and in a pilot on the world's
 # validation stream it refused 2 of the first 3 rounds of uncertainty and novelty sampling and
-# none of random sampling's. With it open, a curve shows what each strategy's labels teach.
+# none of random sampling's. With it open, a curve shows what each strategy's labels teach. Its
+# second test, edits against from scratch on the held-out split, is opened alike.
 AL_ROUND = RoundConfig(
     stage1=Stage1Config(epochs=4, batch_size=32, warmup_epochs=1.0, distill_weight=0.3),
     stage2=Stage2Config(epochs=4, batch_size=32),
     tolerance=100.0,
+    edits_tolerance=100.0,
 )
 
 
@@ -125,7 +127,9 @@ class ActiveLearningConfig:
     pool_images: int = 3000
     eval_images: int = 1000
     eval_stream: Stream = Stream.TEST
-    simulation: SimulationConfig = field(default_factory=lambda: SimulationConfig(round=AL_ROUND))
+    # An annotator without automation bias: what it labels does not depend on what it was shown,
+    # so the strategies are compared on the labels alone.
+    simulation: SimulationConfig = field(default_factory=lambda: SimulationConfig(round=AL_ROUND, automation_bias=0.0))
 
     @property
     def per_round(self) -> int:

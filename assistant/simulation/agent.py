@@ -69,8 +69,10 @@ from assistant.rounds import InsufficientDataError, RoundConfig, RoundData, Roun
 from assistant.selection import SelectionPool, create_strategy
 from assistant.simulation.annotator import LabeledImages, SimulatedAnnotator, render_labeled
 from assistant.simulation.features import CachedFeatures
+from assistant.simulation.serving import EffortLog, GuardEvent, ProjectServing, Served, ServingConfig
 from assistant.world.config import Stream, WorldConfig
 from assistant.world.vocabulary import default_vocabulary
+from preannotation import expected_cost, scratch_cost
 
 __all__ = [
     "AGENT_ROUND",
@@ -117,6 +119,8 @@ class AgentSimConfig:
         val_fraction: Validation share (epoch selection).
         test_images: World test images of the curves.
         miss_rate: Probability that the annotator leaves a true tag unticked.
+        automation_bias: Probability that the annotator keeps a wrong tag it was shown.
+        serving: How both runs pre-annotate: the product's rule, refit and guard.
         seed: Seed of the pool slice, the split, the annotator and the strategies.
         world: The world.
     """
@@ -137,6 +141,10 @@ class AgentSimConfig:
     val_fraction: float = 0.1
     test_images: int = 1000
     miss_rate: float = 0.0
+    # Anchoring on the suggestion: studies of pre-annotation report that annotators keep some
+    # wrong suggested labels; 5% of the wrong shown tags is the issue's default.
+    automation_bias: float = 0.05
+    serving: ServingConfig = ServingConfig()
     seed: int = 0
     world: WorldConfig = field(default_factory=WorldConfig)
 
@@ -177,15 +185,24 @@ class CurvePoint:
 
     Attributes:
         annotations: Annotations so far.
-        edits: Tag edits so far (added true tags plus removed predicted ones).
+        edits: Tag edits so far: wrong tags shown (removes) plus true tags not shown (adds).
+        scratch: The edits the same annotations would have taken from scratch (their true tags).
         map: Test mAP (percent) over the final options.
         version: The model in service.
+        errors: Wrong shown tags the annotator kept so far (label errors pre-annotation introduced).
     """
 
     annotations: int
     edits: int
+    scratch: int
     map: float
     version: str
+    errors: int = 0
+
+    @property
+    def ratio(self) -> float | None:
+        """Cumulative edits against from scratch, in counts (None before the first true tag)."""
+        return self.edits / self.scratch if self.scratch else None
 
 
 @dataclass
@@ -199,6 +216,9 @@ class RunSummary:
         decisions: The agent's decision log (``{"tick", "action", "status", "reason", "outcome"}``).
         novel_preannotated: Novel tags pre-annotated (shown to the annotator), and how many were right.
         flagged: Annotations queued for review.
+        effort: Every annotation's edits against from scratch.
+        guard: The guard's trips and resumptions.
+        refits: Refits of the project's calibration.
         seconds: Wall time.
     """
 
@@ -208,6 +228,9 @@ class RunSummary:
     decisions: list[dict[str, Any]] = field(default_factory=list)
     novel_preannotated: tuple[int, int] = (0, 0)
     flagged: int = 0
+    effort: EffortLog = field(default_factory=EffortLog)
+    guard: list[GuardEvent] = field(default_factory=list)
+    refits: int = 0
     seconds: float = 0.0
 
     @property
@@ -220,6 +243,11 @@ class RunSummary:
         """Tag edits in all."""
         return self.points[-1].edits
 
+    def max_checkpoint_ratio(self) -> float | None:
+        """The highest cumulative (cost-weighted) edits-to-scratch ratio over the checkpoints."""
+        ratios = [r for r in (self.effort.cumulative_ratio(p.annotations) for p in self.points) if r is not None]
+        return max(ratios) if ratios else None
+
     def mean_map(self) -> float:
         """The mAP averaged over the annotations spent (area under the mAP-vs-annotations curve / budget)."""
         xs = np.array([p.annotations for p in self.points], dtype=np.float64)
@@ -231,6 +259,14 @@ class RunSummary:
         return float((ys[:-1] * widths).sum() / widths.sum())
 
 
+def _r(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _f(value: float | None, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
 @dataclass
 class AgentSimResult:
     """Both runs and their comparison."""
@@ -239,16 +275,27 @@ class AgentSimResult:
     agent: RunSummary
     fixed: RunSummary
 
-    def summary(self) -> dict[str, dict[str, float]]:
-        """Per run: final mAP, mean mAP over the budget, edits, edits per annotation, rounds."""
+    def summary(self) -> dict[str, dict[str, Any]]:
+        """Per run: mAP, edits against from scratch (whole run, last quarter, worst checkpoint), rounds."""
         out = {}
         for run in (self.agent, self.fixed):
             n = max(1, run.points[-1].annotations)
+            whole, last = run.effort.totals(), run.effort.last_quarter()
             out[run.name] = {
                 "final_map": round(run.final_map, 2),
                 "mean_map": round(run.mean_map(), 2),
                 "edits": run.edits,
                 "edits_per_annotation": round(run.edits / n, 3),
+                "scratch_per_annotation": _r(whole.scratch_per_task),
+                "edits_vs_scratch": _r(whole.cost_ratio(run.effort.costs)),
+                "last_quarter_vs_scratch": _r(last.cost_ratio(run.effort.costs)),
+                "max_checkpoint_vs_scratch": _r(run.max_checkpoint_ratio()),
+                "shown_per_annotation": _r((whole.kept + whole.removed) / whole.tasks if whole.tasks else None),
+                "precision_shown": _r(whole.precision),
+                "costlier_share": _r(whole.costlier_share),
+                "errors_introduced": sum(run.effort.errors),
+                "refits": run.refits,
+                "guard_trips": sum(1 for e in run.guard if e.tripped),
                 "rounds": len(run.rounds),
                 "promotions": sum(1 for r in run.rounds if r["promoted"]),
                 "novel_tags_preannotated": run.novel_preannotated[0],
@@ -259,31 +306,42 @@ class AgentSimResult:
         return out
 
     def table(self) -> str:
-        """Both curves side by side, per tick, then the summary."""
-        lines = [
-            f"{'annot':>5}  {'agent edits':>11} {'agent mAP':>9}  {'fixed edits':>11} {'fixed mAP':>9}",
-            "-" * 52,
-        ]
+        """Both curves side by side, per tick (edits, from scratch, their ratio, mAP), then the summary."""
+
+        def cells(p: CurvePoint | None) -> str:
+            if p is None:
+                return f"{'':>6} {'':>7} {'':>5} {'':>6}"
+            ratio = "-" if p.ratio is None else f"{p.ratio:.2f}"
+            return f"{p.edits:>6} {p.scratch:>7} {ratio:>5} {p.map:>6.2f}"
+
+        head = f"{'edits':>6} {'scratch':>7} {'x':>5} {'mAP':>6}"
+        lines = [f"{'':>5}  {'agent':^27}  {'fixed schedule':^27}", f"{'annot':>5}  {head}  {head}", "-" * 64]
         fixed = {p.annotations: p for p in self.fixed.points}
         for p in self.agent.points:
-            f = fixed.get(p.annotations)
-            right = f"{f.edits:>11} {f.map:>9.2f}" if f else f"{'':>11} {'':>9}"
-            lines.append(f"{p.annotations:>5}  {p.edits:>11} {p.map:>9.2f}  {right}")
-        extra = [p for p in self.fixed.points if p.annotations not in {q.annotations for q in self.agent.points}]
-        for f in extra:
-            lines.append(f"{f.annotations:>5}  {'':>11} {'':>9}  {f.edits:>11} {f.map:>9.2f}")
+            lines.append(f"{p.annotations:>5}  {cells(p)}  {cells(fixed.get(p.annotations))}")
+        seen = {q.annotations for q in self.agent.points}
+        for f in (p for p in self.fixed.points if p.annotations not in seen):
+            lines.append(f"{f.annotations:>5}  {cells(None)}  {cells(f)}")
         lines.append("")
         for name, s in self.summary().items():
             lines.append(
-                f"{name:<6} final mAP {s['final_map']:.2f}, mean mAP over the budget {s['mean_map']:.2f}, "
-                f"{s['edits']} edits ({s['edits_per_annotation']:.2f} per annotation), {s['rounds']} rounds "
-                f"({s['promotions']} promoted), novel tags pre-annotated {s['novel_tags_preannotated']} "
-                f"({s['novel_tags_right']} right), flagged for review {s['flagged_for_review']}, {s['seconds']:.0f} s"
+                f"{name:<6} edits {_f(s['edits_per_annotation'])} per annotation against "
+                f"{_f(s['scratch_per_annotation'])} from scratch ({_f(s['edits_vs_scratch'])}x; last quarter "
+                f"{_f(s['last_quarter_vs_scratch'])}x; worst checkpoint {_f(s['max_checkpoint_vs_scratch'])}x), "
+                f"{_f(s['shown_per_annotation'], '.1f')} tags shown per annotation at precision "
+                f"{_f(s['precision_shown'])}, {s['errors_introduced']} label errors introduced (wrong shown tags "
+                f"kept), {s['refits']} calibration refits, {s['guard_trips']} guard trips"
+            )
+            lines.append(
+                f"{'':<6} final mAP {s['final_map']:.2f}, mean mAP over the budget {s['mean_map']:.2f}, "
+                f"{s['rounds']} rounds ({s['promotions']} promoted), novel tags pre-annotated "
+                f"{s['novel_tags_preannotated']} ({s['novel_tags_right']} right), flagged for review "
+                f"{s['flagged_for_review']}, {s['seconds']:.0f} s"
             )
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
-        """Settings, both curves, rounds, the agent's decisions and the summary."""
+        """Settings, both curves, rounds, the agent's decisions, the guard's events and the summary."""
         cfg = self.config
         return {
             "settings": {
@@ -298,14 +356,19 @@ class AgentSimResult:
                 "stages": list(cfg.round.stages),
                 "stage1_epochs": cfg.round.stage1.epochs,
                 "test_images": cfg.test_images,
+                "miss_rate": cfg.miss_rate,
+                "automation_bias": cfg.automation_bias,
+                "serving": cfg.serving.as_dict(),
                 "seed": cfg.seed,
             },
             "summary": self.summary(),
             "runs": {
                 run.name: {
                     "points": [dataclasses.asdict(p) for p in run.points],
+                    "effort": run.effort.summary(),
                     "rounds": run.rounds,
                     "decisions": run.decisions,
+                    "guard": [dataclasses.asdict(e) for e in run.guard],
                 }
                 for run in (self.agent, self.fixed)
             },
@@ -317,11 +380,12 @@ class AgentSimResult:
 # --------------------------------------------------------------------------------------------------
 @dataclass
 class _Prediction:
-    version: str
-    tags: tuple[str, ...]
-    labels: tuple[str, ...]
-    probs: NDArray[np.float64]
+    served: Served
     thresholds: NDArray[np.float64]
+
+    @property
+    def version(self) -> str:
+        return self.served.version
 
 
 class _Project:
@@ -336,7 +400,8 @@ class _Project:
         self.labeled: set[int] = set()
         self.predictions: dict[int, _Prediction] = {}
         self.queue: list[int] = []
-        self.edits = 0
+        self.serving = ProjectServing(cfg.serving)
+        self.effort = EffortLog(cfg.serving.costs)
         self.novel_shown = self.novel_right = 0
         self.features = CachedFeatures(pool.images, cfg.round.eval_batch_size)
         self.since_round = 0
@@ -359,7 +424,10 @@ class _Project:
     @classmethod
     def start(cls, cfg: AgentSimConfig, pool: LabeledImages, base: LoadedModel) -> _Project:
         """A fresh project with the configured simulated annotator."""
-        return cls(cfg, pool, base, SimulatedAnnotator(pool, miss_rate=cfg.miss_rate, seed=cfg.seed))
+        annotator = SimulatedAnnotator(
+            pool, miss_rate=cfg.miss_rate, automation_bias=cfg.automation_bias, seed=cfg.seed
+        )
+        return cls(cfg, pool, base, annotator)
 
     def unlabeled(self) -> list[int]:
         return [i for i in self.imported if i not in self.labeled]
@@ -373,18 +441,50 @@ class _Project:
         """Annotations the annotators make this tick (the budget's rest at most)."""
         return min(self.cfg.annotations_per_tick, self.cfg.budget - len(self.annotations))
 
+    @property
+    def edits(self) -> int:
+        """Edits so far, against the truth."""
+        return sum(t.edits for t in self.effort.tasks)
+
+    @property
+    def scratch(self) -> int:
+        """What the same annotations would have taken from scratch."""
+        return sum(t.scratch for t in self.effort.tasks)
+
+    def prediction_key(self, task: int) -> str | None:
+        """What a task's prediction was served with: version, options and project calibration."""
+        pred = self.predictions.get(task)
+        return None if pred is None else _serving_key(pred.version, pred.served.labels, pred.served.calibration)
+
+    def current_key(self) -> str:
+        """What a prediction made now would be served with."""
+        return _serving_key(self.service.model.version, self.options, self.serving.calibration)
+
     def predict(self, tasks: Sequence[int]) -> None:
-        """Pre-annotate ``tasks`` with the model in service over the current options."""
+        """Pre-annotate ``tasks`` with the model in service over the current options, by the product's rule."""
         if not tasks:
             return
         tagger = Tagger(self.service, device=self.service.model.device, batch_size=256)
         rows = torch.as_tensor(list(tasks), dtype=torch.long)
         probs = tagger.probabilities(self.features.of(self.service).index(rows), self.options).astype(np.float64)
         thresholds = np.asarray(tagger.calibrator.thresholds(self.options), dtype=np.float64)
-        labels = tuple(self.options)
+        version = self.service.model.version
         for task, row in zip(tasks, probs, strict=True):
-            tags = tuple(labels[j] for j in np.nonzero(row >= thresholds)[0])
-            self.predictions[task] = _Prediction(self.service.model.version, tags, labels, row, thresholds)
+            self.predictions[task] = _Prediction(self.serving.serve(version, self.options, row), thresholds)
+
+    def expected_saving(self, tasks: Sequence[int]) -> dict[str, float]:
+        """What the pre-annotations of ``tasks`` are expected to cost, by their own probabilities (decision log)."""
+        served = [self.predictions[t].served for t in tasks if t in self.predictions]
+        if not served:
+            return {}
+        costs = self.cfg.serving.costs
+        edits = sum(expected_cost(s.probabilities, s.shown, costs) for s in served)
+        scratch = sum(scratch_cost(s.probabilities, costs) for s in served)
+        return {
+            "expected_edits_per_task": round(edits / len(served), 3),
+            "expected_scratch_per_task": round(scratch / len(served), 3),
+            "expected_saving": round(1.0 - edits / scratch, 3) if scratch else 0.0,
+        }
 
     def annotate(self, count: int) -> list[Flag]:
         """The annotator labels ``count`` tasks (queue first); returns the ratings of its annotations."""
@@ -393,12 +493,12 @@ class _Project:
         flags = []
         for task in order[:count]:
             pred = self.predictions.get(task)
-            shown = [t for t in (pred.tags if pred else ()) if t in self.options]
-            annotation = self.annotator.annotate(task, self.options, shown)
+            shown = [t for t in (pred.served.tags if pred else ()) if t in self.options]
+            annotation = self.effort.annotate(self.annotator, task, self.options, shown)
             self.annotations.append(annotation)
             self.labeled.add(task)
             self.since_round += 1
-            self.edits += len(annotation.positives - set(shown)) + len(set(shown) - annotation.positives)
+            self.serving.record(pred.served if pred else None, annotation.positives)
             novel = [t for t in shown if t in self.cfg.novel_labels]
             self.novel_shown += len(novel)
             self.novel_right += sum(t in annotation.positives for t in novel)
@@ -442,21 +542,35 @@ class _Project:
         if promoted:
             outcome.candidate.loaded.model.version = f"sim-r{number}"
             self.service = outcome.candidate.loaded
+            self.serving.use_version(self.service.model.version)  # its own calibration, every tag resumed
         delta = outcome.decision.delta
         return {
             "round": number,
             "annotations": len(self.annotations),
             "promoted": promoted,
             "delta": None if not np.isfinite(delta) else round(float(delta), 2),
+            "heldout_edits_vs_scratch": {
+                "current": _metric(outcome.current.metrics, "edits_vs_scratch"),
+                "candidate": _metric(outcome.evaluated.metrics, "edits_vs_scratch"),
+            },
             "reason": outcome.decision.reason,
             "version": self.service.model.version,
         }
 
 
+def _metric(metrics: dict[str, float], key: str) -> float | None:
+    return round(metrics[key], 4) if key in metrics else None
+
+
+def _serving_key(version: str, labels: Sequence[str], calibration: str | None) -> str:
+    return f"{version}+{'|'.join(labels)}+{calibration or ''}"
+
+
 def _rate(task: int, annotation: AnnotatedImage, pred: _Prediction) -> Flag:
     """The label quality of an annotation under the prediction its annotator saw (as ``agent/observe.py``)."""
-    targets = np.array([[1 if label in annotation.positives else -1 for label in pred.labels]])
-    review = review_labels(pred.probs[None, :], targets, list(pred.labels), pred.thresholds)
+    labels = pred.served.labels
+    targets = np.array([[1 if label in annotation.positives else -1 for label in labels]])
+    review = review_labels(pred.served.model_probabilities[None, :], targets, list(labels), pred.thresholds)
     worst = review.worst[0]
     return Flag(task, None, float(review.quality[0]), worst.describe() if worst is not None else "")
 
@@ -500,6 +614,7 @@ class _SimAgent:
         return Memory(
             predicted_checkpoint=str(predicted.params["checkpoint"]) if predicted else None,
             predicted_labels=tuple(predicted.params["labels"]) if predicted else None,
+            predicted_calibration=predicted.params.get("calibration") if predicted else None,
             selected_version=str(selected.params["model_version"]) if selected else None,
             flagged=frozenset(self.flagged),
         )
@@ -508,18 +623,14 @@ class _SimAgent:
         p = self.p
         unlabeled = p.unlabeled()
         version = p.service.model.version
-        fingerprint_labels = tuple(p.options)
-        current = f"{version}+{'|'.join(fingerprint_labels)}"
-        unpredicted = tuple(
-            t
-            for t in unlabeled
-            if t not in p.predictions or f"{p.predictions[t].version}+{'|'.join(p.predictions[t].labels)}" != current
-        )
+        current = p.current_key()
+        unpredicted = tuple(t for t in unlabeled if p.prediction_key(t) != current)
         return Observation(
             project=1,
             now=p.now,
             checkpoint=version,
-            labels=fingerprint_labels,
+            labels=tuple(p.options),
+            calibration=p.serving.calibration,
             tasks=len(p.imported),
             unlabeled=len(unlabeled),
             unpredicted=unpredicted,
@@ -550,7 +661,7 @@ class _SimAgent:
         if decision.action in PREDICTION_ACTIONS:
             todo = [t for t in p.unlabeled() if t in set(self.observe().unpredicted)]
             p.predict(todo)
-            return {"posted": len(todo), "model_version": p.service.model.version}
+            return {"posted": len(todo), "model_version": p.service.model.version, **p.expected_saving(todo)}
         if decision.action == "train":
             result = p.train(self.teacher, len(self.rounds) + 1, self.progress)
             self.rounds.append(result)
@@ -593,7 +704,23 @@ class _SimAgent:
 
 def _point(project: _Project, evaluator: _Evaluator) -> CurvePoint:
     service = project.service
-    return CurvePoint(len(project.annotations), project.edits, evaluator.map(service), service.model.version)
+    return CurvePoint(
+        len(project.annotations),
+        project.edits,
+        project.scratch,
+        evaluator.map(service),
+        service.model.version,
+        project.annotator.introduced_errors,
+    )
+
+
+def _finish(run: RunSummary, project: _Project, started: float) -> RunSummary:
+    run.novel_preannotated = (project.novel_shown, project.novel_right)
+    run.effort = project.effort
+    run.guard = list(project.serving.events)
+    run.refits = project.serving.refits
+    run.seconds = time.perf_counter() - started
+    return run
 
 
 def _run_agent(
@@ -623,11 +750,19 @@ def _run_agent(
     run.decisions = [
         {"at": d.saw.get("at"), "action": d.action, "status": s, "reason": d.reason, "outcome": o}
         for d, s, o in agent.log
+    ] + [
+        # The guard acts on serving, not through the policy; its trips and resumptions join the log.
+        {
+            "at": f"annotation {e.annotations}",
+            "action": "guard",
+            "status": "tripped" if e.tripped else "resumed",
+            "reason": f"'{e.tag}': {e.reason}",
+            "outcome": {"version": e.version},
+        }
+        for e in project.serving.events
     ]
-    run.novel_preannotated = (project.novel_shown, project.novel_right)
     run.flagged = len(agent.flagged)
-    run.seconds = time.perf_counter() - started
-    return run
+    return _finish(run, project, started)
 
 
 def _run_fixed(
@@ -651,9 +786,7 @@ def _run_fixed(
     run.points.append(_point(project, evaluator))
     run.rounds = [project.train(teacher, 1, progress)]
     run.points.append(_point(project, evaluator))
-    run.novel_preannotated = (project.novel_shown, project.novel_right)
-    run.seconds = time.perf_counter() - started
-    return run
+    return _finish(run, project, started)
 
 
 def simulate_agent(
@@ -690,19 +823,49 @@ def simulate_agent(
 
 
 def plot_agent_simulation(result: AgentSimResult, folder: Path) -> list[Path]:
-    """``agent-vs-fixed.png`` (mAP against annotations) and ``agent-vs-fixed-edits.png`` (against tag edits)."""
-    paths = []
-    axes = (
-        ("annotations", "agent-vs-fixed.png", "annotations"),
-        ("edits", "agent-vs-fixed-edits.png", "tag edits (annotation effort)"),
-    )
-    for x, name, label in axes:
-        curves = {
-            f"{run.name}: {'the agent' if run.name == 'agent' else 'pre-annotate once, train once at the end'}": [
-                (float(getattr(p, x)), p.map) for p in run.points
-            ]
-            for run in (result.agent, result.fixed)
-        }
-        title = "The agent against a fixed schedule: test mAP of the model in service"
-        paths.append(plot_learning_curves(curves, folder / name, label, "test mAP (%)", title))
-    return paths
+    """The figures of a run, into ``folder``.
+
+    - ``agent-vs-fixed.png``: test mAP against annotations;
+    - ``agent-vs-fixed-edits.png``: test mAP against tag edits, and (dashed) against the edits the
+      same annotations would have taken from scratch;
+    - ``agent-vs-fixed-effort.png``: cumulative edits divided by the edits of labeling the same
+      tasks from scratch (1.0, dashed), at every checkpoint (the table's ``x`` column).
+    """
+    runs = (result.agent, result.fixed)
+    name = {"agent": "agent: the agent", "fixed": "fixed: pre-annotate once, train once at the end"}
+    title = "The agent against a fixed schedule: test mAP of the model in service"
+    by_annotations = {name[r.name]: [(float(p.annotations), p.map) for p in r.points] for r in runs}
+    by_edits: dict[str, list[tuple[float, float]]] = {}
+    same: dict[str, str] = {}
+    for r in runs:
+        by_edits[name[r.name]] = [(float(p.edits), p.map) for p in r.points]
+        scratch = f"{r.name}: the same tasks from scratch"
+        by_edits[scratch], same[scratch] = [(float(p.scratch), p.map) for p in r.points], name[r.name]
+    effort = {
+        f"{r.name}: edits from its pre-annotations": [
+            (float(p.annotations), p.ratio) for p in r.points if p.ratio is not None
+        ]
+        for r in runs
+    }
+    last = max(p.annotations for r in runs for p in r.points)
+    effort["labeling the same tasks from scratch"] = [(0.0, 1.0), (float(last), 1.0)]
+    return [
+        plot_learning_curves(by_annotations, folder / "agent-vs-fixed.png", "annotations", "test mAP (%)", title),
+        plot_learning_curves(
+            by_edits,
+            folder / "agent-vs-fixed-edits.png",
+            "tag edits (annotation effort)",
+            "test mAP (%)",
+            title,
+            dashed=list(same),
+            color_of=same,
+        ),
+        plot_learning_curves(
+            effort,
+            folder / "agent-vs-fixed-effort.png",
+            "annotations",
+            "cumulative edits / from scratch",
+            "Edits from pre-annotations against labeling the same tasks from scratch",
+            dashed=["labeling the same tasks from scratch"],
+        ),
+    ]

@@ -110,6 +110,10 @@ class SimulatedAnnotator:
         self._bias_rng = np.random.default_rng([seed, 1])
         self._index = {n: i for i, n in enumerate(pool.names)}
 
+    def is_true(self, index: int, label: str) -> bool:
+        """Whether pool image ``index`` shows ``label``."""
+        return bool(self.pool.truth[index, self._index[label]])
+
     def annotate(self, index: int, options: Sequence[str], predicted: Sequence[str]) -> AnnotatedImage:
         """Annotate pool image ``index`` shown with ``options`` and the pre-annotated ``predicted`` tags.
 

@@ -5,8 +5,12 @@ Each round plays what a Label Studio project does:
 1. (in round ``novel_round``) new labels are added to the project's options;
 2. a selector picks ``images_per_round`` unannotated pool images (default: the next ones; the
    world's images are i.i.d., so pool order is a random sample; active learning plugs in here);
-3. the model in service pre-annotates them (calibrated scores over the options, thresholded)
-   and the :class:`~assistant.simulation.annotator.SimulatedAnnotator` corrects them;
+3. the model in service pre-annotates them as the product does (the break-even rule of the edit
+   costs, the project's calibration refit every ``refit_every`` annotations, the per-tag guard:
+   :mod:`assistant.simulation.serving`; each task is served when it is annotated, so a refit
+   reaches the rest of the round's tasks at once) and the
+   :class:`~assistant.simulation.annotator.SimulatedAnnotator` corrects them; its edits are
+   counted against labeling the same tasks from scratch;
 4. every annotation so far becomes round data by the production rule
    (:func:`~assistant.corrections.correction_targets`, :func:`~assistant.corrections.assign_split`);
 5. :func:`assistant.rounds.run_round` trains a candidate, compares it with the model in service
@@ -44,6 +48,7 @@ from assistant.plots import plot_learning_curves
 from assistant.rounds import InsufficientDataError, RoundConfig, RoundData, RoundOutcome, RoundSplit, run_round
 from assistant.simulation.annotator import LabeledImages, SimulatedAnnotator, render_labeled
 from assistant.simulation.features import encode_images
+from assistant.simulation.serving import EffortLog, ProjectServing, ServingConfig
 from assistant.world.config import Stream, WorldConfig
 from assistant.world.vocabulary import default_vocabulary
 
@@ -57,6 +62,7 @@ __all__ = [
     "SimulationState",
     "next_unlabeled",
     "plot_simulation",
+    "plot_simulation_effort",
     "simulate_rounds",
 ]
 
@@ -89,6 +95,10 @@ class SimulationConfig:
     degrade_rounds: tuple[int, ...] = ()
     # Probability that the annotator misses a true tag.
     miss_rate: float = 0.0
+    # Probability that the annotator keeps a wrong tag it was shown (anchoring on the suggestion).
+    automation_bias: float = 0.05
+    # How the model in service pre-annotates: the product's rule, refit and guard.
+    serving: ServingConfig = ServingConfig()
     seed: int = 0
     world: WorldConfig = field(default_factory=WorldConfig)
 
@@ -146,6 +156,11 @@ class RoundRow:
         newly_seen: Labels that became seen in this round's candidate.
         novel_preannotated: Novel tags the model in service pre-selected this round (zero-shot
             until the novel labels are trained), and how many of them were right.
+        edits: Edits on this round's pre-annotations (wrong tags shown plus true tags not shown).
+        scratch: What the same tasks would have taken from scratch (their true tags).
+        errors: Wrong shown tags the annotator kept this round (label errors introduced).
+        current_edits, candidate_edits: ``edits_vs_scratch`` of both models on the held-out
+            split under the pre-annotation rule (the promotion gate's second test).
         seconds: Wall time of the round.
     """
 
@@ -167,7 +182,17 @@ class RoundRow:
     final_heldout_map: float | None = None
     newly_seen: tuple[str, ...] = ()
     novel_preannotated: tuple[int, int] = (0, 0)
+    edits: int = 0
+    scratch: int = 0
+    errors: int = 0
+    current_edits: float | None = None
+    candidate_edits: float | None = None
     seconds: float = 0.0
+
+    @property
+    def edits_ratio(self) -> float | None:
+        """This round's edits against from scratch."""
+        return self.edits / self.scratch if self.scratch else None
 
 
 def _fmt(value: float | None, spec: str = ".1f") -> str:
@@ -182,6 +207,22 @@ class SimulationResult:
     rows: list[RoundRow]
     # Share of test images showing each novel label (the AP of random scores).
     test_prevalence: dict[str, float] = field(default_factory=dict)
+    # Every annotation's edits against from scratch, in order.
+    effort: EffortLog = field(default_factory=EffortLog)
+
+    def effort_summary(self) -> str:
+        """Edits against from scratch over the whole run, the last quarter and the worst round."""
+        s = self.effort.summary()
+        cumulative = [self.effort.cumulative_ratio(r.annotated) for r in self.rows[1:]]
+        worst = max((c for c in cumulative if c is not None), default=None)
+        return (
+            f"pre-annotation: {_fmt(s['edits_per_task'], '.2f')} edits per task against "
+            f"{_fmt(s['scratch_per_task'], '.2f')} from scratch ({_fmt(s['cost_ratio'], '.2f')}x; last quarter "
+            f"{_fmt(s['last_quarter']['cost_ratio'], '.2f')}x; cumulative, worst after a round "
+            f"{_fmt(worst, '.2f')}x), {_fmt(s['shown_per_task'], '.1f')} tags shown per task at precision "
+            f"{_fmt(s['precision'], '.2f')}, {s['errors_introduced']} label errors introduced "
+            f"(automation bias {self.config.automation_bias:g})"
+        )
 
     def novel_summary(self) -> str:
         """Per novel label: random AP, zero-shot AP when it was added, AP after the last round."""
@@ -210,7 +251,8 @@ class SimulationResult:
         """A fixed-width text table of the rows."""
         head = (
             f"{'round':>5} {'opts':>4} {'annot':>5} {'tr/va/ho':>11} {'cur':>6} {'cand':>6} {'delta':>6} "
-            f"{'prom':>4} {'test seen':>9} {'test novel':>10} {'final ho':>8} {'s':>5}  version / note"
+            f"{'prom':>4} {'edits':>5} {'scr':>5} {'x':>4} {'ho x':>9} {'test seen':>9} {'test novel':>10} "
+            f"{'final ho':>8} {'s':>5}  version / note"
         )
         lines = [head, "-" * len(head)]
         for r in self.rows:
@@ -221,8 +263,9 @@ class SimulationResult:
             lines.append(
                 f"{r.round:>5} {r.options:>4} {r.annotated:>5} {split:>11} {_fmt(r.current_map):>6} "
                 f"{_fmt(r.candidate_map):>6} {_fmt(r.delta, '+.1f'):>6} {('yes' if r.promoted else 'no'):>4} "
-                f"{_fmt(r.test_seen):>9} {_fmt(r.test_novel):>10} {_fmt(r.final_heldout_map):>8} "
-                f"{r.seconds:>5.0f}  {note}"
+                f"{r.edits if r.round else '-':>5} {r.scratch if r.round else '-':>5} {_fmt(r.edits_ratio, '.2f'):>4} "
+                f"{_fmt(r.current_edits, '.2f') + '/' + _fmt(r.candidate_edits, '.2f'):>9} {_fmt(r.test_seen):>9} "
+                f"{_fmt(r.test_novel):>10} {_fmt(r.final_heldout_map):>8} {r.seconds:>5.0f}  {note}"
             )
         return "\n".join(lines)
 
@@ -238,8 +281,12 @@ class SimulationResult:
                 "tolerance": cfg.round.tolerance,
                 "stages": list(cfg.round.stages),
                 "degrade_rounds": list(cfg.degrade_rounds),
+                "miss_rate": cfg.miss_rate,
+                "automation_bias": cfg.automation_bias,
+                "serving": cfg.serving.as_dict(),
                 "seed": cfg.seed,
             },
+            "effort": self.effort.summary(),
             "rows": [dataclasses.asdict(r) for r in self.rows],
             "violations": self.violations(),
             "test_prevalence": self.test_prevalence,
@@ -247,14 +294,13 @@ class SimulationResult:
 
 
 # --------------------------------------------------------------------------------------------------
-def _pre_annotate(
+def _probabilities(
     loaded: LoadedModel, images: NDArray[np.uint8], options: Sequence[str], batch: int
-) -> list[list[str]]:
-    """The tags the model in service would pre-select (calibrated probability >= threshold)."""
+) -> NDArray[np.float64]:
+    """The model in service's calibrated probabilities over the options."""
     tagger = Tagger(loaded, device=loaded.model.device, batch_size=batch)
     probs = tagger.probabilities(encode_images(loaded, images, batch), list(options))
-    chosen = probs >= tagger.calibrator.thresholds(list(options))
-    return [[options[j] for j in np.nonzero(row)[0]] for row in chosen]
+    return np.asarray(probs, dtype=np.float64)
 
 
 def _test_aps(loaded: LoadedModel, test: LabeledImages, labels: Sequence[str], batch: int) -> dict[str, float]:
@@ -363,7 +409,10 @@ def simulate_rounds(
         import copy
 
         teacher = copy.deepcopy(base.model.backbone).eval().requires_grad_(False)
-    annotator = annotator or SimulatedAnnotator(pool, miss_rate=cfg.miss_rate, seed=cfg.seed)
+    annotator = annotator or SimulatedAnnotator(
+        pool, miss_rate=cfg.miss_rate, automation_bias=cfg.automation_bias, seed=cfg.seed
+    )
+    serving, effort = ProjectServing(cfg.serving), EffortLog(cfg.serving.costs)
     state = SimulationState(pool, [], set(), list(cfg.options()), base, 0, np.random.default_rng(cfg.seed))
     row0 = RoundRow(round=0, options=len(state.options), reason="base model", promoted=False)
     _evaluate_service(row0, base, test, cfg, batch)
@@ -374,15 +423,20 @@ def simulate_rounds(
         if r == cfg.first_novel_round:
             state.options += [n for n in cfg.novel_labels if n not in state.options]
         chosen = list((selector or next_unlabeled)(state, cfg.images_per_round))
-        predicted = _pre_annotate(state.service, pool.images[chosen], state.options, batch)
+        probs = _probabilities(state.service, pool.images[chosen], state.options, batch)
         novel_shown = novel_right = 0
-        for index, tags in zip(chosen, predicted, strict=True):
-            annotation = annotator.annotate(index, state.options, tags)
+        first = len(effort.tasks)
+        for index, row in zip(chosen, probs, strict=True):
+            served = serving.serve(state.service.model.version, state.options, row)
+            tags = list(served.tags)
+            annotation = effort.annotate(annotator, index, state.options, tags)
+            serving.record(served, annotation.positives)
             state.annotations.append(annotation)
             state.annotated.add(index)
             novel_tags = [t for t in tags if t in cfg.novel_labels]
             novel_shown += len(novel_tags)
             novel_right += sum(t in annotation.positives for t in novel_tags)
+        done = effort.totals(first)
         data = _round_data(state.annotations, state.options, pool, cfg)
         row = RoundRow(
             round=r,
@@ -392,6 +446,9 @@ def simulate_rounds(
             val=0 if data.val is None else len(data.val),
             heldout=len(data.heldout),
             novel_preannotated=(novel_shown, novel_right),
+            edits=done.edits,
+            scratch=done.scratch,
+            errors=sum(effort.errors[first:]),
         )
         round_cfg = _degraded(cfg.round) if r in cfg.degrade_rounds else cfg.round
 
@@ -423,13 +480,15 @@ def simulate_rounds(
     if data is not None:
         _final_heldout(rows, services, data, cfg.round)
     prevalence = test.targets(list(cfg.novel_labels)).mean(axis=0) * 0.5 + 0.5 if cfg.novel_labels else []
-    return SimulationResult(cfg, rows, dict(zip(cfg.novel_labels, map(float, prevalence), strict=True)))
+    return SimulationResult(cfg, rows, dict(zip(cfg.novel_labels, map(float, prevalence), strict=True)), effort)
 
 
 def _record(row: RoundRow, outcome: RoundOutcome, r: int) -> None:
     row.current_map = outcome.current.metrics.get("mAP")
     row.candidate_map = outcome.evaluated.metrics.get("mAP")
     row.delta = outcome.decision.delta if np.isfinite(outcome.decision.delta) else None
+    row.current_edits = outcome.current.metrics.get("edits_vs_scratch")
+    row.candidate_edits = outcome.evaluated.metrics.get("edits_vs_scratch")
     row.promoted = outcome.decision.promote
     row.reason = outcome.decision.reason
     row.newly_seen = outcome.candidate.newly_seen
@@ -470,3 +529,23 @@ def plot_simulation(result: SimulationResult, path: Path) -> Path:
     rejected = [r.round for r in rows if r.round and not r.promoted]
     title = "Simulated fine-tuning rounds" + (f" (kept the model in service in rounds {rejected})" if rejected else "")
     return plot_learning_curves(curves, path, "round (0 = base model)", "mAP (%)", title)
+
+
+def plot_simulation_effort(result: SimulationResult, path: Path) -> Path:
+    """PNG of each round's edits per task on its pre-annotations, against labeling the same tasks from scratch."""
+    pairs = [(r, r.annotated - before.annotated) for before, r in zip(result.rows, result.rows[1:], strict=False)]
+    served = [(r.round, r.edits / n, r.scratch / n) for r, n in pairs if n > 0]
+    curves = {
+        "edits per task from the pre-annotations": [(x, e) for x, e, _ in served],
+        "from scratch (true tags per task)": [(x, s) for x, _, s in served],
+    }
+    title = "Annotation effort per round: pre-annotation against labeling from scratch"
+    baseline = "from scratch (true tags per task)"
+    return plot_learning_curves(
+        curves,
+        path,
+        "round (its tasks are served by the model in service before it)",
+        "edits per task",
+        title,
+        dashed=[baseline],
+    )

@@ -12,6 +12,8 @@ from assistant.config import Stage1Config, Stage2Config
 from assistant.errors import ConfigError
 from assistant.rounds import RoundConfig
 from assistant.simulation.agent import AgentSimConfig, plot_agent_simulation, simulate_agent
+from assistant.simulation.serving import ServingConfig
+from preannotation import EditCosts, GuardConfig
 
 INITIAL = ("red", "green", "blue", "yellow", "grass", "water", "sky", "brick")
 FAST = RoundConfig(
@@ -23,6 +25,7 @@ FAST = RoundConfig(
     min_heldout_images=3,
     eval_batch_size=32,
     tolerance=100.0,  # a random tiny model: promote whenever a round runs (the mechanics are under test)
+    edits_tolerance=100.0,
 )
 
 
@@ -38,6 +41,10 @@ def test_the_agent_and_the_fixed_schedule_on_a_tiny_project(tiny_loaded, tmp_pat
         policy=PolicyConfig(round_threshold=18, queue_low_water=3, batch_size=8, strategy="uncertainty"),
         round=FAST,
         test_images=40,
+        # A random tiny model is unsure of everything: cheap adds (break-even 0.1) make it show tags,
+        # and a refit every 6 annotations and a quick guard exercise both.
+        serving=ServingConfig(costs=EditCosts(add=9, remove=1), refit_every=6, guard=GuardConfig(min_shown=5)),
+        automation_bias=0.3,
     )
     result = simulate_agent(tiny_loaded, cfg)
     agent, fixed = result.agent, result.fixed
@@ -51,6 +58,9 @@ def test_the_agent_and_the_fixed_schedule_on_a_tiny_project(tiny_loaded, tmp_pat
     assert [r["annotations"] for r in agent.rounds] == [18, 36]
     assert all(r["promoted"] for r in agent.rounds)
     assert "rescore" in actions and "repredict" in actions
+    refit = [d for d in agent.decisions if d["action"] == "repredict" and "was refit" in d["reason"]]
+    assert refit, "the agent re-predicts after a refit of the project's calibration"
+    assert all("expected_saving" in d["outcome"] for d in agent.decisions if d["action"] == "repredict")
     rescore = next(d for d in agent.decisions if d["action"] == "rescore")
     assert "added 'pink', 'snow'" in rescore["reason"]
     assert agent.novel_preannotated[0] > 0, "the agent pre-annotates novel tags zero-shot"
@@ -58,14 +68,33 @@ def test_the_agent_and_the_fixed_schedule_on_a_tiny_project(tiny_loaded, tmp_pat
     assert [r["annotations"] for r in fixed.rounds] == [36]
     assert fixed.novel_preannotated == (0, 0)
     assert fixed.points[-2].version == tiny_loaded.model.version != fixed.points[-1].version
+    # Edits against labeling the same tasks from scratch, at every checkpoint.
+    for run in (agent, fixed):
+        totals = run.effort.totals()
+        assert totals.tasks == 36 and run.points[-1].edits == totals.edits and run.points[-1].scratch == totals.scratch
+        assert [p.scratch for p in run.points] == sorted(p.scratch for p in run.points)
+        assert run.points[-1].errors == sum(run.effort.errors) > 0, "automation bias 0.3 keeps wrong tags"
+    # A refit every 6 annotations; a promotion starts the new version's count again.
+    assert fixed.refits == 36 // 6 and 3 <= agent.refits <= 36 // 6
+    guard = [d for d in agent.decisions if d["action"] == "guard"]
+    assert len(guard) == len(agent.guard) and all("'" in d["reason"] for d in guard)
     # The summary, the table, the JSON and the plots.
     summary = result.summary()
     assert set(summary) == {"agent", "fixed"} and summary["agent"]["rounds"] == 2
-    assert "final mAP" in result.table()
+    s = summary["agent"]
+    costs = cfg.serving.costs  # adds weigh 9, removes 1: the ratios are cost-weighted
+    assert s["edits_vs_scratch"] == pytest.approx(agent.effort.totals().cost_ratio(costs), abs=1e-3)
+    checkpoints = [agent.effort.totals(0, p.annotations).cost_ratio(costs) for p in agent.points if p.annotations]
+    assert s["max_checkpoint_vs_scratch"] == pytest.approx(max(c for c in checkpoints if c is not None), abs=1e-3)
+    assert s["errors_introduced"] == agent.points[-1].errors
+    table = result.table()
+    assert "final mAP" in table and "from scratch" in table and "label errors introduced" in table
     doc = json.loads(json.dumps(result.to_json()))
     assert doc["settings"]["budget"] == 36 and len(doc["runs"]["agent"]["decisions"]) == len(agent.decisions)
+    assert doc["settings"]["serving"]["break_even"] == pytest.approx(0.1)
+    assert doc["runs"]["fixed"]["effort"]["scratch"] == fixed.effort.totals().scratch
     paths = plot_agent_simulation(result, tmp_path)
-    assert [p.name for p in paths] == ["agent-vs-fixed.png", "agent-vs-fixed-edits.png"]
+    assert [p.name for p in paths] == ["agent-vs-fixed.png", "agent-vs-fixed-edits.png", "agent-vs-fixed-effort.png"]
     assert all(p.stat().st_size > 1000 for p in paths)
 
 

@@ -11,6 +11,7 @@ from assistant.checkpoint import LoadedModel
 from assistant.errors import DataError
 from assistant.inference import Tagger, resolve_device
 from assistant.labels import LabelSet
+from preannotation import EditCosts
 from tests.helpers import colour_world
 
 
@@ -35,7 +36,8 @@ def test_tags_are_ranked_calibrated_and_marked(tiny_loaded):
         assert all(0.0 <= s <= 1.0 for s in scores)
         marks = {t.label: t.seen for t in image_tags.tags}
         assert marks == {"red": True, "green": True, "zebra": False}
-        assert all(t.selected == (t.score >= t.threshold) for t in image_tags.tags)
+        # Selected by the pre-annotation rule: the break-even point of equal edit costs.
+        assert all(t.selected == (t.score >= 0.5) and t.threshold == 0.5 for t in image_tags.tags)
 
 
 def test_feature_path_equals_image_path_and_vocab_can_grow(tiny_loaded):
@@ -53,16 +55,23 @@ def test_feature_path_equals_image_path_and_vocab_can_grow(tiny_loaded):
     assert tagger.model.embedding_cache.misses == before + 1
 
 
-def test_per_label_thresholds_from_the_calibrator(tiny_loaded):
+def test_scores_come_from_the_calibrator_and_selection_from_the_edit_costs(tiny_loaded):
     rng = np.random.default_rng(0)
     scores = rng.normal(size=(200, 2))
     targets = np.where(scores + rng.normal(scale=0.5, size=scores.shape) > 0.5, 1, -1)
     calibrator = Calibrator.fit(scores, targets, ["red", "green"])
     tagger = _tagger(tiny_loaded, calibrator)
-    out = tagger.tag(_images(2), ["red", "green", "zebra"])
-    thresholds = {t.label: t.threshold for t in out[0].tags}
-    assert thresholds["zebra"] == pytest.approx(calibrator.threshold)
-    assert thresholds["red"] == pytest.approx(float(calibrator.thresholds(["red"])[0]))
+    images = _images(2)
+    labels = ["red", "green", "zebra"]
+    expected = tagger.probabilities(tagger.features(images), labels)
+    out = tagger.tag(images, labels, EditCosts(add=3, remove=1))  # adds cost 3x: show from p = 0.25
+    for row, image_tags in zip(expected, out, strict=True):
+        by_label = {t.label: t for t in image_tags.tags}
+        for label, p in zip(labels, row, strict=True):
+            assert by_label[label].score == pytest.approx(float(p))
+            assert by_label[label].selected == (p >= 0.25) and by_label[label].threshold == pytest.approx(0.25)
+    # The calibrator's F1-optimal thresholds serve evaluation, not the selection.
+    assert not np.allclose(calibrator.thresholds(labels), 0.25)
 
 
 def test_empty_inputs_are_clear_errors(tiny_loaded):

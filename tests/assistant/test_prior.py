@@ -124,3 +124,21 @@ def test_only_local_model_directories_take_a_prior(model_dir: Path, tmp_path: Pa
     save_checkpoint(tiny_loaded, tmp_path / "ckpt")
     with pytest.raises(ConfigError, match="checkpoint"):
         model_directory(tmp_path / "ckpt")
+
+
+def test_check_calibration_compares_served_probabilities_with_the_truth(model_dir: Path) -> None:
+    from assistant.prior import check_calibration
+    from preannotation import reliability, show_mask
+
+    loaded = load_model(f"local-dir:{model_dir}")
+    split = generate_split("test", 10)
+    labels = list(split.label_names[:6])
+    truth = split.targets[:, :6] > 0
+    check = check_calibration(loaded, split.images, truth, labels, bins=5)
+    p = loaded.calibrator.apply(prior_raw_scores(loaded, split.images, labels), labels)
+    assert check.reliability == reliability(p, truth, 5)
+    shown = show_mask(p)
+    assert check.effort.kept == int((shown & truth).sum()) and check.effort.removed == int((shown & ~truth).sum())
+    assert (check.images, check.labels) == (10, 6) and check.summary()["rule"]["tasks"] == 10
+    with pytest.raises(DataError, match="does not match"):
+        check_calibration(loaded, split.images, truth[:, :3], labels)

@@ -16,7 +16,7 @@ from assistant.corrections import AnnotatedImage, assign_split, correction_targe
 from assistant.data import ArrayImageDataset
 from assistant.errors import ConfigError
 from assistant.labels import LabelSet
-from assistant.round_eval import Evaluation, cross_fitted_probabilities, decide
+from assistant.round_eval import Evaluation, cross_fitted_probabilities, decide, heldout_effort
 from assistant.round_report import write_round_report
 from assistant.rounds import (
     InsufficientDataError,
@@ -26,6 +26,7 @@ from assistant.rounds import (
     choose_training_labels,
     run_round,
 )
+from preannotation import EditCosts
 from tests.helpers import colour_world
 
 LABELS = LabelSet(tuple(f"tag{c}" for c in range(6)))
@@ -56,8 +57,10 @@ def _round_data(n_train: int = 32, n_val: int = 8, n_heldout: int = 16) -> Round
     )
 
 
-def _evaluation(map_value: float | None) -> Evaluation:
+def _evaluation(map_value: float | None, edits: float | None = None) -> Evaluation:
     metrics = {} if map_value is None else {"mAP": map_value}
+    if edits is not None:  # held-out tasks of 5 true tags each
+        metrics.update(edits_vs_scratch=edits, edits_per_task=5 * edits, scratch_per_task=5.0)
     return Evaluation("v", metrics, {}, np.zeros((1, 1)), np.zeros((1, 1)))
 
 
@@ -107,6 +110,34 @@ def test_promotion_allows_the_tolerance_and_no_more() -> None:
     assert not decide(_evaluation(None), _evaluation(60.0), tolerance=0.5).promote
 
 
+def test_a_candidate_that_costs_annotators_more_edits_is_refused_even_when_its_map_rises() -> None:
+    costlier = decide(_evaluation(50.0, edits=0.80), _evaluation(53.0, edits=0.85), tolerance=0.5)
+    assert not costlier.promote and costlier.edits_delta == pytest.approx(0.05)
+    assert "would cost annotators more edits" in costlier.reason and "4.25 vs 4.00 per task" in costlier.reason
+    within = decide(_evaluation(50.0, edits=0.80), _evaluation(53.0, edits=0.85), tolerance=0.5, edits_tolerance=0.05)
+    assert within.promote and "0.85x vs 0.80x from scratch" in within.reason
+    cheaper = decide(_evaluation(50.0, edits=0.90), _evaluation(49.8, edits=0.80), tolerance=0.5)
+    assert cheaper.promote and cheaper.edits_delta == pytest.approx(-0.10)
+    # A worse ranking is refused whatever the edits; no held-out true tag leaves the mAP to decide.
+    assert not decide(_evaluation(50.0, edits=0.9), _evaluation(45.0, edits=0.5), tolerance=0.5).promote
+    assert decide(_evaluation(50.0), _evaluation(51.0), tolerance=0.5).promote
+    with pytest.raises(ConfigError, match="edits tolerance"):
+        RoundConfig(edits_tolerance=-0.1)
+
+
+def test_heldout_effort_counts_what_the_rule_would_show_against_the_answers() -> None:
+    probabilities = np.array([[0.9, 0.6, 0.2, 0.7], [0.4, 0.55, 0.8, 0.1]])
+    targets = np.array([[1, -1, 1, 0], [1, 1, -1, -1]], dtype=np.int8)
+    effort = heldout_effort(probabilities, targets)
+    # Row 0: 'tag0' kept, 'tag1' removed, 'tag2' added, 'tag3' unknown (shown, but neither kept nor removed).
+    # Row 1: 'tag1' kept, 'tag2' removed, 'tag0' added.
+    assert (effort.kept, effort.removed, effort.added, effort.scratch) == (2, 2, 2, 4)
+    capped = heldout_effort(probabilities, targets, max_tags=1)
+    assert (capped.kept, capped.removed, capped.added) == (1, 1, 3)
+    cheap_adds = heldout_effort(probabilities, targets, EditCosts(add=3, remove=1))  # break-even 0.25
+    assert (cheap_adds.kept, cheap_adds.removed, cheap_adds.added) == (3, 2, 1)
+
+
 def test_cross_fitting_never_scores_a_row_with_a_calibrator_fitted_on_it() -> None:
     rng = np.random.default_rng(0)
     raw = rng.normal(size=(40, 3))
@@ -145,7 +176,15 @@ def test_a_round_trains_a_copy_on_the_training_split_only_and_compares_on_held_o
     assert outcome.current.metrics["labels_evaluated"] == outcome.evaluated.metrics["labels_evaluated"] > 0
     assert "mAP_novel" in outcome.current.metrics and "mAP_seen" not in outcome.current.metrics
     assert outcome.evaluated.raw_scores.shape == (len(data.heldout), len(LABELS))
-    assert outcome.decision.promote == (outcome.decision.delta >= -FAST.tolerance)
+    # Both models' edits under the pre-annotation rule, on the same held-out answers.
+    scratch = outcome.current.metrics["scratch_per_task"]
+    assert scratch == pytest.approx(outcome.evaluated.metrics["scratch_per_task"]) and scratch > 0
+    assert outcome.decision.edits_delta == pytest.approx(
+        outcome.evaluated.metrics["edits_vs_scratch"] - outcome.current.metrics["edits_vs_scratch"]
+    )
+    assert outcome.decision.promote == (
+        outcome.decision.delta >= -FAST.tolerance and outcome.decision.edits_delta <= FAST.edits_tolerance
+    )
     assert outcome.candidate.loaded.calibrator.method == "platt"  # fitted on the held-out split
 
 
@@ -192,8 +231,11 @@ def test_the_candidate_checkpoint_records_its_lineage_and_the_report_is_complete
     assert "Held-out metrics" in text and "per_label_ap.png" in text and "Decision" in text
     for name in ("per_label_ap.png", "pr_curves.png", "round.json"):
         assert (report.parent / name).stat().st_size > 0
+    assert "| edits_vs_scratch |" in text and "break-even 0.50" in text
     summary = json.loads((report.parent / "round.json").read_text())
     assert summary["decision"]["promote"] == outcome.decision.promote
+    assert summary["decision"]["delta_edits_vs_scratch"] == pytest.approx(outcome.decision.edits_delta)
+    assert summary["preannotation"]["costs"] == {"add": 1.0, "remove": 1.0}
     # Writing again replaces the folder whole, and leaves no temporary folder behind.
     write_round_report(outcome, report.parent, title="again")
     assert "# again" in report.read_text()

@@ -16,6 +16,7 @@ from assistant.simulation import (
     SimulationConfig,
     next_unlabeled,
     plot_simulation,
+    plot_simulation_effort,
     render_labeled,
     simulate_rounds,
 )
@@ -108,6 +109,12 @@ def test_a_tiny_simulated_project_runs_rounds_adds_novel_labels_and_plots(tiny_l
     assert "round" in result.table() and result.to_json()["settings"]["novel_round"] == 2
     png = plot_simulation(result, tmp_path / "sim.png")
     assert png.stat().st_size > 0
+    # Every annotation's edits against from scratch, per round and in all.
+    assert len(result.effort.tasks) == 48
+    assert sum(r.scratch for r in result.rows) == result.effort.totals().scratch > 0
+    assert sum(r.edits for r in result.rows) == result.effort.totals().edits
+    assert "from scratch" in result.effort_summary() and result.to_json()["effort"]["tasks"] == 48
+    assert plot_simulation_effort(result, tmp_path / "effort.png").stat().st_size > 0
 
 
 def test_invalid_simulation_settings_are_refused(tiny_loaded) -> None:

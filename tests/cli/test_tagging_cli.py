@@ -66,6 +66,9 @@ def test_demo_prints_tags_for_every_sample_image(missing_bundled_model: Path) ->
         assert name in result.stdout, f"no tags printed for {name}"
     # Each image's table lists scored tags (a score column with values in [0, 1]).
     assert result.stdout.count("truth:") == len(names)
+    # How many tags it would pre-annotate per image, how many are right, and the saving in all.
+    assert result.stdout.count("pre-annotates ") == len(names)
+    assert "tags per image" in result.stdout and "from scratch" in result.stdout
     # A random stand-in is never silent: a note in the output and a warning on stderr.
     assert "RANDOMLY INITIALISED" in result.stdout and "warning:" in result.stderr
     assert str(missing_bundled_model) in result.stderr

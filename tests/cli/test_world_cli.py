@@ -61,3 +61,20 @@ def test_world_pretrain_ends_with_the_prior(home: Path, tmp_path: Path) -> None:
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["calibration_prior"]["data"]["world"] == "quick"
     assert load_model(out).calibrator.method == "prior"
+
+
+def test_world_reliability_reports_ece_and_draws_the_diagram(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = save_open_clip_dir(create_backbone("test-tiny", allow_random=True), "test-tiny", tmp_path / "m", {})
+    out = tmp_path / "reliability"
+    args = ["world", "reliability", "--model", str(model), "--images", "12", "--out", str(out), "--device", "cpu"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "ECE" in result.output and "edits/scratch" in result.output
+    doc = json.loads((out / "reliability.json").read_text())
+    assert doc["data"] == {"stream": "val", "first": 2000, "images": 12, "world": "world-v1"}
+    seen, unseen = doc["groups"]["seen"], doc["groups"]["unseen"]
+    assert seen["count"] == 12 * 49 and unseen["count"] == 12 * 16
+    assert 0.0 <= seen["ece"] <= 1.0 and sum(b["count"] for b in seen["bins"]) == seen["count"]
+    assert seen["rule"]["tasks"] == 12 and doc["calibrator"] == "default"
+    assert (out / "reliability.png").stat().st_size > 1000
