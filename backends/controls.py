@@ -14,12 +14,17 @@ gets the model label ``"Parent / Node"`` unless ``predicted_values`` says otherw
 
 **Knobs** (attributes of the control tag; ``model_threshold`` also works on one ``<Choice>``):
 
-==================  ===========================================================================
-``model_threshold`` a score in [0, 1] that replaces the calibrated per-label thresholds
-``model_max_tags``  keep at most this many tags (highest scores first; default 50)
-``model_skip``      ``"true"`` turns the model off for this control (its labels leave the
-                    vocabulary)
-==================  ===========================================================================
+=====================  ========================================================================
+``model_threshold``    a probability in [0, 1] from which a tag is shown, instead of the
+                       break-even point of the edit costs (it wins over the costs)
+``model_cost_add``     what adding a missing tag costs, for this control (over the settings'
+                       ``ASSISTANT_EDIT_COST_ADD`` and the project's entry)
+``model_cost_remove``  what removing a wrong tag costs; a tag is shown from
+                       ``remove / (add + remove)`` on (``docs/preannotation.md``)
+``model_max_tags``     show at most this many tags (most probable first; default 50)
+``model_skip``         ``"true"`` turns the model off for this control (its labels leave the
+                       vocabulary)
+=====================  ========================================================================
 
 Single-choice ``Choices`` (``choice="single"`` or ``"single-radio"``, the default) are supported
 by selecting at most the top tag, and only when it passes its threshold. A Taxonomy with
@@ -41,16 +46,19 @@ import logging
 import xml.etree.ElementTree as ET  # nosec B405 - the config is already parsed by LabelInterface (lxml)
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from label_studio_sdk.label_interface.interface import LabelInterface
 
 from backends.errors import LabelConfigError
+from preannotation import EditCosts
 from workers.contracts import vocabulary_fingerprint
 
 __all__ = [
     "EXAMPLE_CONFIG",
+    "KNOB_COST_ADD",
+    "KNOB_COST_REMOVE",
     "KNOB_MAX_TAGS",
     "KNOB_SKIP",
     "KNOB_THRESHOLD",
@@ -69,6 +77,8 @@ logger = logging.getLogger(__name__)
 KNOB_THRESHOLD = "model_threshold"
 KNOB_MAX_TAGS = "model_max_tags"
 KNOB_SKIP = "model_skip"
+KNOB_COST_ADD = "model_cost_add"
+KNOB_COST_REMOVE = "model_cost_remove"
 PREDICTED_VALUES = "predicted_values"
 # Joins a taxonomy path into one key (score maps, corrections); spaces keep "A/B" names intact.
 PATH_SEPARATOR = " / "
@@ -118,6 +128,17 @@ class Knobs:
     threshold: float | None = None
     max_tags: int | None = None
     skip: bool = False
+    cost_add: float | None = None
+    cost_remove: float | None = None
+
+    def edit_costs(self, default: EditCosts) -> EditCosts:
+        """The control's edit costs: its own ``model_cost_*`` over ``default`` (the project's)."""
+        if self.cost_add is None and self.cost_remove is None:
+            return default
+        return EditCosts(
+            default.add if self.cost_add is None else self.cost_add,
+            default.remove if self.cost_remove is None else self.cost_remove,
+        )
 
 
 @dataclass(frozen=True)
@@ -303,6 +324,23 @@ def _float_knob(attrs: Mapping[str, str], where: str) -> float | None:
     return value
 
 
+def _cost_knob(attrs: Mapping[str, str], name: str, where: str) -> float | None:
+    raw = attrs.get(name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not (value > 0.0 and value < float("inf")):
+        raise _config_error(
+            f'{where} has {name}="{raw}"',
+            why="an edit cost is a positive number; only the add/remove ratio decides what is shown",
+            fix=f'write e.g. {KNOB_COST_ADD}="2" {KNOB_COST_REMOVE}="1" (tags shown from p = 1/3)',
+        )
+    return value
+
+
 def _int_attr(attrs: Mapping[str, str], name: str, where: str) -> int | None:
     raw = attrs.get(name)
     if raw is None:
@@ -324,6 +362,8 @@ def _knobs(attrs: Mapping[str, str], where: str) -> Knobs:
         threshold=_float_knob(attrs, where),
         max_tags=_int_attr(attrs, KNOB_MAX_TAGS, where),
         skip=skip_raw == "true",
+        cost_add=_cost_knob(attrs, KNOB_COST_ADD, where),
+        cost_remove=_cost_knob(attrs, KNOB_COST_REMOVE, where),
     )
 
 
@@ -411,7 +451,7 @@ def _build_taxonomy(name: str, to_name: str, value_key: str, element: ET.Element
     max_usages = _int_attr(element.attrib, "maxUsages", where)
     if max_usages is not None and max_usages > 1:
         # Label Studio refuses more selections than maxUsages: cap the model's selection too.
-        knobs = Knobs(knobs.threshold, min(knobs.max_tags or max_usages, max_usages), knobs.skip)
+        knobs = replace(knobs, max_tags=min(knobs.max_tags or max_usages, max_usages))
     return TaxonomyControl(
         name=name,
         to_name=to_name,

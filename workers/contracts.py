@@ -161,8 +161,13 @@ class PredictResult(_Message):
             fingerprint; the backend appends it).
         labels: The vocabulary, echoed.
         seen: Per label: True when the model was trained on it, False for a novel (zero-shot) tag.
-        thresholds: Per label: the calibrated decision threshold on :attr:`ImageScores.scores`.
+        thresholds: Per label: the calibrator's F1-optimal threshold on :attr:`ImageScores.scores`
+            (the evaluation reports use it; pre-annotation decides by edit costs instead).
         items: One per image, in request order.
+        calibration: The kind of calibration the scores come from: ``platt`` (fitted on
+            annotations), ``prior`` (a backbone prior fitted on its own scores) or ``default``
+            (never measured: the backend then serves few, confident tags); empty from an older
+            worker.
     """
 
     model_version: str
@@ -170,6 +175,7 @@ class PredictResult(_Message):
     seen: list[bool]
     thresholds: list[float]
     items: list[ImageScores]
+    calibration: str = ""
 
 
 class EmbedRequest(_Message):
