@@ -108,7 +108,7 @@ class Services:
         )
         self.metrics = metrics or BackendMetrics(stats=state.stats, queues=_queue_reader(settings))
         self.auth = AuthPolicy(settings.basic_auth_user, settings.basic_auth_password, settings.webhook_token)
-        self.predictor = Predictor(settings, self.dispatcher, self.registry, self.metrics)
+        self.predictor = Predictor(settings, self.dispatcher, self.registry, self.metrics, self.ledger.effort)
         self.webhooks = WebhookHandler(self.ledger, self.dispatcher, notify=_event_sink(state, settings))
 
     def close(self) -> None:
@@ -308,6 +308,8 @@ def _add_routes(app: FastAPI, svc: Services) -> None:
             svc.metrics.webhook_events.labels(action, "error").inc()
             raise
         svc.metrics.webhook_events.labels(action, reply.outcome).inc()
+        if reply.count_error is not None:
+            svc.metrics.webhook_events.labels(action, "count_not_queued").inc()
         return _reply(request, reply)
 
     @app.post("/train", dependencies=auth)

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
@@ -464,7 +463,9 @@ def _task_prediction(
             return TaskFailure(task.id, answer.error.reason, answer.error.message)
         versions.add(result.model_version)
         conservative = policy.conservative(result.calibration)
-        scored = _score_control(plan, _checked_scores(result, answer), seen[id(result)], policy if conservative else None)
+        scored = _score_control(
+            plan, _checked_scores(result, answer), seen[id(result)], policy if conservative else None
+        )
         worst.append(_top(scored.uncertainties, UNCERTAIN_TOP_K))
         extra: dict[str, Any] = {"calibration": result.calibration} if result.calibration else {}
         if scored.model_scores is not None:

@@ -48,9 +48,18 @@ from backends.controls import ProjectVocabulary
 from backends.convert import TaskFailure, build_predict_requests
 from backends.protocol import Task
 from backends.state import SharedState
-from workers.contracts import MAX_IMAGES, PREDICT, TRAIN_ROUND, PredictRequest, PredictResult, RoundRequest
+from workers.contracts import (
+    COUNT_EFFORT,
+    MAX_IMAGES,
+    PREDICT,
+    TRAIN_ROUND,
+    PredictRequest,
+    PredictResult,
+    RoundRequest,
+)
 
 __all__ = [
+    "COUNT_EFFORT",
     "PUBLISH_PREDICTIONS",
     "CeleryDispatcher",
     "Chunk",
@@ -68,6 +77,7 @@ logger = logging.getLogger(__name__)
 
 #: Name of the light Celery task (``backends.tasks``) that posts a chunk's predictions to LS.
 PUBLISH_PREDICTIONS: Final = "backends.publish_predictions"
+
 INLINE: Final = "inline"
 #: What asked for a round (``RoundRequest.trigger``).
 Trigger = Literal["manual", "threshold", "schedule", "start_training", "agent"]
@@ -197,6 +207,10 @@ class Dispatcher(Protocol):
         self, project: int, *, trigger: Trigger = "start_training", request_id: str | None = None
     ) -> RoundTicket:
         """Queue a fine-tuning round unless one is already queued or running."""
+        ...
+
+    def count_effort(self, project: int) -> None:
+        """Ask a worker to count the project's new annotations (``backends.effort``)."""
         ...
 
 
@@ -347,6 +361,11 @@ class CeleryDispatcher:
         except ValidationError as exc:
             outcome.failed[chunk.index] = f"the worker's result does not validate: {exc.error_count()} errors"
         self.state.release(job.project, job.model_version, chunk.task_ids)
+
+    # --- effort -----------------------------------------------------------------------------------
+    def count_effort(self, project: int) -> None:
+        """See :meth:`Dispatcher.count_effort` (one message on the publish queue; ~1 ms)."""
+        self.app.send_task(COUNT_EFFORT, kwargs={"project": project}, queue=self.publish_queue)
 
     # --- rounds -----------------------------------------------------------------------------------
     def queue_round(

@@ -102,6 +102,11 @@ class BackendMetrics:
             "assistant_backend_webhook_events", "Webhook events", ["action", "outcome"], registry=r
         )
         self.errors = Counter("assistant_backend_errors", "Error answers", ["route", "kind"], registry=r)
+        self.policy_errors = Counter(
+            "assistant_backend_policy_errors",
+            "Predictions served without the project's refit and guard: the effort ledger could not be read",
+            registry=r,
+        )
         if stats is not None:
             r.register(BackgroundCollector(stats))
         if queues is not None:

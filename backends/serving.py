@@ -24,6 +24,7 @@ served, with the costs alone, and the failure is logged and counted
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Final
 
@@ -31,7 +32,7 @@ from preannotation import EditCosts, Recalibration
 from workers.effort import EffortStore
 from workers.settings import Settings
 
-__all__ = ["UNMEASURED_CALIBRATION", "ServingPolicy", "load_policy"]
+__all__ = ["UNMEASURED_CALIBRATION", "ServedCalibrations", "ServingPolicy", "load_policy"]
 
 logger = logging.getLogger(__name__)
 
@@ -97,3 +98,36 @@ def load_policy(
         ),
         None,
     )
+
+
+class ServedCalibrations:
+    """Records, once per process, which kind of calibration a checkpoint serves a project with.
+
+    ``assistant status`` reads it (``workers.effort.EffortStore.serving``) to say that a model
+    whose calibration was never measured is serving conservatively. A failed write is logged and
+    tried again with the next prediction: it is for the status only.
+
+    Args:
+        store: The effort store (None: nothing is recorded).
+    """
+
+    def __init__(self, store: EffortStore | None) -> None:
+        self.store = store
+        self._done: set[tuple[int, str, str]] = set()
+        self._lock = threading.Lock()
+
+    def note(self, project: int | None, checkpoint: str, calibration: str) -> None:
+        """Record ``calibration`` for ``(project, checkpoint)`` unless this process did already."""
+        if self.store is None or project is None or not calibration:
+            return
+        key = (project, checkpoint, calibration)
+        with self._lock:
+            if key in self._done:
+                return
+        try:
+            self.store.note_serving(project, checkpoint, calibration)
+        except Exception as exc:  # the status's information only; predictions go on
+            logger.warning("could not record the calibration served to project %s: %s", project, exc)
+            return
+        with self._lock:
+            self._done.add(key)

@@ -13,6 +13,13 @@ appends rows (one SQLite/PostgreSQL transaction) or takes a Redis lock and sends
 anything else                               ignored                                 200
 ==========================================  ======================================  ======
 
+After recording annotation or deletion rows, the handler asks a worker to count the project's new
+annotations against the predictions they started from (``backends.effort``): one message, sent
+after the rows are on disk. A failure to send it is logged and counted
+(``assistant_backend_webhook_events_total{outcome="count_not_queued"}``) and never fails the
+webhook: the rows are the durable record of what is still to count, and the beat's periodic pass
+(``ASSISTANT_EFFORT_CHECK_INTERVAL_S``) counts them.
+
 Every event that names a project is also handed to ``notify`` when one is given: the app passes
 :func:`redis_event_sink`, which appends ``{"action", "project"}`` to a short Redis list that the
 agent (``agent/``) blocks on, so it reacts to ``TASKS_CREATED`` or a config change at once instead
@@ -70,6 +77,8 @@ class WebhookReply:
     status_code: int
     body: dict[str, Any]
     outcome: str
+    #: Set when the effort count could not be requested (the metrics count it).
+    count_error: str | None = None
 
 
 def _raw_annotations(raw: dict[str, Any]) -> list[dict[str, Any]]:
@@ -158,11 +167,21 @@ class WebhookHandler:
                 "recorded": added,
                 "duplicates": len(events) - added,
             }
-            return WebhookReply(201, body, "recorded")
+            return WebhookReply(201, body, "recorded", self._count(event.project_id) if added else None)
         if event.kind == "train":
             return self.start_round(event.project_id, request_id)
         logger.debug("webhook %s ignored", event.action)
         return WebhookReply(200, {"status": "ignored", "action": event.action}, "ignored")
+
+    def _count(self, project: int | None) -> str | None:
+        if project is None:
+            return None
+        try:
+            self.dispatcher.count_effort(project)
+        except Exception as exc:  # the rows are recorded: the beat's pass counts them later
+            logger.warning("project %s: could not ask for the effort count: %s", project, exc)
+            return f"{type(exc).__name__}: {exc}"
+        return None
 
     def _notify(self, event: WebhookEvent) -> None:
         if self.notify is None or event.project_id is None:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "CHECK_ROUNDS",
+    "COUNT_EFFORT",
     "EMBED",
     "PREDICT",
     "QUEUE_PREDICT",
@@ -52,6 +53,8 @@ TRAIN_ROUND = "assistant.train_round"
 # Light periodic tasks sent by Celery beat: queue rounds on the correction threshold / the schedule.
 CHECK_ROUNDS = "assistant.check_rounds"
 SCHEDULED_ROUNDS = "assistant.scheduled_rounds"
+# The light task (backends.effort, run by workers that include it) counting annotators' edits.
+COUNT_EFFORT = "backends.count_effort"
 
 # A GPU box consumes both queues; a CPU box can consume `predict` only.
 QUEUE_PREDICT = "predict"

@@ -415,7 +415,8 @@ class EffortStore:
         if row is None:
             return
         version, checkpoint = str(row[0]), str(row[1])
-        self._add_version(cur, project, version, checkpoint, -1, *(-int(v) for v in row[2:6]), None)
+        kept, removed, added, costlier = (int(v) for v in row[2:6])
+        self._add_version(cur, project, version, checkpoint, -1, -kept, -removed, -added, -costlier, None)
         cur.execute(
             f"SELECT tag, novel, shown, present FROM {t}effort_answers WHERE project = {p} AND annotation_id = {p}",
             (project, annotation),
@@ -428,7 +429,7 @@ class EffortStore:
         cur.execute(f"DELETE FROM {t}effort WHERE project = {p} AND annotation_id = {p}", (project, annotation))
 
     def _insert(self, cur: Any, project: int, c: CountedAnnotation, costs: EditCosts | None, now: str) -> None:
-        p, t = self._p, self._t
+        t = self._t
         edits = c.edits
         kept, removed, added = len(edits.kept), len(edits.removed), len(edits.added)
         checkpoint = checkpoint_of(c.model_version)
@@ -509,8 +510,10 @@ class EffortStore:
         cur.execute(
             f"INSERT INTO {t}effort_versions (project, model_version, checkpoint, tasks, kept, removed, added, "
             f"costlier, first_at, last_at) VALUES ({self._marks(10)}) ON CONFLICT (project, model_version) DO UPDATE "
-            f"SET tasks = {t}effort_versions.tasks + excluded.tasks, kept = {t}effort_versions.kept + excluded.kept, "
-            f"removed = {t}effort_versions.removed + excluded.removed, added = {t}effort_versions.added + excluded.added, "
+            f"SET tasks = {t}effort_versions.tasks + excluded.tasks, "
+            f"kept = {t}effort_versions.kept + excluded.kept, "
+            f"removed = {t}effort_versions.removed + excluded.removed, "
+            f"added = {t}effort_versions.added + excluded.added, "
             f"costlier = {t}effort_versions.costlier + excluded.costlier, "
             f"first_at = COALESCE({t}effort_versions.first_at, excluded.first_at), "
             f"last_at = COALESCE(excluded.last_at, {t}effort_versions.last_at)",
@@ -520,8 +523,8 @@ class EffortStore:
     def _advance(self, cur: Any, project: int, through: int, counted: int, skipped: dict[str, int], now: str) -> None:
         t = self._t
         cur.execute(
-            f"INSERT INTO {t}effort_state (project, counted_through, counted, cancelled, unpredicted, failed, failures, "
-            f"error, error_at, updated_at) VALUES ({self._marks(10)}) ON CONFLICT (project) DO UPDATE SET "
+            f"INSERT INTO {t}effort_state (project, counted_through, counted, cancelled, unpredicted, failed, "
+            f"failures, error, error_at, updated_at) VALUES ({self._marks(10)}) ON CONFLICT (project) DO UPDATE SET "
             f"counted_through = CASE WHEN excluded.counted_through > {t}effort_state.counted_through "
             f"THEN excluded.counted_through ELSE {t}effort_state.counted_through END, "
             f"counted = {t}effort_state.counted + excluded.counted, "
@@ -582,7 +585,8 @@ class EffortStore:
     ) -> dict[str, TagTotals]:
         """Kept / removed / added per tag, summed over the model versions asked for (all by default)."""
         p = self._p
-        where, args = f"project = {p}", [project]
+        where = f"project = {p}"
+        args: list[Any] = [project]
         if checkpoint is not None:
             where, args = f"{where} AND checkpoint = {p}", [*args, checkpoint]
         if model_version is not None:
@@ -606,7 +610,8 @@ class EffortStore:
         with self._store.cursor() as cur:
             cur.execute(
                 f"SELECT model_version, checkpoint, tasks, kept, removed, added, costlier, first_at, last_at "
-                f"FROM {self._t}effort_versions WHERE project = {self._p} AND tasks > 0 ORDER BY first_at, model_version",
+                f"FROM {self._t}effort_versions WHERE project = {self._p} AND tasks > 0 "
+                "ORDER BY first_at, model_version",
                 (project,),
             )
             rows = cur.fetchall()
@@ -659,7 +664,7 @@ class EffortStore:
         return int(row[0]), int(row[1] or after_seq)
 
     def pairs(self, project: int, checkpoint: str, *, limit: int) -> tuple[list[str], list[float], list[bool]]:
-        """The newest (tag, model probability, answer) pairs of ``checkpoint`` (pairs without a probability left out)."""
+        """The newest (tag, model probability, answer) pairs of ``checkpoint`` (with a probability)."""
         with self._store.cursor() as cur:
             cur.execute(
                 f"SELECT tag, model_p, present FROM {self._t}effort_answers WHERE project = {self._p} AND "
@@ -707,7 +712,7 @@ class EffortStore:
         error: str | None = None,
     ) -> RefitRecord:
         """Store a refit: fitted (``recalibration`` given) or failed (``error``)."""
-        status = "fitted" if recalibration is not None else "failed"
+        status: Literal["fitted", "failed"] = "fitted" if recalibration is not None else "failed"
         record = None if recalibration is None else json.dumps(recalibration.to_dict(), sort_keys=True)
         answers = 0 if recalibration is None else recalibration.answers
         now = _now()
@@ -719,7 +724,15 @@ class EffortStore:
             )
             seq = int(cur.fetchone()[0])
         return RefitRecord(
-            f"r{seq}", checkpoint, status, recalibration, answers, annotations, through_seq, error, now  # type: ignore[arg-type]
+            f"r{seq}",
+            checkpoint,
+            status,
+            recalibration,
+            answers,
+            annotations,
+            through_seq,
+            error,
+            now,
         )
 
     def _refits(self, where: str, args: Sequence[Any], limit: int) -> list[RefitRecord]:
@@ -731,12 +744,11 @@ class EffortStore:
             )
             rows = cur.fetchall()
         out = []
-        for seq, checkpoint, status, record, answers, annotations, through, error, at in rows:
+        for seq, checkpoint, status, record, answers, count, through, error, at in rows:
             recal = None if record is None else Recalibration.from_dict(json.loads(record))
+            state: Literal["fitted", "failed"] = "fitted" if status == "fitted" else "failed"
             out.append(
-                RefitRecord(
-                    f"r{seq}", str(checkpoint), status, recal, int(answers), int(annotations), int(through), error, at
-                )
+                RefitRecord(f"r{seq}", str(checkpoint), state, recal, int(answers), int(count), int(through), error, at)
             )
         return out
 
@@ -807,6 +819,13 @@ class EffortStore:
                     f"VALUES ({self._marks(8)})",
                     (project, state.tag, event, state.checkpoint, kept, removed, state.reason, now),
                 )
+
+    def last_guard_event(self, project: int) -> int:
+        """The newest guard event's ``seq`` in the project (0 without any)."""
+        with self._store.cursor() as cur:
+            cur.execute(f"SELECT MAX(seq) FROM {self._t}guard_events WHERE project = {self._p}", (project,))
+            row = cur.fetchone()
+        return int(row[0] or 0)
 
     def guard_events(self, project: int, *, after: int = 0, limit: int = 1000) -> list[GuardEvent]:
         """Trips and resumptions after ``seq`` ``after``, oldest first."""
