@@ -53,11 +53,12 @@ from backends.settings import BackendSettings
 from backends.state import RedisState, SharedState, redis_url_of
 from backends.webhook import EventSink, WebhookHandler, WebhookReply, redis_event_sink
 from workers.celery_app import make_celery
+from workers.effort_summary import project_effort
 from workers.ledger import Ledger, open_ledger
 from workers.metrics import QueueDepths, broker_redis, queue_depths
 from workers.registry import Registry
 
-__all__ = ["MODEL_CLASS", "Services", "create_app"]
+__all__ = ["MODEL_CLASS", "Services", "create_app", "effort_figures"]
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +107,11 @@ class Services:
         self.ledger = ledger or open_ledger(
             settings.ledger_url, home=settings.home, table_prefix=settings.ledger_table_prefix
         )
-        self.metrics = metrics or BackendMetrics(stats=state.stats, queues=_queue_reader(settings))
+        self.metrics = metrics or BackendMetrics(
+            stats=state.stats,
+            queues=_queue_reader(settings),
+            effort=functools.partial(effort_figures, self.ledger, self.registry, settings),
+        )
         self.auth = AuthPolicy(settings.basic_auth_user, settings.basic_auth_password, settings.webhook_token)
         self.predictor = Predictor(settings, self.dispatcher, self.registry, self.metrics, self.ledger.effort)
         self.webhooks = WebhookHandler(self.ledger, self.dispatcher, notify=_event_sink(state, settings))
@@ -115,6 +120,20 @@ class Services:
         """Release what the services opened themselves."""
         if self._owns_ledger:
             self.ledger.close()
+
+
+def effort_figures(ledger: Ledger, registry: Registry, settings: BackendSettings) -> dict[int, dict[str, Any]]:
+    """Every project's effort figures for ``/metrics`` (``workers.effort_summary``), with its refit counts."""
+    out: dict[int, dict[str, Any]] = {}
+    for project in sorted(set(ledger.effort.projects()) | set(ledger.projects())):
+        try:
+            checkpoint: str | None = registry.current(project).version
+        except Exception:  # the registry may be unreadable: the counts still export
+            checkpoint = None
+        figures = project_effort(ledger, project, checkpoint, settings.edit_costs(project), tags=False)
+        figures["refits"] = ledger.effort.refit_counts(project)
+        out[project] = figures
+    return out
 
 
 def _redis_state(settings: BackendSettings) -> RedisState:

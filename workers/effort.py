@@ -759,6 +759,15 @@ class EffortStore:
         found = self._refits(where, (project, checkpoint), 1)
         return found[0] if found else None
 
+    def refit_counts(self, project: int) -> dict[str, int]:
+        """Refits of the project by status (``fitted``, ``failed``)."""
+        with self._store.cursor() as cur:
+            cur.execute(
+                f"SELECT status, COUNT(*) FROM {self._t}recalibrations WHERE project = {self._p} GROUP BY status",
+                (project,),
+            )
+            return {str(r[0]): int(r[1]) for r in cur.fetchall()}
+
     def refits(self, project: int, *, limit: int = 20) -> list[RefitRecord]:
         """The project's latest refits, newest first."""
         return self._refits(f"project = {self._p}", (project,), limit)
