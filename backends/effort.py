@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from celery import Task, shared_task
+from celery.utils.time import get_exponential_backoff_interval
 
 from backends.controls import ProjectVocabulary, parse_label_config
 from backends.convert import SCORES_KEY
@@ -366,15 +367,7 @@ def count_projects(
     return reports, errors
 
 
-@shared_task(  # type: ignore[untyped-decorator]  # celery ships no types
-    name=COUNT_EFFORT,
-    bind=True,
-    acks_late=True,
-    retry_backoff=2,
-    retry_backoff_max=120,
-    retry_jitter=True,
-    max_retries=8,
-)
+@shared_task(name=COUNT_EFFORT, bind=True, acks_late=True, max_retries=8)  # type: ignore[untyped-decorator]
 def count_effort(self: Task, project: int | None = None) -> dict[str, Any]:
     """Count new annotations of one project, or of every project with uncounted rows (the beat's).
 
@@ -391,5 +384,7 @@ def count_effort(self: Task, project: int | None = None) -> dict[str, Any]:
     reports, errors = count_projects(counter, state_of(settings), projects, str(self.request.id or uuid.uuid4().hex))
     failed = errors.get(project) if project is not None else None
     if isinstance(failed, LabelStudioUnavailable) and self.request.retries < self.max_retries:
-        raise self.retry(exc=failed)
+        # Full jitter in [0, min(120, 2 * 2**n)] s, as the publish task's autoretry.
+        countdown = get_exponential_backoff_interval(2, self.request.retries, 120, full_jitter=True)
+        raise self.retry(exc=failed, countdown=countdown)
     return {"reports": [r.to_json() for r in reports], "errors": {str(k): v.message for k, v in errors.items()}}
