@@ -7,8 +7,8 @@ is due and which annotations changed since the last one. Label Studio stays the 
 (its webhooks are fire-and-forget, one try, 1 s timeout, so a row may be missing): a round re-reads
 the annotations themselves through the SDK and uses the ledger only as a cheap change feed.
 
-Light on purpose (stdlib, ``sqlite3`` and ``psycopg`` only): both the web process and the workers
-import it. Two stores behind one API:
+Light on purpose (stdlib, ``sqlite3`` and ``psycopg`` only, through :mod:`workers.sqlstore`): both
+the web process and the workers import it. Two stores behind one API:
 
 - SQLite (default): ``<Settings.home>/ledger.sqlite3``, WAL mode, a full fsync per commit;
 - PostgreSQL: ``postgresql://user@host:5432/db`` (``ASSISTANT_LEDGER_URL``).
@@ -20,6 +20,9 @@ Tables (``<prefix>`` defaults to ``assistant_``)::
                          completed_by, was_cancelled, created_at (the revision's time in LS),
                          received_at (ours)
     <prefix>rounds       seq, project, round_id (unique per project), watermark, recorded_at
+
+The effort ledger's tables live in the same database (:mod:`workers.effort`, created here too):
+:attr:`Ledger.effort` reads and writes them over the same connection.
 
 Rows are never updated or deleted through this API: an edit is a new ``ANNOTATION_UPDATED`` row,
 a deletion a new ``ANNOTATIONS_DELETED`` row (:meth:`Ledger.current_annotations` folds them).
