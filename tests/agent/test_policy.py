@@ -304,3 +304,16 @@ def test_each_guard_event_is_logged_once_with_its_reason() -> None:
     with_prediction = Policy().decide(observe(guard_events=notes[:1], unpredicted=(7,)))
     order = [ACTIONS.index(a) for a in actions(with_prediction)]
     assert actions(with_prediction) == ["guard", "preannotate"] and order == sorted(order)
+
+
+def test_the_executor_only_logs_a_guard_decision() -> None:
+    from agent.execute import LabelStudioExecutor
+    from agent.report import describe_outcome
+
+    class Services:
+        settings = None
+
+    decision = Decision("guard", 3, "guard:p3:e4", "why", {"tag": "dog", "event": "tripped", "seq": 4})
+    outcome = LabelStudioExecutor(Services()).run(decision, None, lambda: False)  # type: ignore[arg-type]
+    assert outcome.status == "done" and outcome.detail == {"tag": "dog", "event": "tripped"}
+    assert describe_outcome("guard", outcome.detail) == "dog tripped: logged"

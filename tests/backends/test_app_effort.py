@@ -110,3 +110,18 @@ def test_predict_serves_with_the_projects_refit_and_guard(client: TestClient, ha
     body["tasks"][0]["id"] = 13  # a task not yet in flight
     (again,) = client.post("/predict", json=body).json()["results"]
     assert again["result"] == []
+
+
+def test_the_served_calibration_is_recorded_once_per_process_and_a_failure_is_not_fatal(harness: Harness) -> None:
+    from backends.serving import ServedCalibrations
+
+    store = harness.ledger.effort
+    served = ServedCalibrations(store)
+    served.note(2, "mkt-a", "default")
+    served.note(2, "mkt-a", "default")
+    served.note(None, "mkt-a", "platt")  # no project: nothing to record
+    served.note(2, "mkt-b", "")  # an older worker that does not say
+    assert store.serving(2, "mkt-a") == "default" and store.serving(2, "mkt-b") is None
+    harness.ledger.close()
+    served.note(3, "mkt-a", "platt")  # the database is gone: logged, predictions go on
+    ServedCalibrations(None).note(3, "mkt-a", "platt")
