@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import xml.etree.ElementTree as ET  # nosec B405 - the config is already parsed by LabelInterface (lxml)
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -307,38 +308,42 @@ def _config_error(what: str, *, why: str | None = None, fix: str) -> LabelConfig
     return LabelConfigError(what, why=why, fix=f"{fix}. Example:\n{EXAMPLE_CONFIG}")
 
 
-def _float_knob(attrs: Mapping[str, str], where: str) -> float | None:
-    raw = attrs.get(KNOB_THRESHOLD)
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value <= 1.0:
-        raise _config_error(
-            f'{where} has {KNOB_THRESHOLD}="{raw}"',
-            why="a threshold is a score between 0 and 1",
-            fix=f'write e.g. {KNOB_THRESHOLD}="0.4"',
-        )
-    return value
-
-
-def _cost_knob(attrs: Mapping[str, str], name: str, where: str) -> float | None:
+def _number(
+    attrs: Mapping[str, str], name: str, where: str, ok: Callable[[float], bool], why: str, fix: str
+) -> float | None:
+    """A numeric attribute, None when absent; a clear error when it is not a number ``ok`` accepts."""
     raw = attrs.get(name)
     if raw is None:
         return None
     try:
         value = float(raw)
     except ValueError:
-        value = -1.0
-    if not (value > 0.0 and value < float("inf")):
-        raise _config_error(
-            f'{where} has {name}="{raw}"',
-            why="an edit cost is a positive number; only the add/remove ratio decides what is shown",
-            fix=f'write e.g. {KNOB_COST_ADD}="2" {KNOB_COST_REMOVE}="1" (tags shown from p = 1/3)',
-        )
+        value = math.nan
+    if not ok(value):
+        raise _config_error(f'{where} has {name}="{raw}"', why=why, fix=fix)
     return value
+
+
+def _float_knob(attrs: Mapping[str, str], where: str) -> float | None:
+    return _number(
+        attrs,
+        KNOB_THRESHOLD,
+        where,
+        lambda v: 0.0 <= v <= 1.0,
+        why="a threshold is a score between 0 and 1",
+        fix=f'write e.g. {KNOB_THRESHOLD}="0.4"',
+    )
+
+
+def _cost_knob(attrs: Mapping[str, str], name: str, where: str) -> float | None:
+    return _number(
+        attrs,
+        name,
+        where,
+        lambda v: 0.0 < v < math.inf,
+        why="an edit cost is a positive number; only the add/remove ratio decides what is shown",
+        fix=f'write e.g. {KNOB_COST_ADD}="2" {KNOB_COST_REMOVE}="1" (tags shown from p = 1/3)',
+    )
 
 
 def _int_attr(attrs: Mapping[str, str], name: str, where: str) -> int | None:

@@ -75,6 +75,7 @@ __all__ = [
     "build_predict_requests",
     "confidence",
     "image_key",
+    "keys_by_control",
     "predictions_from_results",
     "task_image_refs",
 ]
@@ -550,7 +551,9 @@ class Correction:
         return tuple(dict.fromkeys(labels))
 
 
-def _keys_by_control(vocab: ProjectVocabulary, items: Sequence[ResultItem]) -> tuple[dict[str, list[str]], list[str]]:
+def keys_by_control(vocab: ProjectVocabulary, items: Sequence[ResultItem]) -> tuple[dict[str, list[str]], list[str]]:
+    """Control name → the target keys result items name (as written: no implied ancestors), and the
+    ``from_name``s of items outside the active controls."""
     active = {c.name: c for c in vocab.active}
     keys: dict[str, list[str]] = {}
     ignored: list[str] = []
@@ -618,8 +621,8 @@ def annotation_to_correction(
     )
     if annotation.was_cancelled:
         return correction
-    chosen, ignored = _keys_by_control(vocab, annotation.result)
-    predicted, _ = _keys_by_control(vocab, prediction.result if prediction is not None else [])
+    chosen, ignored = keys_by_control(vocab, annotation.result)
+    predicted, _ = keys_by_control(vocab, prediction.result if prediction is not None else [])
     controls = tuple(
         _control_correction(c, chosen.get(c.name, []), predicted.get(c.name, []))
         for c in vocab.active

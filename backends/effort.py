@@ -27,6 +27,7 @@ per-tag scores; two controls with a choice of the same name share it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import uuid
@@ -36,11 +37,13 @@ from typing import Any, Final, Protocol
 
 from celery import Task, shared_task
 from celery.utils.time import get_exponential_backoff_interval
+from pydantic import ValidationError
 
 from backends.controls import ProjectVocabulary, parse_label_config
-from backends.convert import SCORES_KEY
+from backends.convert import keys_by_control
 from backends.errors import BackendError
 from backends.ls_client import LabelStudioUnavailable
+from backends.protocol import ResultItem
 from backends.state import SharedState
 from backends.tasks import client_of, ledger_of, state_of
 from workers.celery_app import settings_of
@@ -80,19 +83,17 @@ class PredictionSource(Protocol):
 
 
 # --- the comparison ---------------------------------------------------------------------------------
-def _keys(vocab: ProjectVocabulary, items: Sequence[Any]) -> dict[str, set[str]]:
-    """Control name → target keys named by result items (other controls' items ignored)."""
-    active = {c.name: c for c in vocab.active}
-    keys: dict[str, set[str]] = {}
-    for item in items:
-        if not isinstance(item, Mapping):
-            continue
-        control = active.get(str(item.get("from_name", "")))
-        value = item.get("value")
-        if control is None or not isinstance(value, Mapping):
-            continue
-        keys.setdefault(control.name, set()).update(control.keys_from_value(value))
-    return keys
+def _items(raw: Any) -> list[ResultItem]:
+    """The result items Label Studio returned that parse (an odd one names no tag)."""
+    items = []
+    for item in raw if isinstance(raw, list) else []:
+        with contextlib.suppress(ValidationError):
+            items.append(ResultItem.model_validate(item))
+    return items
+
+
+def _tags(vocab: ProjectVocabulary, items: Sequence[ResultItem]) -> set[str]:
+    return {key for keys in keys_by_control(vocab, items)[0].values() for key in keys}
 
 
 def _float(value: Any) -> float | None:
@@ -121,16 +122,16 @@ def compare(
         Per tag: shown, present, novel, the model's own and the served probability.
     """
     event = entry.event
-    result = prediction.get("result") or []
-    shown = set().union(*_keys(vocab, result).values())
-    present = set().union(*_keys(vocab, event.result or []).values())
+    result = _items(prediction.get("result"))
+    shown, present = _tags(vocab, result), _tags(vocab, _items(event.result))
     served: dict[str, float] = {}
     own: dict[str, float] = {}
     novel: set[str] = set()
     calibration, recalibration = "", None
+    active = {c.name for c in vocab.active}
     for item in result:
-        extras = item.get(SCORES_KEY) if isinstance(item, Mapping) else None
-        if not isinstance(extras, Mapping) or item.get("from_name") not in {c.name for c in vocab.active}:
+        extras = item.assistant
+        if extras is None or item.from_name not in active:
             continue
         for key, value in (extras.get("scores") or {}).items():
             if (p := _float(value)) is not None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
+import timeit
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,13 +36,8 @@ TAGS = [f"tag{i:02d}" for i in range(20)]
 
 
 def _time(fn: Callable[[], object], repeats: int = 7) -> float:
-    fn()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+    """Median seconds of one call over ``repeats`` (after a warm-up call)."""
+    return statistics.median(timeit.repeat(fn, number=1, repeat=repeats + 1)[1:])
 
 
 def _annotation(i: int, half: int) -> CountedAnnotation:

@@ -3,32 +3,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from fastapi.testclient import TestClient
 
 from backends.convert import SCORES_KEY
 from preannotation import LogitMap, Recalibration
-from tests.backends._app_fakes import Harness, make_harness
+from tests.backends._app_fakes import Harness
 from tests.backends._fixtures import payload
 from workers.effort import CountedAnnotation, GuardState, TagAnswer
 
 CONFIG = """<View><Image name="image" value="$image"/>
   <Choices name="tags" toName="image" choice="multiple"><Choice value="cat"/><Choice value="dog"/></Choices>
 </View>"""
-
-
-@pytest.fixture
-def harness(tmp_path: Path) -> Harness:
-    return make_harness(tmp_path)
-
-
-@pytest.fixture
-def client(harness: Harness) -> Iterator[TestClient]:
-    with TestClient(harness.app) as test_client:
-        yield test_client
 
 
 def test_an_annotation_event_asks_for_a_count_and_a_failed_request_never_fails_the_webhook(

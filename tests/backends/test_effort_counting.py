@@ -305,7 +305,7 @@ def test_compare_reads_only_active_controls_and_marks_novel_tags(ledger: Ledger)
                 project=PROJECT,
                 annotation_id=2,
                 task=1,
-                result=[{"from_name": "mood", "type": "choices", "value": {"choices": ["happy"]}}],
+                result=[{"from_name": "mood", "to_name": "image", "type": "choices", "value": {"choices": ["happy"]}}],
             )
         ]
     )
@@ -314,9 +314,10 @@ def test_compare_reads_only_active_controls_and_marks_novel_tags(ledger: Ledger)
         "id": 7,
         "model_version": "m+f",
         "result": [
-            {"from_name": "tags", "value": {"choices": ["zebra"]}, "assistant": {"scores": {"zebra": 0.6},
-             "novel": ["zebra"]}},
-            {"from_name": "mood", "value": {"choices": ["happy"]}},
+            {"from_name": "tags", "to_name": "image", "type": "choices", "value": {"choices": ["zebra"]},
+             "assistant": {"scores": {"zebra": 0.6}, "novel": ["zebra"]}},
+            {"from_name": "mood", "to_name": "image", "type": "choices", "value": {"choices": ["happy"]}},
+            {"from_name": "tags", "value": "not an item Label Studio would send"},
         ],
     }  # fmt: skip
     vocab = parse_label_config(CONFIG)

@@ -2,60 +2,24 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from preannotation import LogitMap, Recalibration
+from tests.sql import ledger_on
 from workers.effort import CountedAnnotation, GuardState, TagAnswer, checkpoint_of
-from workers.ledger import Ledger, open_ledger
+from workers.ledger import Ledger
 
-PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 V1 = "mkt-a+1111aaaa"
 V2 = "mkt-b+2222bbbb"
 
 
-def _pg_reason() -> str | None:
-    try:
-        import psycopg
-
-        with psycopg.connect(PG_URL, connect_timeout=2) as conn:
-            conn.execute("SELECT 1")
-    except Exception as exc:  # any failure means "skip", with the reason
-        return f"PostgreSQL at {PG_URL} is unreachable: {exc}"
-    return None
-
-
-def _drop_pg(prefix: str) -> None:
-    import psycopg
-
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        rows = conn.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE %s", (f"{prefix}%",)).fetchall()
-        for (table,) in rows:
-            conn.execute(f'DROP TABLE IF EXISTS "{table}"')
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
-    if request.param == "sqlite":
-        opened = open_ledger(None, home=tmp_path)
-        try:
-            yield opened
-        finally:
-            opened.close()
-        return
-    reason = _pg_reason()
-    if reason:
-        pytest.skip(reason)
-    prefix = f"e{uuid.uuid4().hex[:10]}_"
-    opened = open_ledger(PG_URL, table_prefix=prefix)
-    try:
+    with ledger_on(request.param, tmp_path) as opened:
         yield opened
-    finally:
-        opened.close()
-        _drop_pg(prefix)
 
 
 def counted(
