@@ -283,7 +283,8 @@ class _ControlScores:
     shown: Bools
 
 
-def _score_control(plan: _Plan, scores: Floats, seen: Bools, conservative: ServingPolicy | None) -> _ControlScores:
+def _score_control(plan: _Plan, scores: Floats, seen: Bools, floor: float | None) -> _ControlScores:
+    """Probabilities, cuts and the shown mask; ``floor`` raises every cut but an explicit threshold."""
     best = plan.first.copy()
     novel = ~seen[best]
     for target, positions in plan.multi:  # a choice scores the max of its model labels
@@ -294,8 +295,8 @@ def _score_control(plan: _Plan, scores: Floats, seen: Bools, conservative: Servi
     if plan.slopes is not None and plan.intercepts is not None:
         served = sigmoid(plan.slopes * logit(model) + plan.intercepts)
     cuts = plan.cuts
-    if conservative is not None:  # an explicit model_threshold still wins
-        cuts = np.where(plan.fixed, cuts, np.maximum(cuts, conservative.conservative_threshold))
+    if floor is not None:  # an explicit model_threshold still wins
+        cuts = np.where(plan.fixed, cuts, np.maximum(cuts, floor))
     shown = show_mask(served, threshold=cuts, suppressed=plan.suppressed)
     return _ControlScores(
         scores=served,
@@ -464,9 +465,8 @@ def _task_prediction(
             return TaskFailure(task.id, answer.error.reason, answer.error.message)
         versions.add(result.model_version)
         conservative = policy.conservative(result.calibration)
-        scored = _score_control(
-            plan, _checked_scores(result, answer), seen[id(result)], policy if conservative else None
-        )
+        floor = policy.conservative_threshold if conservative else None
+        scored = _score_control(plan, _checked_scores(result, answer), seen[id(result)], floor)
         worst.append(_top(scored.uncertainties, UNCERTAIN_TOP_K))
         extra: dict[str, Any] = {"calibration": result.calibration} if result.calibration else {}
         if scored.model_scores is not None:

@@ -301,7 +301,15 @@ class EffortCounter:
                     continue
                 if vocab is None:
                     vocab = parse_label_config(self.source.label_config(project))
-                found = self._prediction(entry)
+                try:
+                    found = self._prediction(entry)
+                except LabelStudioUnavailable:
+                    raise
+                except BackendError as exc:  # this annotation only (e.g. a prediction LS refuses)
+                    logger.warning("project %s: annotation %s not counted: %s", project, annotation, exc.message)
+                    uncounted.append(annotation)
+                    skipped["failed"] = skipped.get("failed", 0) + 1
+                    continue
                 if found is None:
                     uncounted.append(annotation)
                     skipped["unpredicted"] = skipped.get("unpredicted", 0) + 1

@@ -275,18 +275,18 @@ def _served(url: str | None, home: str, prefix: str) -> ServedCalibrations:
 
 
 def _policy(settings: Settings, job: PublishJob, result: PredictResult, state: SharedState) -> ServingPolicy:
+    """The project's policy for the chunk's checkpoint; the costs alone when the ledger is away (counted)."""
     checkpoint = checkpoint_of(job.model_version)
+    store, error = None, None
     try:
         store = ledger_of(settings).effort
+    except Exception as exc:  # the ledger's database is down: publish with the costs alone
+        logger.warning("job %s: the effort ledger cannot be opened: %s", job.job_id, exc)
+        error = str(exc)
+    else:
         _served(settings.ledger_url, str(settings.home), settings.ledger_table_prefix).note(
             job.project, checkpoint, result.calibration
         )
-    except Exception as exc:  # the ledger's database is down: publish with the costs alone
-        logger.warning("job %s: the effort ledger cannot be opened: %s", job.job_id, exc)
-        store = None
-        error: str | None = str(exc)
-    else:
-        error = None
     policy, read_error = load_policy(store, settings, job.project, checkpoint)
     if error or read_error:
         with contextlib.suppress(redis.RedisError):

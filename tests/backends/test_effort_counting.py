@@ -47,6 +47,8 @@ class FakeStudio:
 
     def prediction(self, prediction: int) -> dict[str, Any] | None:
         self._check()
+        if prediction == 403:
+            raise BackendError("Label Studio answered 403 to GET prediction 403", status_code=502)
         return self.predictions.get(prediction)
 
     def task_predictions(self, task: int) -> list[dict[str, Any]]:
@@ -132,15 +134,16 @@ def test_without_a_parent_the_latest_prediction_before_the_annotation_counts(led
             annotation(2, 1, ["dog"], parent=999, created_at="2026-03-02T12:30:00Z"),  # deleted in LS: 404
             annotation(3, 5, ["cat"], parent=None),  # a task without any prediction: labeled from scratch
             annotation(4, 1, [], parent=21, was_cancelled=True),  # skipped
+            annotation(5, 1, ["dog"], parent=403),  # a prediction Label Studio refuses: that one only
         ]
     )
     report = make_counter(ledger, studio, tmp_path).run(PROJECT)
 
-    assert report.counted == 2 and report.skipped == {"unpredicted": 1, "cancelled": 1}
+    assert report.counted == 2 and report.skipped == {"unpredicted": 1, "cancelled": 1, "failed": 1}
     rows = ledger.effort.page(PROJECT)
     assert [(r.annotation_id, r.prediction_id, r.source) for r in rows] == [(1, 22, "latest"), (2, 22, "latest")]
     assert ledger.effort.tag_totals(PROJECT)["dog"].effort.kept == 2
-    assert ledger.effort.state(PROJECT).skipped == {"cancelled": 1, "unpredicted": 1, "failed": 0}
+    assert ledger.effort.state(PROJECT).skipped == {"cancelled": 1, "unpredicted": 1, "failed": 1}
 
 
 def test_an_update_replaces_and_a_deletion_removes_the_counts(ledger: Ledger, tmp_path: Path) -> None:
