@@ -39,6 +39,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 
 from backends.auth import AuthPolicy
@@ -272,6 +273,11 @@ def _basic_auth(svc: Services) -> Callable[..., None]:
     return check
 
 
+def _request_count(svc: Services, action: str, project: int) -> None:
+    if not svc.webhooks.request_count(project):
+        svc.metrics.webhook_events.labels(action, "count_not_queued").inc()
+
+
 def _reply(request: Request, reply: WebhookReply) -> JSONResponse:
     return JSONResponse({**reply.body, "request_id": _rid(request)}, reply.status_code)
 
@@ -327,9 +333,11 @@ def _add_routes(app: FastAPI, svc: Services) -> None:
             svc.metrics.webhook_events.labels(action, "error").inc()
             raise
         svc.metrics.webhook_events.labels(action, reply.outcome).inc()
-        if reply.count_error is not None:
-            svc.metrics.webhook_events.labels(action, "count_not_queued").inc()
-        return _reply(request, reply)
+        response = _reply(request, reply)
+        if reply.count is not None:
+            # After the answer: Label Studio's 1 s never waits on the broker.
+            response.background = BackgroundTask(_request_count, svc, action, reply.count)
+        return response
 
     @app.post("/train", dependencies=auth)
     def train(request: Request, payload: Annotated[dict[str, Any], Body()]) -> JSONResponse:

@@ -364,8 +364,11 @@ class CeleryDispatcher:
 
     # --- effort -----------------------------------------------------------------------------------
     def count_effort(self, project: int) -> None:
-        """See :meth:`Dispatcher.count_effort` (one message on the publish queue; ~1 ms)."""
-        self.app.send_task(COUNT_EFFORT, kwargs={"project": project}, queue=self.publish_queue)
+        """See :meth:`Dispatcher.count_effort` (one message on the publish queue; ~1 ms).
+
+        Not retried: the ledger rows it is about are recorded, and the beat's pass counts them.
+        """
+        self.app.send_task(COUNT_EFFORT, kwargs={"project": project}, queue=self.publish_queue, retry=False)
 
     # --- rounds -----------------------------------------------------------------------------------
     def queue_round(

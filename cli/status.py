@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -326,6 +327,15 @@ def _pct(value: float | None, signed: bool = False) -> str:
     return f"{value:+.0%}" if signed else f"{value:.0%}"
 
 
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _both(now: dict[str, Any] | None, total: dict[str, Any], key: str, fmt: Callable[[Any], str]) -> str:
+    """``<model in service> (<all versions>)``."""
+    return f"{fmt(now.get(key)) if now else '-'} ({fmt(total.get(key))})"
+
+
 def _render_preannotation(console: Console, projects: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
@@ -349,11 +359,7 @@ def _render_preannotation(console: Console, projects: list[dict[str, Any]]) -> N
     )
     for p in rows:
         effort = p["preannotation"]
-        now, total = effort["in_service"] or {}, effort["totals"]
-
-        def both(key: str, fmt: Any, eff: dict[str, Any] = effort, n: dict[str, Any] = now) -> str:
-            return f"{fmt(n.get(key)) if n else '-'} ({fmt(eff['totals'].get(key))})"
-
+        now, total = effort["in_service"], effort["totals"]
         calibration = effort.get("calibration") or {}
         kind = calibration.get("model") or "-"
         if calibration.get("in_service"):
@@ -363,13 +369,13 @@ def _render_preannotation(console: Console, projects: list[dict[str, Any]]) -> N
         tripped = [g["tag"] for g in effort["guard"]["tripped"]]
         table.add_row(
             str(p["project"]),
-            f"{now.get('tasks', 0)} ({total['tasks']})",
-            both("edits_per_task", lambda v: "-" if v is None else f"{v:.2f}"),
-            both("scratch_per_task", lambda v: "-" if v is None else f"{v:.2f}"),
-            both("saved_share", lambda v: _pct(v, signed=True)),
-            both("precision", _pct),
-            both("recall", _pct),
-            both("costlier_share", _pct),
+            f"{(now or {}).get('tasks', 0)} ({total['tasks']})",
+            _both(now, total, "edits_per_task", _num),
+            _both(now, total, "scratch_per_task", _num),
+            _both(now, total, "saved_share", lambda v: _pct(v, signed=True)),
+            _both(now, total, "precision", _pct),
+            _both(now, total, "recall", _pct),
+            _both(now, total, "costlier_share", _pct),
             str(effort["counting"]["pending"]),
             kind,
             ", ".join(tripped[:5]) + (" ..." if len(tripped) > 5 else "") if tripped else "-",
