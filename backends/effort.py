@@ -48,7 +48,8 @@ from backends.state import SharedState
 from backends.tasks import client_of, ledger_of, state_of
 from workers.celery_app import settings_of
 from workers.contracts import COUNT_EFFORT
-from workers.effort import CountedAnnotation, EffortStore, TagAnswer
+from workers.effort import EffortStore
+from workers.effort_records import CountedAnnotation, TagAnswer
 from workers.effort_upkeep import UpkeepReport, upkeep
 from workers.ledger import Ledger, LedgerEntry
 from workers.registry import Registry

@@ -57,7 +57,7 @@ from backends.serving import ServedCalibrations, ServingPolicy, load_policy
 from backends.state import RedisState, SharedState, redis_url_of
 from workers.celery_app import settings_of
 from workers.contracts import PredictResult
-from workers.effort import checkpoint_of
+from workers.effort_records import checkpoint_of
 from workers.ledger import Ledger, open_ledger
 from workers.settings import Settings
 

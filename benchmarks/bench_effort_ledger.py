@@ -28,7 +28,7 @@ from rich.progress import track
 from rich.table import Table
 
 from preannotation import EditCosts
-from workers.effort import CountedAnnotation, TagAnswer
+from workers.effort_records import CountedAnnotation, TagAnswer
 from workers.ledger import open_ledger
 
 console = Console()

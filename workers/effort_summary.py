@@ -19,7 +19,8 @@ from collections.abc import Mapping, Set
 from typing import Any
 
 from preannotation import EditCosts, EffortTotals
-from workers.effort import EffortStore, RefitRecord, TagTotals, VersionEffort
+from workers.effort import EffortStore
+from workers.effort_records import RefitRecord, TagTotals, VersionEffort
 from workers.ledger import Ledger
 
 __all__ = ["calibration_state", "edits_series", "project_effort", "tag_figures", "totals_of"]

@@ -201,7 +201,7 @@ def test_memory_comes_from_the_decision_log(parts: Any) -> None:
 
 
 def test_the_observation_carries_the_measured_saving_and_the_guard_events(tmp_path: Path, parts: Any) -> None:
-    from workers.effort import CountedAnnotation, GuardState, TagAnswer
+    from workers.effort_records import CountedAnnotation, GuardState, TagAnswer
 
     reader, ledger, log, _, observer = parts
     checkpoint = Registry(tmp_path / "models", "spec:tiny").base_version()

@@ -10,7 +10,7 @@ from backends.convert import SCORES_KEY
 from preannotation import LogitMap, Recalibration
 from tests.backends._app_fakes import Harness
 from tests.backends._fixtures import payload
-from workers.effort import CountedAnnotation, GuardState, TagAnswer
+from workers.effort_records import CountedAnnotation, GuardState, TagAnswer
 
 CONFIG = """<View><Image name="image" value="$image"/>
   <Choices name="tags" toName="image" choice="multiple"><Choice value="cat"/><Choice value="dog"/></Choices>

@@ -151,7 +151,7 @@ def test_the_round_log_path_is_the_workers(tmp_path: Path) -> None:
 
 def _effort_state(home: Path) -> None:
     """Project 3 (serving mkt-p3-r0001): 3 counted annotations, a tripped tag, a failed refit, a failed pass."""
-    from workers.effort import CountedAnnotation, GuardState, TagAnswer
+    from workers.effort_records import CountedAnnotation, GuardState, TagAnswer
 
     ledger = open_ledger(None, home=home)
     try:

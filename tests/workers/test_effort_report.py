@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from preannotation import EditCosts
-from workers.effort import CountedAnnotation, TagAnswer
+from workers.effort_records import CountedAnnotation, TagAnswer
 from workers.effort_report import EFFORT_PLOT, SECTION, add_effort_section
 from workers.ledger import open_ledger
 

@@ -9,7 +9,7 @@ import pytest
 
 from preannotation import LogitMap, Recalibration
 from tests.sql import ledger_on
-from workers.effort import CountedAnnotation, GuardState, TagAnswer, checkpoint_of
+from workers.effort_records import CountedAnnotation, GuardState, TagAnswer, checkpoint_of
 from workers.ledger import Ledger
 
 V1 = "mkt-a+1111aaaa"
