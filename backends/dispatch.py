@@ -60,6 +60,7 @@ from workers.contracts import (
 
 __all__ = [
     "COUNT_EFFORT",
+    "COUNT_QUEUED_TTL_S",
     "PUBLISH_PREDICTIONS",
     "CeleryDispatcher",
     "Chunk",
@@ -82,6 +83,9 @@ INLINE: Final = "inline"
 #: What asked for a round (``RoundRequest.trigger``).
 Trigger = Literal["manual", "threshold", "schedule", "start_training", "agent"]
 BACKGROUND: Final = "background"
+#: Seconds a "count queued" mark lasts: a count message that waits longer (a busy or absent
+#: worker) lets the next annotation ask again.
+COUNT_QUEUED_TTL_S: Final = 30.0
 # Seconds the publish tasks of an inline job wait past the caller's deadline before claiming.
 _PUBLISH_GRACE_S: Final = 1.0
 # How the worker sends a chunk's publish message once its predict task has finished. Celery's
@@ -364,11 +368,18 @@ class CeleryDispatcher:
 
     # --- effort -----------------------------------------------------------------------------------
     def count_effort(self, project: int) -> None:
-        """See :meth:`Dispatcher.count_effort` (one message on the publish queue; ~1 ms).
+        """See :meth:`Dispatcher.count_effort`: one message on the publish queue, unless one waits already.
 
-        Not retried: the ledger rows it is about are recorded, and the beat's pass counts them.
+        A burst of annotations (a bulk import, a busy team) asks once: a short mark
+        (``lock:count-queued:<project>``, :data:`COUNT_QUEUED_TTL_S`) says a count is queued, and
+        the task removes it when it starts, so an annotation arriving after that asks again. Not
+        retried: the ledger rows it is about are recorded, and the beat's pass counts them.
         """
-        self.app.send_task(COUNT_EFFORT, kwargs={"project": project}, queue=self.publish_queue, retry=False)
+        token = uuid.uuid4().hex
+        if not self.state.acquire_lock(f"count-queued:{project}", token, COUNT_QUEUED_TTL_S):
+            return  # a queued count will see this project's new rows
+        kwargs = {"project": project, "token": token}
+        self.app.send_task(COUNT_EFFORT, kwargs=kwargs, queue=self.publish_queue, retry=False)
 
     # --- rounds -----------------------------------------------------------------------------------
     def queue_round(

@@ -378,16 +378,24 @@ def count_projects(
 
 
 @shared_task(name=COUNT_EFFORT, bind=True, acks_late=True, max_retries=8)  # type: ignore[untyped-decorator]
-def count_effort(self: Task, project: int | None = None) -> dict[str, Any]:
+def count_effort(self: Task, project: int | None = None, token: str | None = None) -> dict[str, Any]:
     """Count new annotations of one project, or of every project with uncounted rows (the beat's).
 
     Label Studio unreachable: the failure is recorded (``assistant status``), and a one-project
     pass retries with backoff (8 tries, ~3 min on average); the beat's next pass resumes either way.
 
+    Args:
+        project: The project (None: every project with rows to count).
+        token: The "count queued" mark the webhook's request set (``backends.dispatch``): removed
+            first, so that annotations arriving from now on ask for a count of their own.
+
     Returns:
         ``{"reports": [...], "errors": {project: message}}``.
     """
     settings = settings_of(self.app)
+    if project is not None and token is not None:
+        with contextlib.suppress(Exception):  # the mark expires by itself
+            state_of(settings).release_lock(f"count-queued:{project}", token)
     ledger = ledger_of(settings)
     counter = EffortCounter(ledger, client_of(settings), Registry(settings.models_dir, settings.base_model), settings)
     projects = [project] if project is not None else [p for p in ledger.projects() if counter.pending(p) > 0]

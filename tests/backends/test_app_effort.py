@@ -111,3 +111,28 @@ def test_the_served_calibration_is_recorded_once_per_process_and_a_failure_is_no
     harness.ledger.close()
     served.note(3, "mkt-a", "platt")  # the database is gone: logged, predictions go on
     ServedCalibrations(None).note(3, "mkt-a", "platt")
+
+
+def test_a_burst_of_annotations_asks_for_one_count_until_it_starts() -> None:
+    from backends.dispatch import COUNT_EFFORT, CeleryDispatcher
+    from backends.state import MemoryState
+
+    sent: list[tuple[str, dict[str, object], str]] = []
+
+    class App:
+        def send_task(self, name: str, *, kwargs: dict[str, object], queue: str, retry: bool) -> None:
+            assert retry is False  # the rows are recorded: never hold the caller on the broker
+            sent.append((name, kwargs, queue))
+
+    state = MemoryState()
+    dispatcher = CeleryDispatcher(App(), state, predict_queue="predict", publish_queue="light", train_queue="train")  # type: ignore[arg-type]
+    for project in (3, 3, 3, 4):
+        dispatcher.count_effort(project)
+    assert [(name, kw["project"], queue) for name, kw, queue in sent] == [
+        (COUNT_EFFORT, 3, "light"),
+        (COUNT_EFFORT, 4, "light"),
+    ]
+    # The task removes the mark when it starts: an annotation after that asks again.
+    state.release_lock("count-queued:3", str(sent[0][1]["token"]))
+    dispatcher.count_effort(3)
+    assert len(sent) == 3 and sent[2][1]["token"] != sent[0][1]["token"]
