@@ -15,6 +15,8 @@
 ``review``                     ``backends.ordering.push_order`` into ``data.assistant_review`` and the
                                "Assistant: review" tab: earlier flags not yet reviewed first, then the new
                                ones, worst first. No model runs (the flags come from the observation).
+``guard``                      nothing: the guard acted when the annotations were counted
+                               (``workers.effort_upkeep``); the decision records why in the log.
 =============================  ===========================================================================
 
 Every action is idempotent, so a decision resumed after a crash runs again safely: a bulk plan skips
@@ -121,6 +123,8 @@ class LabelStudioExecutor:
             return self._select(decision, should_stop)
         if decision.action == "review":
             return self._review(decision)
+        if decision.action == "guard":
+            return Outcome("done", {"tag": decision.params.get("tag"), "event": decision.params.get("event")})
         raise ValueError(f"no executor for action {decision.action!r}")
 
     # --- predictions -------------------------------------------------------------------------

@@ -11,7 +11,7 @@ Each change of a decision's state is a new row; the latest row of a key is its s
 The agent writes ``pending`` *before* it acts and reads the log back when it starts, so a killed
 agent resumes its ``pending``/``running`` decisions and never runs a ``done`` key again.
 
-Two stores behind one API (light: stdlib ``sqlite3``, ``psycopg`` only for PostgreSQL):
+Two stores behind one API (``workers.sqlstore``: stdlib ``sqlite3``, ``psycopg`` only for PostgreSQL):
 
 - SQLite (default): ``<Settings.home>/agent.sqlite3``, WAL mode, a full fsync per commit;
 - PostgreSQL: ``postgresql://user@host:5432/db`` (``ASSISTANT_AGENT_LOG_URL``).
@@ -29,19 +29,16 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import logging
-import re
-import sqlite3
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Literal
 
 from assistant.agent_policy import Decision
+from workers.sqlstore import SQLiteStore, SQLStore, open_store, redact_url
 
 __all__ = [
     "AGENT_LOG_FILE",
@@ -64,9 +61,7 @@ FINAL: Final = frozenset({"done", "failed", "deferred"})
 #: The decision log's SQLite file under ``Settings.home`` (unless ``ASSISTANT_AGENT_LOG_URL``).
 AGENT_LOG_FILE: Final = "agent.sqlite3"
 _STATUSES: Final = frozenset({"pending", "running", "done", "failed", "deferred"})
-_PREFIX_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 _SQLITE_BUSY_S = 10.0
-_PG_CONNECT_TIMEOUT_S = 3
 
 
 class DecisionLogError(RuntimeError):
@@ -116,14 +111,6 @@ class Record:
         }
 
 
-class _Store(Protocol):
-    placeholder: str
-
-    def cursor(self) -> contextlib.AbstractContextManager[Any]: ...
-
-    def close(self) -> None: ...
-
-
 def _schema(prefix: str, *, postgres: bool) -> list[str]:
     seq = "BIGSERIAL PRIMARY KEY" if postgres else "INTEGER PRIMARY KEY AUTOINCREMENT"
     big = "BIGINT" if postgres else "INTEGER"
@@ -144,87 +131,6 @@ def _schema(prefix: str, *, postgres: bool) -> list[str]:
     ]
 
 
-class _SQLiteStore:
-    placeholder = "?"
-
-    def __init__(self, path: Path, prefix: str) -> None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(path, timeout=_SQLITE_BUSY_S, check_same_thread=False, isolation_level=None)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            # A row written before an action must survive a crash of the machine, not only of the process.
-            self._conn.execute("PRAGMA synchronous=FULL")
-            for statement in _schema(prefix, postgres=False):
-                self._conn.execute(statement)
-        except (OSError, sqlite3.Error) as exc:
-            raise DecisionLogError(
-                f"cannot open the decision log at {path}: {exc}. Fix: check the path's permissions"
-            ) from exc
-        self._lock = threading.Lock()
-        self.path = path
-
-    @contextlib.contextmanager
-    def cursor(self) -> Iterator[Any]:
-        with self._lock:
-            cur = self._conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                yield cur
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
-            else:
-                cur.execute("COMMIT")
-            finally:
-                cur.close()
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-
-class _PostgresStore:
-    placeholder = "%s"
-
-    def __init__(self, url: str, prefix: str) -> None:
-        import psycopg  # SQLite-only deployments never load it
-
-        self._psycopg = psycopg
-        self._url = url
-        self._lock = threading.Lock()
-        self._conn: Any = None
-        with self.cursor() as cur:
-            for statement in _schema(prefix, postgres=True):
-                cur.execute(statement)
-
-    @contextlib.contextmanager
-    def cursor(self) -> Iterator[Any]:
-        with self._lock:
-            if self._conn is None or self._conn.closed or self._conn.broken:
-                try:
-                    self._conn = self._psycopg.connect(self._url, connect_timeout=_PG_CONNECT_TIMEOUT_S)
-                except self._psycopg.Error as exc:
-                    raise DecisionLogError(f"cannot connect to the decision log ({_redact(self._url)}): {exc}") from exc
-            try:
-                with self._conn.transaction(), self._conn.cursor() as cur:
-                    yield cur
-            except self._psycopg.OperationalError:
-                with contextlib.suppress(Exception):
-                    self._conn.close()
-                self._conn = None
-                raise
-
-    def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-
-def _redact(url: str) -> str:
-    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
-
-
 _COLUMNS: Final = "seq, at, status, attempt, decision, outcome, project, key, action"
 
 
@@ -234,7 +140,7 @@ class DecisionLog:
     Use :func:`open_decision_log`.
     """
 
-    def __init__(self, store: _Store, prefix: str, description: str) -> None:
+    def __init__(self, store: SQLStore, prefix: str, description: str) -> None:
         self._store = store
         self._table = f"{prefix}agent_decisions"
         self._p = store.placeholder
@@ -367,22 +273,16 @@ def open_decision_log(url: str | None, *, home: Path | None = None, table_prefix
         DecisionLogError: Unknown URL scheme, no ``home`` for the default, a bad prefix, or the
             database cannot be opened.
     """
-    if not _PREFIX_RE.match(table_prefix):
-        raise DecisionLogError(f"invalid table prefix {table_prefix!r}. Fix: use lower-case letters, digits and _")
-    if not url:
-        if home is None:
-            raise DecisionLogError(
-                "no decision-log URL and no home. Fix: set ASSISTANT_AGENT_LOG_URL or ASSISTANT_HOME"
-            )
-        path = Path(home) / AGENT_LOG_FILE
-        return DecisionLog(_SQLiteStore(path, table_prefix), table_prefix, f"sqlite {path}")
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
-        return DecisionLog(_SQLiteStore(path, table_prefix), table_prefix, f"sqlite {path}")
-    if url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
-        dsn = url.replace("postgresql+psycopg://", "postgresql://", 1)
-        return DecisionLog(_PostgresStore(dsn, table_prefix), table_prefix, f"postgresql {_redact(url)}")
-    raise DecisionLogError(
-        f"unsupported decision-log URL {_redact(url)!r}. "
-        "Fix: use sqlite:////absolute/path.db or postgresql://user@host:5432/database"
+    store = open_store(
+        url,
+        home=home,
+        file=AGENT_LOG_FILE,
+        schema=lambda postgres: _schema(table_prefix, postgres=postgres),
+        table_prefix=table_prefix,
+        error=DecisionLogError,
+        what="decision log",
+        url_setting="ASSISTANT_AGENT_LOG_URL",
+        busy_s=_SQLITE_BUSY_S,
     )
+    where = f"sqlite {store.path}" if isinstance(store, SQLiteStore) else f"postgresql {redact_url(url or '')}"
+    return DecisionLog(store, table_prefix, where)

@@ -11,7 +11,11 @@ ledger            (for the disagreement check)
 round lock        whether a round is queued or running (whoever queued it: START_TRAINING,
                   the beat, a person, the agent)
 round log         the last finished round; rounds and GPU minutes today
-decision log      the agent's memory: what it last predicted with, selected with, flagged
+decision log      the agent's memory: what it last predicted with, selected with, flagged,
+                  the last guard event it logged
+effort ledger     what pre-annotation saved annotators (edits per task against from scratch)
+                  with the model in service, else with earlier ones; the guard's trips and
+                  resumptions not logged yet
 ================  ========================================================================
 
 **Disagreement.** An annotation is rated with :func:`assistant.label_quality.review_labels`
@@ -49,19 +53,37 @@ from pydantic import ValidationError
 
 from agent.log import DecisionLog
 from agent.studio import PredictionRow, ProjectSummary, StudioReader, TaskRow
-from assistant.agent_policy import PREDICTION_ACTIONS, Budget, Flag, LastRound, Memory, Observation
+from assistant.agent_policy import (
+    PREDICTION_ACTIONS,
+    Budget,
+    Flag,
+    GuardNote,
+    LastRound,
+    Memory,
+    Observation,
+    Saving,
+)
 from assistant.label_quality import review_labels
 from backends.controls import ProjectVocabulary, parse_label_config
 from backends.convert import SCORES_KEY, annotation_to_correction
 from backends.predicting import checkpoint_version
 from backends.protocol import Annotation
 from backends.webhook_check import WebhookCheck
+from workers.effort_summary import totals_of
 from workers.ledger import Ledger, LedgerEntry
 from workers.locks import RoundLocks
 from workers.registry import Registry
 from workers.schedule import parse_cron
 
-__all__ = ["Observer", "last_fire", "memory_from_log", "parse_time", "rate_annotation", "read_round_log"]
+__all__ = [
+    "Observer",
+    "last_fire",
+    "measured_saving",
+    "memory_from_log",
+    "parse_time",
+    "rate_annotation",
+    "read_round_log",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -126,12 +148,26 @@ def memory_from_log(log: DecisionLog, project: int) -> Memory:
         if record.decision.action == "review" and record.status == "done":
             flagged.update(int(f["task"]) for f in record.decision.params.get("flags", []))
     labels = predicted.decision.params.get("labels") if predicted else None
+    guard = log.last(project, ["guard"])
     return Memory(
         predicted_checkpoint=str(predicted.decision.params.get("checkpoint")) if predicted else None,
         predicted_labels=tuple(str(x) for x in labels) if isinstance(labels, list) else None,
         selected_version=str(selected.decision.params.get("model_version")) if selected else None,
         flagged=frozenset(flagged),
+        guard_seq=int(guard.decision.params.get("seq", 0)) if guard else 0,
     )
+
+
+def measured_saving(ledger: Ledger, project: int, checkpoint: str) -> Saving:
+    """What pre-annotation saved annotators: with ``checkpoint`` when measured, else with earlier versions."""
+    versions = ledger.effort.versions(project)
+    mine = [v for v in versions if v.checkpoint == checkpoint]
+    totals = totals_of(mine or versions)
+
+    def r(v: float | None) -> float | None:
+        return None if v is None else round(v, 4)
+
+    return Saving(totals.tasks, r(totals.ratio), r(totals.saved_share), r(totals.precision), bool(mine) or not versions)
 
 
 def rate_annotation(vocab: ProjectVocabulary, entry: LedgerEntry, prediction: PredictionRow) -> Flag | None:
@@ -233,6 +269,7 @@ class Observer:
             *summary.counters(),
             checkpoint_version(self.registry, project),
             self.ledger.count(project),
+            self.ledger.effort.last_guard_event(project),
             log_path.stat().st_size if log_path.is_file() else 0,
             self.locks.holder(project),
             last[0].seq if last else 0,
@@ -287,6 +324,11 @@ class Observer:
             memory=memory,
             budget=self._budget(project, now, rounds),
             events=tuple(events),
+            saving=measured_saving(self.ledger, project, checkpoint),
+            guard_events=tuple(
+                GuardNote(e.seq, e.tag, e.event, e.reason)
+                for e in self.ledger.effort.guard_events(project, after=memory.guard_seq, limit=200)
+            ),
         )
         # What changed since this look is compared against the state *before* acting on it.
         self._looks[project] = _Look(self._counters(project, summary), now)

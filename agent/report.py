@@ -62,6 +62,8 @@ def describe_outcome(action: str, outcome: Mapping[str, Any]) -> str:
             f"queued {outcome.get('chosen', 0)} of {outcome.get('pool', 0)} unlabeled tasks "
             f"({outcome.get('cached', 0)} features cached) in view {outcome.get('view_id', '-')}{seconds}"
         )
+    if action == "guard":
+        return f"{outcome.get('tag')} {outcome.get('event')}: logged"
     if action == "review":
         return (
             f"flagged {outcome.get('flagged', 0)}; review queue {outcome.get('queue', 0)} "

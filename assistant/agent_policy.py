@@ -48,6 +48,16 @@ prediction          One of, by cause (first match):
                     selection (a promotion re-orders the queue).
 ==================  =========================================================================
 
+Before them, one ``guard`` decision per trip or resumption of the per-tag guard the agent has not
+logged yet (:attr:`Observation.guard_events`): the guard acts by itself when annotations are
+counted; these decisions only write why into the decision log.
+
+**What pre-annotation saves.** When the observation carries the effort ledger's measurement
+(:attr:`Observation.saving`), every prediction decision says what the model in service is
+expected to save annotators (its edits per task against labeling from scratch so far), and every
+decision records it in what it saw. Without it (the offline simulations that do not measure),
+the reasons are as before.
+
 START_TRAINING from Label Studio and the beat's rounds are queued by the backend and the beat
 themselves; the policy sees them as a busy round lock (no second round) and reacts to their
 promotion like to its own.
@@ -83,18 +93,20 @@ __all__ = [
     "Budget",
     "Decision",
     "Flag",
+    "GuardNote",
     "LastRound",
     "Memory",
     "Observation",
     "Policy",
     "PolicyConfig",
+    "Saving",
     "task_digest",
     "vocabulary_fingerprint",
 ]
 
-Action = Literal["preannotate", "rescore", "repredict", "review", "train", "select"]
+Action = Literal["guard", "preannotate", "rescore", "repredict", "review", "train", "select"]
 #: Every action, in execution order within one step.
-ACTIONS: Final[tuple[Action, ...]] = ("preannotate", "rescore", "repredict", "review", "train", "select")
+ACTIONS: Final[tuple[Action, ...]] = ("guard", "preannotate", "rescore", "repredict", "review", "train", "select")
 #: The actions that post predictions (their decisions carry the version and the labels).
 PREDICTION_ACTIONS: Final[frozenset[str]] = frozenset({"preannotate", "rescore", "repredict"})
 # Task ids shown in a decision's log entry (the digest covers the whole set).
@@ -207,6 +219,59 @@ class LastRound:
 
 
 @dataclass(frozen=True)
+class Saving:
+    """What pre-annotation saved annotators, measured (the effort ledger).
+
+    Attributes:
+        tasks: Annotated tasks measured.
+        ratio: Edits against edits from scratch (below 1: work saved).
+        saved_share: ``1 - ratio`` (negative: pre-annotation cost more).
+        precision: Share of shown tags kept.
+        in_service: True when measured on the model in service, False when on earlier versions
+            only (the model in service has no measured annotation yet).
+    """
+
+    tasks: int
+    ratio: float | None
+    saved_share: float | None
+    precision: float | None = None
+    in_service: bool = True
+
+    def describe(self, checkpoint: str) -> str:
+        """For a decision's reason."""
+        if self.tasks == 0 or self.ratio is None or self.saved_share is None:
+            return f"no annotation has measured what {checkpoint} saves annotators yet"
+        whose = checkpoint if self.in_service else f"earlier models ({checkpoint} not measured yet)"
+        precision = "" if self.precision is None else f", {self.precision:.0%} of shown tags kept"
+        verb = "saved" if self.saved_share >= 0 else "cost"
+        return (
+            f"{whose} {verb} annotators {abs(self.saved_share):.0%} of their edits on {self.tasks} tasks "
+            f"({self.ratio:.2f}x labeling from scratch{precision})"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class GuardNote:
+    """A trip or resumption of the per-tag guard, as the effort ledger recorded it.
+
+    Attributes:
+        seq: Its position in the project's guard events.
+        tag: The tag.
+        event: ``tripped`` (no longer shown) or ``resumed``.
+        reason: Why (counts, interval, break-even; or what resumed it).
+    """
+
+    seq: int
+    tag: str
+    event: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Budget:
     """What today (UTC) has used.
 
@@ -233,6 +298,7 @@ class Memory:
             the model's own).
         selected_version: The full model version of its last selection.
         flagged: Tasks it ever queued for review (never flagged twice).
+        guard_seq: The last guard event it logged.
     """
 
     predicted_checkpoint: str | None = None
@@ -240,6 +306,7 @@ class Memory:
     predicted_calibration: str | None = None
     selected_version: str | None = None
     flagged: frozenset[int] = frozenset()
+    guard_seq: int = 0
 
 
 @dataclass(frozen=True)
@@ -268,6 +335,8 @@ class Observation:
         memory: What the agent did before.
         budget: Today's use.
         events: Label Studio events that woke the agent since its last look (context only).
+        saving: What pre-annotation saved annotators so far (None: not measured here).
+        guard_events: The guard's trips and resumptions, oldest first.
     """
 
     project: int
@@ -289,6 +358,8 @@ class Observation:
     memory: Memory = field(default_factory=Memory)
     budget: Budget = field(default_factory=Budget)
     events: tuple[str, ...] = ()
+    saving: Saving | None = None
+    guard_events: tuple[GuardNote, ...] = ()
 
     @property
     def fingerprint(self) -> str:
@@ -322,6 +393,8 @@ class Observation:
             out["last_round"] = f"{self.last_round.round_id} {self.last_round.status} ({self.last_round.trigger})"
         if self.events:
             out["events"] = sorted(set(self.events))
+        if self.saving is not None:
+            out["saving"] = self.saving.to_json()
         return out
 
 
@@ -409,7 +482,20 @@ class Policy:
     def decide(self, obs: Observation) -> list[Decision]:
         """The decisions for one observation, in execution order (module docstring)."""
         found = [self._prediction(obs), self._review(obs), self._train(obs), self._select(obs)]
-        return [d for d in found if d is not None]
+        return [*self._guard(obs), *(d for d in found if d is not None)]
+
+    # --- guard -------------------------------------------------------------------------------
+    def _guard(self, obs: Observation) -> list[Decision]:
+        out = []
+        for note in obs.guard_events:
+            if note.seq <= obs.memory.guard_seq:
+                continue
+            what = "stopped showing" if note.event == "tripped" else "shows again"
+            reason = f"the guard {what} {note.tag!r} in project {obs.project}: {note.reason}"
+            params = {"tag": note.tag, "event": note.event, "seq": note.seq}
+            key = f"guard:p{obs.project}:e{note.seq}"
+            out.append(Decision("guard", obs.project, key, reason, _json_safe(params), obs.summary()))
+        return out
 
     # --- prediction --------------------------------------------------------------------------
     def _prediction(self, obs: Observation) -> Decision | None:
@@ -461,6 +547,9 @@ class Policy:
             "task_digest": task_digest(obs.unpredicted),
             "task_ids": sorted(obs.unpredicted)[:_IDS_SHOWN],
         }
+        if obs.saving is not None:
+            reason = f"{reason}; {obs.saving.describe(obs.checkpoint)}"
+            params["expected_saving"] = obs.saving.to_json()
         key = f"{action}:p{obs.project}:{obs.model_version}:{params['task_digest']}"
         if obs.calibration is not None:
             params["calibration"] = obs.calibration

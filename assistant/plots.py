@@ -1,4 +1,5 @@
-"""Report figures written as PNG files: per-label AP before/after, PR curves, learning curves, reliability.
+"""Report figures written as PNG files: per-label AP before/after, PR curves, learning curves, reliability,
+edits over time.
 
 Every function builds its own ``matplotlib.figure.Figure`` on an Agg canvas, so nothing touches
 pyplot's global state or the process-wide backend (safe in workers and tests without a display),
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 
 from assistant.errors import DataError
 from assistant.evaluate import check_label_names, per_label_ap, validate_inputs
@@ -22,7 +23,7 @@ from preannotation import Reliability
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["plot_learning_curves", "plot_per_label_ap", "plot_pr_curves", "plot_reliability"]
+__all__ = ["plot_edits_over_time", "plot_learning_curves", "plot_per_label_ap", "plot_pr_curves", "plot_reliability"]
 
 logger = logging.getLogger(__name__)
 
@@ -240,4 +241,78 @@ def plot_reliability(groups: Mapping[str, Reliability], path: str | Path, title:
     bottom.set_xlabel("predicted probability")
     bottom.set_ylabel("entries")
     bottom.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _trailing_mean(values: NDArray[np.float64], window: int) -> NDArray[np.float64]:
+    """Mean of the last ``window`` values at each position (fewer at the start)."""
+    sums = np.cumsum(np.concatenate([[0.0], values]))
+    ends = np.arange(1, len(values) + 1)
+    starts = np.maximum(0, ends - window)
+    out: NDArray[np.float64] = (sums[ends] - sums[starts]) / (ends - starts)
+    return out
+
+
+def plot_edits_over_time(
+    edits: ArrayLike,
+    scratch: ArrayLike,
+    versions: Sequence[str],
+    path: str | Path,
+    *,
+    window: int = 25,
+    title: str = "Annotators' edits per task against labeling from scratch",
+) -> Path:
+    """Edits per task against from scratch, annotation after annotation, coloured by model version.
+
+    Both lines are trailing means over ``window`` tasks; the from-scratch line (one add per true
+    tag) is the baseline: below it, pre-annotation saves work; above it, it costs more.
+
+    Args:
+        edits: Per annotated task, in order: removes + adds.
+        scratch: Per task: its true tags (the edits labeling it from scratch takes).
+        versions: Per task: the model version of the prediction its annotator started from.
+        path: The PNG file to write.
+        window: Tasks per trailing mean.
+        title: Figure title.
+
+    Returns:
+        The written path.
+
+    Raises:
+        DataError: No task, or the three sequences differ in length.
+    """
+    e = np.asarray(edits, dtype=np.float64).ravel()
+    b = np.asarray(scratch, dtype=np.float64).ravel()
+    if e.size == 0 or not e.size == b.size == len(versions) or window < 1:
+        raise DataError(
+            f"cannot plot {e.size} tasks' edits against {b.size} from-scratch counts and {len(versions)} versions",
+            fix="pass one edit count, one true-tag count and one model version per annotated task, and window >= 1",
+        )
+    x = np.arange(1, e.size + 1)
+    fig = _new_figure(8.0, 4.5)
+    ax = fig.add_subplot()
+    smooth = _trailing_mean(e, window)
+    ax.plot(x, _trailing_mean(b, window), color="0.35", linestyle="--", label="from scratch (true tags per task)")
+    colours: dict[str, Any] = {}
+    start = 0
+    for i in range(1, e.size + 1):
+        if i < e.size and versions[i] == versions[start]:
+            continue
+        version = versions[start]
+        label = None if version in colours else f"edits per task: {version}"
+        # One point of overlap joins consecutive stretches into one line.
+        stop = min(i + 1, e.size)
+        (line,) = ax.plot(x[start:stop], smooth[start:stop], color=colours.get(version), label=label)
+        colours.setdefault(version, line.get_color())
+        if start > 0:
+            ax.axvline(start + 0.5, color="0.7", linestyle=":", linewidth=1)
+        start = i
+    ratio = e.sum() / b.sum() if b.sum() else float("nan")
+    ax.set_xlabel("annotated tasks, in the order they were counted")
+    ax.set_ylabel(f"per task (trailing mean of {window})")
+    ax.set_title(f"{title}\n{int(e.size)} tasks: {e.sum() / e.size:.2f} edits against {b.sum() / e.size:.2f} "
+                 f"from scratch ({ratio:.2f}x)")  # fmt: skip
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
     return _save(fig, path)

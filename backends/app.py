@@ -39,6 +39,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 
 from backends.auth import AuthPolicy
@@ -54,12 +55,13 @@ from backends.state import RedisState, SharedState, redis_url_of
 from backends.webhook import EventSink, WebhookHandler, WebhookReply, redis_event_sink
 from backends.webhook_check import WebhookWatch
 from workers.celery_app import make_celery
+from workers.effort_summary import project_effort
 from workers.ledger import Ledger, open_ledger
 from workers.metrics import QueueDepths, broker_redis, queue_depths
 from workers.model_info import DEMO_MODEL_FIX, DEMO_MODEL_WHAT, served_model
 from workers.registry import Registry
 
-__all__ = ["MODEL_CLASS", "Services", "create_app"]
+__all__ = ["MODEL_CLASS", "Services", "create_app", "effort_figures"]
 
 logger = logging.getLogger(__name__)
 
@@ -111,9 +113,13 @@ class Services:
         self.ledger = ledger or open_ledger(
             settings.ledger_url, home=settings.home, table_prefix=settings.ledger_table_prefix
         )
-        self.metrics = metrics or BackendMetrics(stats=state.stats, queues=_queue_reader(settings))
+        self.metrics = metrics or BackendMetrics(
+            stats=state.stats,
+            queues=_queue_reader(settings),
+            effort=functools.partial(effort_figures, self.ledger, self.registry, settings),
+        )
         self.auth = AuthPolicy(settings.basic_auth_user, settings.basic_auth_password, settings.webhook_token)
-        self.predictor = Predictor(settings, self.dispatcher, self.registry, self.metrics)
+        self.predictor = Predictor(settings, self.dispatcher, self.registry, self.metrics, self.ledger.effort)
         self.webhooks = WebhookHandler(self.ledger, self.dispatcher, notify=_event_sink(state, settings))
         self.webhook_watch = webhook_watch or _webhook_watch(settings)
         # Projects whose /setup already logged that the offline demo model serves them (once each).
@@ -123,6 +129,20 @@ class Services:
         """Release what the services opened themselves."""
         if self._owns_ledger:
             self.ledger.close()
+
+
+def effort_figures(ledger: Ledger, registry: Registry, settings: BackendSettings) -> dict[int, dict[str, Any]]:
+    """Every project's effort figures for ``/metrics`` (``workers.effort_summary``), with its refit counts."""
+    out: dict[int, dict[str, Any]] = {}
+    for project in sorted(set(ledger.effort.projects()) | set(ledger.projects())):
+        try:
+            checkpoint: str | None = registry.current(project).version
+        except Exception:  # the registry may be unreadable: the counts still export
+            checkpoint = None
+        figures = project_effort(ledger, project, checkpoint, settings.edit_costs(project), tags=False)
+        figures["refits"] = ledger.effort.refit_counts(project)
+        out[project] = figures
+    return out
 
 
 def _redis_state(settings: BackendSettings) -> RedisState:
@@ -288,6 +308,11 @@ def _basic_auth(svc: Services) -> Callable[..., None]:
     return check
 
 
+def _request_count(svc: Services, action: str, project: int) -> None:
+    if not svc.webhooks.request_count(project):
+        svc.metrics.webhook_events.labels(action, "count_not_queued").inc()
+
+
 def _reply(request: Request, reply: WebhookReply) -> JSONResponse:
     return JSONResponse({**reply.body, "request_id": _rid(request)}, reply.status_code)
 
@@ -346,7 +371,11 @@ def _add_routes(app: FastAPI, svc: Services) -> None:
             svc.metrics.webhook_events.labels(action, "error").inc()
             raise
         svc.metrics.webhook_events.labels(action, reply.outcome).inc()
-        return _reply(request, reply)
+        response = _reply(request, reply)
+        if reply.count is not None:
+            # After the answer: Label Studio's 1 s never waits on the broker.
+            response.background = BackgroundTask(_request_count, svc, action, reply.count)
+        return response
 
     @app.post("/train", dependencies=auth)
     def train(request: Request, payload: Annotated[dict[str, Any], Body()]) -> JSONResponse:

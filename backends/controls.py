@@ -14,12 +14,17 @@ gets the model label ``"Parent / Node"`` unless ``predicted_values`` says otherw
 
 **Knobs** (attributes of the control tag; ``model_threshold`` also works on one ``<Choice>``):
 
-==================  ===========================================================================
-``model_threshold`` a score in [0, 1] that replaces the calibrated per-label thresholds
-``model_max_tags``  keep at most this many tags (highest scores first; default 50)
-``model_skip``      ``"true"`` turns the model off for this control (its labels leave the
-                    vocabulary)
-==================  ===========================================================================
+=====================  ========================================================================
+``model_threshold``    a probability in [0, 1] from which a tag is shown, instead of the
+                       break-even point of the edit costs (it wins over the costs)
+``model_cost_add``     what adding a missing tag costs, for this control (over the settings'
+                       ``ASSISTANT_EDIT_COST_ADD`` and the project's entry)
+``model_cost_remove``  what removing a wrong tag costs; a tag is shown from
+                       ``remove / (add + remove)`` on (``docs/preannotation.md``)
+``model_max_tags``     show at most this many tags (most probable first; default 50)
+``model_skip``         ``"true"`` turns the model off for this control (its labels leave the
+                       vocabulary)
+=====================  ========================================================================
 
 Single-choice ``Choices`` (``choice="single"`` or ``"single-radio"``, the default) are supported
 by selecting at most the top tag, and only when it passes its threshold. A Taxonomy with
@@ -38,19 +43,23 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import xml.etree.ElementTree as ET  # nosec B405 - the config is already parsed by LabelInterface (lxml)
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from label_studio_sdk.label_interface.interface import LabelInterface
 
 from backends.errors import LabelConfigError
+from preannotation import EditCosts
 from workers.contracts import vocabulary_fingerprint
 
 __all__ = [
     "EXAMPLE_CONFIG",
+    "KNOB_COST_ADD",
+    "KNOB_COST_REMOVE",
     "KNOB_MAX_TAGS",
     "KNOB_SKIP",
     "KNOB_THRESHOLD",
@@ -69,6 +78,8 @@ logger = logging.getLogger(__name__)
 KNOB_THRESHOLD = "model_threshold"
 KNOB_MAX_TAGS = "model_max_tags"
 KNOB_SKIP = "model_skip"
+KNOB_COST_ADD = "model_cost_add"
+KNOB_COST_REMOVE = "model_cost_remove"
 PREDICTED_VALUES = "predicted_values"
 # Joins a taxonomy path into one key (score maps, corrections); spaces keep "A/B" names intact.
 PATH_SEPARATOR = " / "
@@ -118,6 +129,17 @@ class Knobs:
     threshold: float | None = None
     max_tags: int | None = None
     skip: bool = False
+    cost_add: float | None = None
+    cost_remove: float | None = None
+
+    def edit_costs(self, default: EditCosts) -> EditCosts:
+        """The control's edit costs: its own ``model_cost_*`` over ``default`` (the project's)."""
+        if self.cost_add is None and self.cost_remove is None:
+            return default
+        return EditCosts(
+            default.add if self.cost_add is None else self.cost_add,
+            default.remove if self.cost_remove is None else self.cost_remove,
+        )
 
 
 @dataclass(frozen=True)
@@ -286,21 +308,42 @@ def _config_error(what: str, *, why: str | None = None, fix: str) -> LabelConfig
     return LabelConfigError(what, why=why, fix=f"{fix}. Example:\n{EXAMPLE_CONFIG}")
 
 
-def _float_knob(attrs: Mapping[str, str], where: str) -> float | None:
-    raw = attrs.get(KNOB_THRESHOLD)
+def _number(
+    attrs: Mapping[str, str], name: str, where: str, ok: Callable[[float], bool], why: str, fix: str
+) -> float | None:
+    """A numeric attribute, None when absent; a clear error when it is not a number ``ok`` accepts."""
+    raw = attrs.get(name)
     if raw is None:
         return None
     try:
         value = float(raw)
     except ValueError:
-        value = -1.0
-    if not 0.0 <= value <= 1.0:
-        raise _config_error(
-            f'{where} has {KNOB_THRESHOLD}="{raw}"',
-            why="a threshold is a score between 0 and 1",
-            fix=f'write e.g. {KNOB_THRESHOLD}="0.4"',
-        )
+        value = math.nan
+    if not ok(value):
+        raise _config_error(f'{where} has {name}="{raw}"', why=why, fix=fix)
     return value
+
+
+def _float_knob(attrs: Mapping[str, str], where: str) -> float | None:
+    return _number(
+        attrs,
+        KNOB_THRESHOLD,
+        where,
+        lambda v: 0.0 <= v <= 1.0,
+        why="a threshold is a score between 0 and 1",
+        fix=f'write e.g. {KNOB_THRESHOLD}="0.4"',
+    )
+
+
+def _cost_knob(attrs: Mapping[str, str], name: str, where: str) -> float | None:
+    return _number(
+        attrs,
+        name,
+        where,
+        lambda v: 0.0 < v < math.inf,
+        why="an edit cost is a positive number; only the add/remove ratio decides what is shown",
+        fix=f'write e.g. {KNOB_COST_ADD}="2" {KNOB_COST_REMOVE}="1" (tags shown from p = 1/3)',
+    )
 
 
 def _int_attr(attrs: Mapping[str, str], name: str, where: str) -> int | None:
@@ -324,6 +367,8 @@ def _knobs(attrs: Mapping[str, str], where: str) -> Knobs:
         threshold=_float_knob(attrs, where),
         max_tags=_int_attr(attrs, KNOB_MAX_TAGS, where),
         skip=skip_raw == "true",
+        cost_add=_cost_knob(attrs, KNOB_COST_ADD, where),
+        cost_remove=_cost_knob(attrs, KNOB_COST_REMOVE, where),
     )
 
 
@@ -411,7 +456,7 @@ def _build_taxonomy(name: str, to_name: str, value_key: str, element: ET.Element
     max_usages = _int_attr(element.attrib, "maxUsages", where)
     if max_usages is not None and max_usages > 1:
         # Label Studio refuses more selections than maxUsages: cap the model's selection too.
-        knobs = Knobs(knobs.threshold, min(knobs.max_tags or max_usages, max_usages), knobs.skip)
+        knobs = replace(knobs, max_tags=min(knobs.max_tags or max_usages, max_usages))
     return TaxonomyControl(
         name=name,
         to_name=to_name,

@@ -5,14 +5,21 @@
 - Annotation → correction (positives, and hard negatives when the parent prediction is known):
   :func:`annotation_to_correction`.
 
-**Selection.** Per control, a target (choice or taxonomy node) is selected when its score, the max
-over its model labels, reaches its threshold: the ``<Choice model_threshold>``, else the control's
-``model_threshold``, else the worker's calibrated threshold of the best-scoring model label. The
-selected targets are ordered by score and capped at the control's max tags (1 for single-choice).
-A control with nothing selected still gets a result item, with an empty selection and the per-tag
-scores: "why no tags?" can then be read from the prediction itself (:data:`EMPTY_NOTE`).
+**Selection** (the decision rule, ``docs/preannotation.md``; the policy is
+:class:`backends.serving.ServingPolicy`). Per control, a target (choice or taxonomy node) scores
+the max of the workers' calibrated probabilities over its model labels; the project's refit maps
+that probability (none before the first refit); the target is shown when the result reaches its
+cut: the ``<Choice model_threshold>``, else the control's ``model_threshold``, else the
+**break-even point** ``c_remove / (c_add + c_remove)`` of the control's edit costs
+(:func:`preannotation.show_mask`). Tags the guard tripped are never shown. The shown targets are
+ordered by probability and capped at the control's max tags (1 for single-choice). A model whose
+calibration was never measured shows at most a few tags from a high probability on until the
+project's first refit. A control with nothing shown still gets a result item, with an empty
+selection and the per-tag scores: "why no tags?" can then be read from the prediction itself
+(:data:`EMPTY_NOTE`). The workers' F1-optimal thresholds are no longer used here: they serve the
+evaluation reports.
 
-**Task score = confidence.** For each target with score ``s`` and threshold ``t``, the signed
+**Task score = confidence.** For each target with probability ``s`` and cut ``t``, the signed
 distance to the threshold, normalised to [-1, 1] on each side, is
 ``d = (s - t) / (1 - t)`` when ``s >= t`` and ``d = (s - t) / t`` otherwise; its uncertainty is
 ``u = 1 - |d|`` (1 at the threshold, 0 at a score of 0 or 1). The task's uncertainty ``U`` is the
@@ -24,19 +31,23 @@ making every task look equally uncertain. An item's ``score`` is the same measur
 control alone.
 
 **Per-tag scores** go into each result item under :data:`SCORES_KEY`:
-``{"scores": {key: s}, "thresholds": {key: t}, "novel": [key, ...]}`` for at most
-:data:`MAX_SCORES_KEPT` targets (the selected ones, then the highest scores), where ``novel`` marks
-targets whose model labels the model never trained on. Label Studio keeps extra keys of result
-items verbatim on the ``/predict`` path and in export snapshots, but drops prediction-level
-extras on that path (pinned by ``tests/integration/test_ls_harness.py``). The key is not
-``meta``: the editor uses a region's ``meta`` for annotator notes and copies it into annotations.
+``{"scores": {key: p}, "thresholds": {key: cut}, "novel": [key, ...], "calibration": kind}`` for
+at most :data:`MAX_SCORES_KEPT` targets (the selected ones, then the most probable), where
+``scores`` are the probabilities served (after the project's refit), ``novel`` marks targets whose
+model labels the model never trained on and ``calibration`` is the kind of the model's own
+calibration (``platt``, ``prior``, ``default``). A prediction served through a refit also carries
+``"recalibration": "r<seq>"`` and ``"model_scores": {key: p}``, the model's own probabilities, so
+that the next refit is fitted on the model's probabilities, never on a refit's output. Tags the
+guard tripped are listed under ``"suppressed"``. Label Studio keeps extra keys of result items
+verbatim on the ``/predict`` path and in export snapshots, but drops prediction-level extras on
+that path (pinned by ``tests/integration/test_ls_harness.py``). The key is not ``meta``: the
+editor uses a region's ``meta`` for annotator notes and copies it into annotations.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
@@ -48,6 +59,9 @@ from pydantic import ValidationError
 from backends.controls import ProjectVocabulary, TagControl
 from backends.errors import BackendError, TaskDataError, WorkerResultError
 from backends.protocol import Annotation, LSPredictResponse, Prediction, ResultItem, Task
+from backends.serving import ServingPolicy
+from preannotation import show_mask
+from preannotation.logistic import logit, sigmoid
 from workers.contracts import MAX_IMAGES, ImageRef, ImageScores, PredictRequest, PredictResult
 
 __all__ = [
@@ -64,6 +78,7 @@ __all__ = [
     "build_predict_requests",
     "confidence",
     "image_key",
+    "keys_by_control",
     "predictions_from_results",
     "task_image_refs",
 ]
@@ -72,7 +87,9 @@ logger = logging.getLogger(__name__)
 
 SCORES_KEY: Final = "assistant"
 # Says, inside an empty prediction's item, why it selects nothing.
-EMPTY_NOTE: Final = "no tag reached its threshold: compare scores with thresholds"
+EMPTY_NOTE: Final = (
+    "no tag reached its cut (the break-even point unless model_threshold is set): compare scores with thresholds"
+)
 # Per-tag scores kept per result item: a 10,000-label vocabulary would otherwise add ~250 kB to
 # every prediction. 50 covers every selected tag and the borderline ones that matter for review.
 MAX_SCORES_KEPT: Final = 50
@@ -222,7 +239,7 @@ def confidence(scores: Sequence[float], thresholds: Sequence[float], top_k: int 
 
 @dataclass(frozen=True)
 class _Plan:
-    """A control's targets as vocabulary positions, worked out once per batch, not per task.
+    """A control's targets as vocabulary positions and cuts, worked out once per batch, not per task.
 
     Scoring runs on numpy arrays: a 10,000-label control scores 10,000 targets per task. With a
     Python object per target, 64 such tasks took 11 s on our 2 cores; vectorised, 0.8 s.
@@ -231,39 +248,71 @@ class _Plan:
     control: TagControl
     first: Ints  # per target: its first model label's position
     multi: tuple[tuple[int, tuple[int, ...]], ...]  # (target, positions) for predicted_values lists
-    fixed: Floats  # per target: its threshold override, NaN for "use the worker's"
+    fixed: Bools  # per target: an explicit model_threshold sets its cut
+    cuts: Floats  # per target: its model_threshold, else the control's break-even point
+    suppressed: Bools  # per target: tripped by the guard
+    slopes: Floats | None  # per target: the project refit's map on logits (None: no refit)
+    intercepts: Floats | None
 
     @classmethod
-    def of(cls, control: TagControl, index: Mapping[str, int]) -> _Plan:
+    def of(cls, control: TagControl, index: Mapping[str, int], policy: ServingPolicy) -> _Plan:
         positions = [tuple(index[label] for label in t.model_labels) for t in control.targets]
         fixed = [t.threshold if t.threshold is not None else control.knobs.threshold for t in control.targets]
+        break_even = control.knobs.edit_costs(policy.costs).break_even
+        keys = [t.key for t in control.targets]
+        slopes = intercepts = None
+        recal = policy.recalibration
+        if recal is not None and not recal.is_identity:
+            maps = [recal.map_of(key) for key in keys]
+            slopes = np.array([m.slope for m in maps], dtype=float)
+            intercepts = np.array([m.intercept for m in maps], dtype=float)
         return cls(
             control=control,
             first=np.array([p[0] for p in positions], dtype=np.int64),
             multi=tuple((i, p) for i, p in enumerate(positions) if len(p) > 1),
-            fixed=np.array([math.nan if f is None else f for f in fixed], dtype=float),
+            fixed=np.array([f is not None for f in fixed], dtype=bool),
+            cuts=np.array([break_even if f is None else f for f in fixed], dtype=float),
+            suppressed=np.array([key in policy.suppressed for key in keys], dtype=bool),
+            slopes=slopes,
+            intercepts=intercepts,
         )
 
 
 @dataclass(frozen=True)
 class _ControlScores:
-    """Per target of one control on one image: score, threshold, novelty, uncertainty."""
+    """Per target of one control on one image: probabilities, cuts, novelty, uncertainty, what is shown."""
 
-    scores: Floats
+    scores: Floats  # served: after the project's refit
+    model_scores: Floats | None  # the model's own, when a refit changed them
     thresholds: Floats
     novel: Bools
     uncertainties: Floats
+    shown: Bools
 
 
-def _score_control(plan: _Plan, scores: Floats, thresholds: Floats, seen: Bools) -> _ControlScores:
+def _score_control(plan: _Plan, scores: Floats, seen: Bools, floor: float | None) -> _ControlScores:
+    """Probabilities, cuts and the shown mask; ``floor`` raises every cut but an explicit threshold."""
     best = plan.first.copy()
     novel = ~seen[best]
     for target, positions in plan.multi:  # a choice scores the max of its model labels
         best[target] = max(positions, key=lambda i: scores[i])
         novel[target] = not seen[list(positions)].any()
-    s = scores[best]
-    t = np.where(np.isnan(plan.fixed), thresholds[best], plan.fixed)
-    return _ControlScores(scores=s, thresholds=t, novel=novel, uncertainties=_uncertainties(s, t))
+    model = np.clip(scores[best], 0.0, 1.0)
+    served = model
+    if plan.slopes is not None and plan.intercepts is not None:
+        served = sigmoid(plan.slopes * logit(model) + plan.intercepts)
+    cuts = plan.cuts
+    if floor is not None:  # an explicit model_threshold still wins
+        cuts = np.where(plan.fixed, cuts, np.maximum(cuts, floor))
+    shown = show_mask(served, threshold=cuts, suppressed=plan.suppressed)
+    return _ControlScores(
+        scores=served,
+        model_scores=None if served is model else model,
+        thresholds=cuts,
+        novel=novel,
+        uncertainties=_uncertainties(served, cuts),
+        shown=shown,
+    )
 
 
 def _check_result(vocab: ProjectVocabulary, result: PredictResult) -> None:
@@ -291,22 +340,30 @@ def _item_id(task_id: int, control: str) -> str:
     return hashlib.sha1(f"{task_id}/{control}".encode(), usedforsecurity=False).hexdigest()[:10]
 
 
-def _control_item(task_id: int, control: TagControl, scored: _ControlScores) -> ResultItem:
+def _control_item(
+    task_id: int, plan: _Plan, scored: _ControlScores, extra: Mapping[str, Any], max_tags: int | None
+) -> ResultItem:
+    control = plan.control
     s, t, targets = scored.scores, scored.thresholds, control.targets
-    passing = [int(i) for i in np.flatnonzero(s >= t)]
+    passing = [int(i) for i in np.flatnonzero(scored.shown)]
     passing.sort(key=lambda i: -s[i])
     unpruned = set(control.prune([targets[i] for i in passing]))
-    selected = [i for i in passing if targets[i] in unpruned][: control.max_tags or DEFAULT_MAX_TAGS]
-    # The selected targets first, then the highest scores, up to the cap.
+    selected = [i for i in passing if targets[i] in unpruned][: max_tags or DEFAULT_MAX_TAGS]
+    # The selected targets first, then the most probable, up to the cap.
     top = [int(i) for i in np.argsort(-s, kind="stable")[:MAX_SCORES_KEPT]]
     kept = list(dict.fromkeys([*selected, *top]))[:MAX_SCORES_KEPT]
     extras: dict[str, Any] = {
         "scores": {targets[i].key: round(float(s[i]), SCORE_DECIMALS) for i in kept},
         "thresholds": {targets[i].key: round(float(t[i]), SCORE_DECIMALS) for i in kept},
         "novel": [targets[i].key for i in kept if scored.novel[i]],
+        **extra,
     }
     if not selected:
         extras["note"] = EMPTY_NOTE
+    if scored.model_scores is not None:
+        extras["model_scores"] = {targets[i].key: round(float(scored.model_scores[i]), SCORE_DECIMALS) for i in kept}
+    if plan.suppressed.any():
+        extras["suppressed"] = [targets[i].key for i in np.flatnonzero(plan.suppressed)]
     return ResultItem(
         id=_item_id(task_id, control.name),
         from_name=control.name,
@@ -349,6 +406,7 @@ def predictions_from_results(
     tasks: Sequence[Task],
     results: Iterable[PredictResult],
     failures: Iterable[TaskFailure] = (),
+    policy: ServingPolicy | None = None,
 ) -> PredictionBatch:
     """Turn worker results (one per request chunk) into one Label Studio prediction per task.
 
@@ -357,6 +415,8 @@ def predictions_from_results(
         tasks: The tasks, in the order Label Studio sent them.
         results: The workers' answers to :func:`build_predict_requests`' requests.
         failures: The failures :func:`build_predict_requests` returned (passed through).
+        policy: The project's costs, refit, guard and caution (:mod:`backends.serving`); the
+            default costs alone when None.
 
     Returns:
         The predictions, in task order, and every task that got none, with the reason.
@@ -364,21 +424,22 @@ def predictions_from_results(
     Raises:
         WorkerResultError: A result does not match the vocabulary (labels, score counts).
     """
+    policy = policy or ServingPolicy()
     by_key: dict[str, tuple[PredictResult, ImageScores]] = {}
-    arrays: dict[int, tuple[Floats, Bools]] = {}
+    seen: dict[int, Bools] = {}
     for result in results:
         _check_result(vocab, result)
         by_key.update({item.key: (result, item) for item in result.items})
-        arrays[id(result)] = (np.asarray(result.thresholds, dtype=float), np.asarray(result.seen, dtype=bool))
+        seen[id(result)] = np.asarray(result.seen, dtype=bool)
     failed = {f.task_id: f for f in failures}
     index = {label: i for i, label in enumerate(vocab.labels)}
-    plans = [_Plan.of(control, index) for control in vocab.active]
+    plans = [_Plan.of(control, index, policy) for control in vocab.active]
     predictions: list[Prediction | None] = []
     for task in tasks:
         if task.id in failed:
             predictions.append(None)
             continue
-        prediction = _task_prediction(vocab, plans, task, by_key, arrays)
+        prediction = _task_prediction(vocab, plans, task, by_key, seen, policy)
         if isinstance(prediction, TaskFailure):
             failed[task.id] = prediction
             predictions.append(None)
@@ -394,7 +455,8 @@ def _task_prediction(
     plans: Sequence[_Plan],
     task: Task,
     by_key: Mapping[str, tuple[PredictResult, ImageScores]],
-    arrays: Mapping[int, tuple[Floats, Bools]],
+    seen: Mapping[int, Bools],
+    policy: ServingPolicy,
 ) -> Prediction | TaskFailure:
     items: list[ResultItem] = []
     # The task's top-k uncertainties are among the union of each control's top-k.
@@ -409,10 +471,17 @@ def _task_prediction(
         if answer.error is not None:
             return TaskFailure(task.id, answer.error.reason, answer.error.message)
         versions.add(result.model_version)
-        thresholds, seen = arrays[id(result)]
-        scored = _score_control(plan, _checked_scores(result, answer), thresholds, seen)
+        conservative = policy.conservative(result.calibration)
+        floor = policy.conservative_threshold if conservative else None
+        scored = _score_control(plan, _checked_scores(result, answer), seen[id(result)], floor)
         worst.append(_top(scored.uncertainties, UNCERTAIN_TOP_K))
-        items.append(_control_item(task.id, control, scored))
+        extra: dict[str, Any] = {"calibration": result.calibration} if result.calibration else {}
+        if scored.model_scores is not None:
+            extra["recalibration"] = policy.recalibration_id
+        cap = control.max_tags
+        if conservative:
+            cap = min(cap or DEFAULT_MAX_TAGS, policy.conservative_max_tags)
+        items.append(_control_item(task.id, plan, scored, extra, cap))
     if len(versions) > 1:
         # Only a task with several images split over chunks, with a promotion landing between
         # them, gets here; no single version string is honest, so LS retries it next batch.
@@ -487,7 +556,9 @@ class Correction:
         return tuple(dict.fromkeys(labels))
 
 
-def _keys_by_control(vocab: ProjectVocabulary, items: Sequence[ResultItem]) -> tuple[dict[str, list[str]], list[str]]:
+def keys_by_control(vocab: ProjectVocabulary, items: Sequence[ResultItem]) -> tuple[dict[str, list[str]], list[str]]:
+    """Control name → the target keys result items name (as written: no implied ancestors), and the
+    ``from_name``s of items outside the active controls."""
     active = {c.name: c for c in vocab.active}
     keys: dict[str, list[str]] = {}
     ignored: list[str] = []
@@ -555,8 +626,8 @@ def annotation_to_correction(
     )
     if annotation.was_cancelled:
         return correction
-    chosen, ignored = _keys_by_control(vocab, annotation.result)
-    predicted, _ = _keys_by_control(vocab, prediction.result if prediction is not None else [])
+    chosen, ignored = keys_by_control(vocab, annotation.result)
+    predicted, _ = keys_by_control(vocab, prediction.result if prediction is not None else [])
     controls = tuple(
         _control_correction(c, chosen.get(c.name, []), predicted.get(c.name, []))
         for c in vocab.active

@@ -48,9 +48,19 @@ from backends.controls import ProjectVocabulary
 from backends.convert import TaskFailure, build_predict_requests
 from backends.protocol import Task
 from backends.state import SharedState
-from workers.contracts import MAX_IMAGES, PREDICT, TRAIN_ROUND, PredictRequest, PredictResult, RoundRequest
+from workers.contracts import (
+    COUNT_EFFORT,
+    MAX_IMAGES,
+    PREDICT,
+    TRAIN_ROUND,
+    PredictRequest,
+    PredictResult,
+    RoundRequest,
+)
 
 __all__ = [
+    "COUNT_EFFORT",
+    "COUNT_QUEUED_TTL_S",
     "PUBLISH_PREDICTIONS",
     "CeleryDispatcher",
     "Chunk",
@@ -68,10 +78,14 @@ logger = logging.getLogger(__name__)
 
 #: Name of the light Celery task (``backends.tasks``) that posts a chunk's predictions to LS.
 PUBLISH_PREDICTIONS: Final = "backends.publish_predictions"
+
 INLINE: Final = "inline"
 #: What asked for a round (``RoundRequest.trigger``).
 Trigger = Literal["manual", "threshold", "schedule", "start_training", "agent"]
 BACKGROUND: Final = "background"
+#: Seconds a "count queued" mark lasts: a count message that waits longer (a busy or absent
+#: worker) lets the next annotation ask again.
+COUNT_QUEUED_TTL_S: Final = 30.0
 # Seconds the publish tasks of an inline job wait past the caller's deadline before claiming.
 _PUBLISH_GRACE_S: Final = 1.0
 # How the worker sends a chunk's publish message once its predict task has finished. Celery's
@@ -197,6 +211,10 @@ class Dispatcher(Protocol):
         self, project: int, *, trigger: Trigger = "start_training", request_id: str | None = None
     ) -> RoundTicket:
         """Queue a fine-tuning round unless one is already queued or running."""
+        ...
+
+    def count_effort(self, project: int) -> None:
+        """Ask a worker to count the project's new annotations (``backends.effort``)."""
         ...
 
 
@@ -347,6 +365,21 @@ class CeleryDispatcher:
         except ValidationError as exc:
             outcome.failed[chunk.index] = f"the worker's result does not validate: {exc.error_count()} errors"
         self.state.release(job.project, job.model_version, chunk.task_ids)
+
+    # --- effort -----------------------------------------------------------------------------------
+    def count_effort(self, project: int) -> None:
+        """See :meth:`Dispatcher.count_effort`: one message on the publish queue, unless one waits already.
+
+        A burst of annotations (a bulk import, a busy team) asks once: a short mark
+        (``lock:count-queued:<project>``, :data:`COUNT_QUEUED_TTL_S`) says a count is queued, and
+        the task removes it when it starts, so an annotation arriving after that asks again. Not
+        retried: the ledger rows it is about are recorded, and the beat's pass counts them.
+        """
+        token = uuid.uuid4().hex
+        if not self.state.acquire_lock(f"count-queued:{project}", token, COUNT_QUEUED_TTL_S):
+            return  # a queued count will see this project's new rows
+        kwargs = {"project": project, "token": token}
+        self.app.send_task(COUNT_EFFORT, kwargs=kwargs, queue=self.publish_queue, retry=False)
 
     # --- rounds -----------------------------------------------------------------------------------
     def queue_round(

@@ -146,6 +146,27 @@ class LabelStudioClient:
 
         return _call(f"GET predictions of project {project}", fetch)
 
+    def prediction(self, prediction: int) -> dict[str, Any] | None:
+        """One prediction (``GET /api/predictions/{id}/``): id, task, result, model_version, created_at.
+
+        Returns:
+            The prediction, or None when Label Studio has no such prediction (404).
+        """
+        try:
+            found = _call(f"GET prediction {prediction}", lambda: self.sdk.predictions.get(id=prediction))
+        except LabelStudioUnavailable:
+            raise
+        except BackendError as exc:
+            if "answered 404" in exc.message:
+                return None
+            raise
+        return _as_dict(found)
+
+    def task_predictions(self, task: int) -> list[dict[str, Any]]:
+        """Every prediction of one task, as Label Studio lists them (creation order)."""
+        found = _call(f"GET predictions of task {task}", lambda: self.sdk.predictions.list(task=task))
+        return [_as_dict(p) for p in found]
+
     def task_prediction_versions(self, task: int) -> set[str]:
         """The model versions one task already has predictions for."""
         found = _call(f"GET predictions of task {task}", lambda: self.sdk.predictions.list(task=task))

@@ -19,6 +19,28 @@ background samples rather than a failed scrape.
 ``assistant_queue_messages``                   messages waiting per queue, read from the broker at scrape
                                                time (with ``assistant_queue_unacked_messages`` and
                                                ``assistant_broker_up``: :mod:`workers.metrics`)
+``assistant_backend_policy_errors_total``      predictions served without the project's refit and guard
+                                               (the effort ledger could not be read)
+``assistant_effort_*``                         the effort ledger per project, read at scrape time
+                                               (:class:`EffortCollector`; ``docs/preannotation.md``)
+=============================================  =========================================================
+
+The effort ledger's figures (:class:`EffortCollector`), per project (``project``) and, for the
+counts, per model version (``model_version``):
+
+=============================================  =========================================================
+``assistant_effort_tasks_total``               annotated tasks counted against their prediction
+``assistant_effort_kept_total``                shown tags kept (also ``_removed_total``, ``_added_total``)
+``assistant_effort_costlier_tasks_total``      tasks whose pre-annotation cost more than from scratch
+``assistant_effort_ratio``                     edits / edits from scratch (``scope``: ``in_service``,
+                                               ``all``); below 1 pre-annotation saves work
+``assistant_effort_pending_events``            ledger rows still to count
+``assistant_effort_count_failures``            counting passes failed in a row (0: the last went through)
+``assistant_effort_refits_total``              calibration refits per ``status`` (``fitted``, ``failed``)
+``assistant_guard_tripped_tags``               tags the guard stops showing under the model in service
+``assistant_effort_cautious``                  1 while the model's calibration is unmeasured and the
+                                               project has no refit (few, confident tags)
+``assistant_effort_up``                        1 when the effort ledger could be read
 =============================================  =========================================================
 """
 
@@ -26,14 +48,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from workers.metrics import QueueDepthCollector, QueueDepths
 
-__all__ = ["BackendMetrics", "BackgroundCollector"]
+__all__ = ["BackendMetrics", "BackgroundCollector", "EffortCollector", "EffortFigures"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,18 +88,96 @@ class BackgroundCollector(Collector):
             )
 
 
+#: ``read() -> {project: project_effort(...) plus "refits": {status: n}}`` (``workers.effort_summary``).
+EffortFigures = Callable[[], dict[int, dict[str, Any]]]
+
+
+class EffortCollector(Collector):
+    """Exports the effort ledger's figures at scrape time (module docstring).
+
+    Args:
+        read: Returns the figures per project; any exception exports ``assistant_effort_up 0`` only.
+    """
+
+    def __init__(self, read: EffortFigures) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        """The families of the module docstring."""
+        up = GaugeMetricFamily("assistant_effort_up", "1 when the effort ledger could be read")
+        try:
+            figures = self._read()
+        except Exception as exc:  # a scrape must not fail because the database is down
+            logger.warning("effort figures unavailable: %s", exc)
+            up.add_metric([], 0.0)
+            yield up
+            return
+        up.add_metric([], 1.0)
+        yield up
+        counts = {
+            name: CounterMetricFamily(f"assistant_effort_{name}", help_text, labels=["project", "model_version"])
+            for name, help_text in (
+                ("tasks", "Annotated tasks counted against the prediction they started from"),
+                ("kept", "Shown tags kept"),
+                ("removed", "Shown tags removed"),
+                ("added", "Tags added that were not shown"),
+                ("costlier_tasks", "Tasks whose pre-annotation cost more than labeling from scratch"),
+            )
+        }
+        ratio = GaugeMetricFamily(
+            "assistant_effort_ratio",
+            "Edits against edits from scratch (below 1 saves work)",
+            labels=["project", "scope"],
+        )
+        pending = GaugeMetricFamily("assistant_effort_pending_events", "Ledger rows still to count", labels=["project"])
+        failures = GaugeMetricFamily(
+            "assistant_effort_count_failures", "Counting passes failed in a row", labels=["project"]
+        )
+        refits = CounterMetricFamily(
+            "assistant_effort_refits", "Calibration refits by status", labels=["project", "status"]
+        )
+        tripped = GaugeMetricFamily(
+            "assistant_guard_tripped_tags",
+            "Tags the guard stops showing under the model in service",
+            labels=["project"],
+        )
+        cautious = GaugeMetricFamily(
+            "assistant_effort_cautious",
+            "1 while serving few, confident tags (unmeasured calibration)",
+            labels=["project"],
+        )
+        for project, effort in sorted(figures.items()):
+            p = str(project)
+            for v in effort["versions"]:
+                for name in ("tasks", "kept", "removed", "added"):
+                    counts[name].add_metric([p, v["model_version"]], float(v[name]))
+                counts["costlier_tasks"].add_metric([p, v["model_version"]], float(v["costlier_tasks"]))
+            for scope, block in (("all", effort["totals"]), ("in_service", effort["in_service"])):
+                if block is not None and block.get("ratio") is not None:
+                    ratio.add_metric([p, scope], float(block["ratio"]))
+            pending.add_metric([p], float(effort["counting"]["pending"]))
+            failures.add_metric([p], float(effort["counting"]["failures"]))
+            for status in ("fitted", "failed"):
+                refits.add_metric([p, status], float(effort.get("refits", {}).get(status, 0)))
+            tripped.add_metric([p], float(len(effort["guard"]["tripped"])))
+            cautious.add_metric([p], 1.0 if (effort.get("calibration") or {}).get("conservative") else 0.0)
+        yield from (*counts.values(), ratio, pending, failures, refits, tripped, cautious)
+
+
 class BackendMetrics:
     """The backend's metrics on a private registry.
 
     Args:
         stats: Reads the background counters (None: not exported).
         queues: Reads the broker's queue depths (None: not exported).
+        effort: Reads the effort ledger's figures (None: not exported).
     """
 
     def __init__(
         self,
         stats: Callable[[], dict[str, int]] | None = None,
         queues: Callable[[], QueueDepths] | None = None,
+        effort: EffortFigures | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -102,10 +203,17 @@ class BackendMetrics:
             "assistant_backend_webhook_events", "Webhook events", ["action", "outcome"], registry=r
         )
         self.errors = Counter("assistant_backend_errors", "Error answers", ["route", "kind"], registry=r)
+        self.policy_errors = Counter(
+            "assistant_backend_policy_errors",
+            "Predictions served without the project's refit and guard: the effort ledger could not be read",
+            registry=r,
+        )
         if stats is not None:
             r.register(BackgroundCollector(stats))
         if queues is not None:
             r.register(QueueDepthCollector(queues))
+        if effort is not None:
+            r.register(EffortCollector(effort))
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Record one answered request."""

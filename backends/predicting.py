@@ -33,7 +33,10 @@ from backends.dispatch import Dispatcher, PredictJob, plan_chunks
 from backends.errors import BackendError, LabelConfigError
 from backends.metrics import BackendMetrics
 from backends.protocol import LSPredictRequest, Prediction, Task
+from backends.serving import ServedCalibrations, load_policy
 from backends.settings import BackendSettings
+from workers.effort import EffortStore
+from workers.effort_records import checkpoint_of
 from workers.registry import Registry
 
 __all__ = ["PredictAnswer", "Predictor", "checkpoint_version"]
@@ -89,15 +92,24 @@ class Predictor:
         dispatcher: Reaches the workers.
         registry: The model registry (current version per project).
         metrics: Where to count predictions, background tasks and failures.
+        effort: The effort ledger: the project's refit and guard (``backends.serving``); None
+            serves with the edit costs alone.
     """
 
     def __init__(
-        self, settings: BackendSettings, dispatcher: Dispatcher, registry: Registry, metrics: BackendMetrics
+        self,
+        settings: BackendSettings,
+        dispatcher: Dispatcher,
+        registry: Registry,
+        metrics: BackendMetrics,
+        effort: EffortStore | None = None,
     ) -> None:
         self.settings = settings
         self.dispatcher = dispatcher
         self.registry = registry
         self.metrics = metrics
+        self.effort = effort
+        self.served = ServedCalibrations(effort)
 
     def predict(self, request: LSPredictRequest, request_id: str | None = None) -> PredictAnswer:
         """Answer one ``/predict`` call (blocking up to the inline budget).
@@ -157,8 +169,14 @@ class Predictor:
         if not done:
             return
         inline_tasks = [t for t in tasks if t.id in done]
+        checkpoint = checkpoint_of(job.model_version)
+        policy, policy_error = load_policy(self.effort, self.settings, job.project, checkpoint)
+        if policy_error is not None:
+            self.metrics.policy_errors.inc()
+        for result in outcome.inline.values():
+            self.served.note(job.project, checkpoint, result.calibration)
         try:
-            batch = predictions_from_results(vocab, inline_tasks, outcome.inline.values())
+            batch = predictions_from_results(vocab, inline_tasks, outcome.inline.values(), policy=policy)
         except BackendError as exc:  # WorkerResultError: a worker on another contract
             logger.error("job %s: %s", job.job_id, exc.message)
             answer.failures.extend(TaskFailure(t.id, "worker_result", exc.message) for t in inline_tasks)

@@ -22,6 +22,11 @@ Delivered exactly once per chunk and idempotent per task:
   prediction and both post. A redelivered message re-enters its own lock; a lock whose holder
   died expires after :data:`POST_LOCK_TTL_S`.
 
+Predictions are chosen exactly as ``/predict`` chooses them, with the project's refit and guard
+(``backends.serving``): the task reads them from the effort ledger (the corrections ledger's
+database, ``ASSISTANT_LEDGER_URL``). When that database cannot be read the chunk is still
+published, with the edit costs alone, and the counter ``policy_errors`` says so.
+
 The worker imports it through its ``include`` list (``"backends.tasks"``, next to
 ``"workers.tasks"``); it uses ``shared_task`` so that it binds to whatever app the worker built.
 """
@@ -34,6 +39,7 @@ import logging
 import time
 import uuid
 from collections import Counter
+from pathlib import Path
 from typing import Any, Final
 
 import redis
@@ -47,11 +53,24 @@ from backends.errors import BackendError
 from backends.ls_client import LabelStudioClient, LabelStudioUnavailable
 from backends.protocol import Prediction
 from backends.protocol import Task as LSTask
+from backends.serving import ServedCalibrations, ServingPolicy, load_policy
 from backends.state import RedisState, SharedState, redis_url_of
 from workers.celery_app import settings_of
 from workers.contracts import PredictResult
+from workers.effort_records import checkpoint_of
+from workers.ledger import Ledger, open_ledger
+from workers.settings import Settings
 
-__all__ = ["POST_LOCK_TTL_S", "PublishBusy", "PublishReport", "publish", "publish_predictions"]
+__all__ = [
+    "POST_LOCK_TTL_S",
+    "PublishBusy",
+    "PublishReport",
+    "client_of",
+    "ledger_of",
+    "publish",
+    "publish_predictions",
+    "state_of",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +177,7 @@ def publish(
     state: SharedState,
     owner: str | None = None,
     lock_wait_s: float = _LOCK_WAIT_S,
+    policy: ServingPolicy | None = None,
 ) -> PublishReport:
     """Convert one chunk's result and post its predictions (the task's body, callable in tests).
 
@@ -166,6 +186,7 @@ def publish(
         result: Its ``assistant.predict`` result.
         client: Label Studio.
         state: Claims, in-flight marks and posting locks.
+        policy: The project's costs, refit and guard (the default costs when None).
         owner: Who holds the posting locks: the publish message's Celery id, the same for a
             redelivered message (default: a fresh id).
         lock_wait_s: How long to wait for another publisher's posting lock.
@@ -183,7 +204,7 @@ def publish(
     tasks = [LSTask(id=task_id, project=job.project) for task_id in job.task_ids]
     failures: list[TaskFailure] = []
     try:
-        batch = predictions_from_results(vocab, tasks, [result])
+        batch = predictions_from_results(vocab, tasks, [result], policy=policy)
         failures.extend(batch.failures)
         pairs = list(zip(tasks, batch.predictions, strict=True))
     except BackendError as exc:  # a worker on another contract: nothing of this chunk is usable
@@ -232,10 +253,56 @@ def _client(url: str, api_key: str) -> LabelStudioClient:
     return LabelStudioClient(url, api_key)
 
 
+def client_of(settings: Settings) -> LabelStudioClient:
+    """The worker process's Label Studio client (one per process)."""
+    return _client(settings.label_studio_url, settings.label_studio_api_key.get_secret_value())
+
+
+@functools.cache
+def _ledger(url: str | None, home: str, prefix: str) -> Ledger:
+    # One ledger connection per worker process, shared by its publish and counting tasks.
+    return open_ledger(url, home=Path(home), table_prefix=prefix)
+
+
+def ledger_of(settings: Settings) -> Ledger:
+    """The worker process's ledger (opened once; raises ``LedgerError`` when it cannot be)."""
+    return _ledger(settings.ledger_url, str(settings.home), settings.ledger_table_prefix)
+
+
+@functools.cache
+def _served(url: str | None, home: str, prefix: str) -> ServedCalibrations:
+    return ServedCalibrations(_ledger(url, home, prefix).effort)
+
+
+def _policy(settings: Settings, job: PublishJob, result: PredictResult, state: SharedState) -> ServingPolicy:
+    """The project's policy for the chunk's checkpoint; the costs alone when the ledger is away (counted)."""
+    checkpoint = checkpoint_of(job.model_version)
+    store, error = None, None
+    try:
+        store = ledger_of(settings).effort
+    except Exception as exc:  # the ledger's database is down: publish with the costs alone
+        logger.warning("job %s: the effort ledger cannot be opened: %s", job.job_id, exc)
+        error = str(exc)
+    else:
+        _served(settings.ledger_url, str(settings.home), settings.ledger_table_prefix).note(
+            job.project, checkpoint, result.calibration
+        )
+    policy, read_error = load_policy(store, settings, job.project, checkpoint)
+    if error or read_error:
+        with contextlib.suppress(redis.RedisError):
+            state.add_stats({"policy_errors": 1})
+    return policy
+
+
 @functools.cache
 def _state(url: str, prefix: str) -> RedisState:
     # Outside the web request path, a slow Redis may take longer than the backend's 0.5 s.
     return RedisState.from_url(url, prefix, timeout_s=5.0, retries=3)
+
+
+def state_of(settings: Settings) -> RedisState:
+    """The worker process's shared state (one client per process)."""
+    return _state(redis_url_of(settings.broker_url, settings.result_backend), settings.redis_key_prefix)
 
 
 # Worth another try later: Label Studio or Redis away, another publisher on the same task.
@@ -267,14 +334,16 @@ def publish_predictions(self: Task, result: dict[str, Any], job: dict[str, Any])
     """
     settings = settings_of(self.app)
     parsed = PublishJob.model_validate(job)
-    state = _state(redis_url_of(settings.broker_url, settings.result_backend), settings.redis_key_prefix)
+    state = state_of(settings)
+    predicted = PredictResult.model_validate(result)
     try:
         report = publish(
             parsed,
-            PredictResult.model_validate(result),
-            client=_client(settings.label_studio_url, settings.label_studio_api_key.get_secret_value()),
+            predicted,
+            client=client_of(settings),
             state=state,
             owner=self.request.id,
+            policy=_policy(settings, parsed, predicted, state),
         )
     except Exception as exc:
         if not isinstance(exc, _RETRYABLE) or self.request.retries >= self.max_retries:

@@ -13,6 +13,14 @@ appends rows (one SQLite/PostgreSQL transaction) or takes a Redis lock and sends
 anything else                               ignored                                 200
 ==========================================  ======================================  ======
 
+After recording annotation or deletion rows, the reply names the project whose new annotations a
+worker should count against the predictions they started from (``backends.effort``); the app
+sends that one message (:meth:`WebhookHandler.request_count`) after the answer has gone out, so a
+slow or unreachable broker never holds Label Studio's 1 s. A failure to send it is logged and
+counted (``assistant_backend_webhook_events_total{outcome="count_not_queued"}``): the rows are the
+durable record of what is still to count, and the beat's periodic pass
+(``ASSISTANT_EFFORT_CHECK_INTERVAL_S``) counts them.
+
 Every event that names a project is also handed to ``notify`` when one is given: the app passes
 :func:`redis_event_sink`, which appends ``{"action", "project"}`` to a short Redis list that the
 agent (``agent/``) blocks on, so it reacts to ``TASKS_CREATED`` or a config change at once instead
@@ -70,6 +78,8 @@ class WebhookReply:
     status_code: int
     body: dict[str, Any]
     outcome: str
+    #: The project whose new annotations are to be counted (after answering), if any.
+    count: int | None = None
 
 
 def _raw_annotations(raw: dict[str, Any]) -> list[dict[str, Any]]:
@@ -158,11 +168,23 @@ class WebhookHandler:
                 "recorded": added,
                 "duplicates": len(events) - added,
             }
-            return WebhookReply(201, body, "recorded")
+            return WebhookReply(201, body, "recorded", event.project_id if added else None)
         if event.kind == "train":
             return self.start_round(event.project_id, request_id)
         logger.debug("webhook %s ignored", event.action)
         return WebhookReply(200, {"status": "ignored", "action": event.action}, "ignored")
+
+    def request_count(self, project: int) -> bool:
+        """Ask a worker to count the project's new annotations; False (logged) when it cannot be asked.
+
+        The rows are recorded whatever happens here: the beat's pass counts them later.
+        """
+        try:
+            self.dispatcher.count_effort(project)
+        except Exception as exc:
+            logger.warning("project %s: could not ask for the effort count: %s", project, exc)
+            return False
+        return True
 
     def _notify(self, event: WebhookEvent) -> None:
         if self.notify is None or event.project_id is None:

@@ -14,6 +14,7 @@ from typer.core import TyperGroup
 
 from cli import agent as _agent
 from cli import doctor as _doctor
+from cli import effort as _effort
 from cli import evaluate as _evaluate
 from cli import models as _models
 from cli import preannotate as _preannotate
@@ -98,6 +99,7 @@ app.add_typer(_simulate.simulate_app, name="simulate")
 app.add_typer(_agent.agent_app, name="agent")
 app.command("status")(_status.status)
 app.command("doctor")(_doctor.doctor)
+app.command("effort")(_effort.effort)
 app.add_typer(_world.world_app, name="world")
 app.command("bench")(_world.bench)
 

@@ -1,8 +1,13 @@
-"""`assistant status`: the running system at a glance: queues, workers, model versions, last rounds.
+"""`assistant status`: the running system at a glance: queues, workers, model versions, last rounds, saving.
 
 It reads what every process shares: the broker's Redis (queue depth, and the workers, which
-answer a Celery broadcast), the model registry (the version serving each project), the round log
-and the corrections ledger. It never imports torch, so it answers in about a second.
+answer a Celery broadcast), the model registry (the version serving each project), the round log,
+the corrections ledger and the effort ledger beside it: per project, the annotators' edits per
+task against labeling from scratch, the precision and recall of the shown tags, the project's
+calibration, the tags the guard stopped showing, and the annotations still to count. A failure
+in the background (counting stopped because Label Studio is unreachable, a refit that failed) is
+listed under "alerts". It never imports torch, so it answers in about a second. The per-tag
+figures: ``assistant effort``.
 
 Examples:
     assistant status                                 # tables
@@ -18,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -144,6 +150,39 @@ def _worker_models(settings: Settings, report: dict[str, Any], timeout: float) -
         worker["home"] = info.get("home")
 
 
+def _alerts(project: int, effort: dict[str, Any]) -> list[str]:
+    """What went wrong in the background for a project, for people."""
+    alerts = []
+    counting = effort["counting"]
+    if counting["error"]:
+        alerts.append(
+            f"project {project}: {counting['pending']} annotation events wait to be counted; counting failed "
+            f"{counting['failures']} time(s) in a row, last at {str(counting['error_at'])[:19]}: {counting['error']}. "
+            "Fix: check that the workers reach Label Studio (ASSISTANT_LABEL_STUDIO_URL and _API_KEY); nothing "
+            "is lost, the next pass counts them"
+        )
+    refit = (effort.get("calibration") or {}).get("refit") or {}
+    if refit.get("status") == "failed":
+        alerts.append(
+            f"project {project}: the calibration refit {refit['id']} failed at {str(refit['at'])[:19]}: "
+            f"{refit.get('error')}. The previous calibration keeps serving; the next refit is tried after more "
+            "annotations"
+        )
+    return alerts
+
+
+def _effort(ledger: Any, settings: Settings, project: int, checkpoint: str | None, report: dict[str, Any]) -> Any:
+    from workers.effort_summary import project_effort
+
+    try:
+        effort = project_effort(ledger, project, checkpoint, settings.edit_costs(project))
+    except Exception as exc:  # the effort tables may be unreadable; the rest still shows
+        report["errors"].append(f"the effort ledger of project {project} cannot be read: {exc}")
+        return None
+    report["alerts"].extend(_alerts(project, effort))
+    return effort
+
+
 def _models(settings: Settings, report: dict[str, Any]) -> None:
     from workers.ledger import open_ledger
     from workers.model_info import is_demo_model
@@ -158,7 +197,7 @@ def _models(settings: Settings, report: dict[str, Any]) -> None:
     ledger = None
     try:
         ledger = open_ledger(settings.ledger_url, home=settings.home, table_prefix=settings.ledger_table_prefix)
-        ledger_projects = ledger.projects()
+        ledger_projects = sorted(set(ledger.projects()) | set(ledger.effort.projects()))
     except Exception as exc:  # the ledger's database may be down; the registry still answers
         report["errors"].append(f"the corrections ledger cannot be read: {exc}")
         ledger_projects = []
@@ -172,6 +211,8 @@ def _models(settings: Settings, report: dict[str, Any]) -> None:
             if ledger is not None and project in ledger_projects:
                 entry["new_corrections"] = ledger.count_since_last_round(project)
             entry["last_round"] = _last_round(settings.models_dir, project)
+            if ledger is not None:
+                entry["preannotation"] = _effort(ledger, settings, project, entry["model_version"], report)
             report["projects"].append(entry)
     finally:
         if ledger is not None:
@@ -201,6 +242,7 @@ def collect(settings: Settings, *, timeout: float = 1.0) -> dict[str, Any]:
         "base_model_demo": None,
         "projects": [],
         "errors": [],
+        "alerts": [],
     }
     _broker(settings, report, timeout)
     _models(settings, report)
@@ -243,6 +285,8 @@ def _render(console: Console, report: dict[str, Any]) -> None:
     console.print(f"Settings from {report['env_file'] or 'the environment only (no .env here)'}.", highlight=False)
     for error in report["errors"]:
         console.print(f"[red]Error:[/red] {error}", highlight=False)
+    for alert in report["alerts"]:
+        console.print(f"[red]Alert:[/red] {alert}", highlight=False)
     if report["redis"]["ok"]:
         queues = Table("queue", "waiting", title="Queues", title_justify="left")
         for name, count in report["queues"].items():
@@ -318,3 +362,71 @@ def _render(console: Console, report: dict[str, Any]) -> None:
             str(last.get("finished_at") or "-")[:19],
         )
     console.print(projects)
+    _render_preannotation(console, report["projects"])
+
+
+def _pct(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.0%}" if signed else f"{value:.0%}"
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _both(now: dict[str, Any] | None, total: dict[str, Any], key: str, fmt: Callable[[Any], str]) -> str:
+    """``<model in service> (<all versions>)``."""
+    return f"{fmt(now.get(key)) if now else '-'} ({fmt(total.get(key))})"
+
+
+def _render_preannotation(console: Console, projects: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    rows = [p for p in projects if p.get("preannotation")]
+    if not rows:
+        return
+    table = Table(
+        "project",
+        "tasks",
+        "edits / task",
+        "from scratch",
+        "work saved",
+        "precision",
+        "recall",
+        "costlier tasks",
+        "to count",
+        "calibration",
+        "guard",
+        title="Pre-annotation: annotators' edits against labeling from scratch (model in service; all versions)",
+        title_justify="left",
+    )
+    for p in rows:
+        effort = p["preannotation"]
+        now, total = effort["in_service"], effort["totals"]
+        calibration = effort.get("calibration") or {}
+        kind = calibration.get("model") or "-"
+        if calibration.get("in_service"):
+            kind += f" + refit {calibration['in_service']}"
+        if calibration.get("conservative"):
+            kind += " [yellow](cautious)[/yellow]"
+        tripped = [g["tag"] for g in effort["guard"]["tripped"]]
+        table.add_row(
+            str(p["project"]),
+            f"{(now or {}).get('tasks', 0)} ({total['tasks']})",
+            _both(now, total, "edits_per_task", _num),
+            _both(now, total, "scratch_per_task", _num),
+            _both(now, total, "saved_share", lambda v: _pct(v, signed=True)),
+            _both(now, total, "precision", _pct),
+            _both(now, total, "recall", _pct),
+            _both(now, total, "costlier_share", _pct),
+            str(effort["counting"]["pending"]),
+            kind,
+            ", ".join(tripped[:5]) + (" ..." if len(tripped) > 5 else "") if tripped else "-",
+        )
+    console.print(table)
+    for p in rows:
+        note = (p["preannotation"].get("calibration") or {}).get("note")
+        if note:
+            console.print(f"project {p['project']}: {note}", highlight=False)
+    console.print("Per tag: `assistant effort --project ID`.")

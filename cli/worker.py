@@ -119,9 +119,10 @@ def worker(
 
     # Logging is configured above; a receiver on this signal stops Celery from replacing it.
     setup_logging.connect(_keep_logging, weak=False)
-    # The CLI is the composition root: it adds the backend's light publish task (converts a
-    # finished prediction and posts it to Label Studio), which `workers` may not import itself.
-    app = make_celery(settings, include=(*DEFAULT_INCLUDE, "backends.tasks"))
+    # The CLI is the composition root: it adds the backend's light tasks (convert a finished
+    # prediction and post it to Label Studio; count annotators' edits), which `workers` may not
+    # import itself.
+    app = make_celery(settings, include=(*DEFAULT_INCLUDE, "backends.tasks", "backends.effort"))
     argv = ["worker", f"--queues={','.join(chosen)}", f"--pool={pool.value}", f"--concurrency={concurrency}"]
     argv.append(f"--loglevel={loglevel.upper()}")
     if hostname:

@@ -27,7 +27,7 @@ from numpy.typing import ArrayLike
 from preannotation.costs import EditCosts, PreannotationError
 from preannotation.rule import probabilities_of
 
-__all__ = ["GuardConfig", "GuardVerdict", "judge_tag", "keep_rate_interval", "predicts_better"]
+__all__ = ["GuardConfig", "GuardVerdict", "brier_scores", "judge_tag", "keep_rate_interval", "predicts_better"]
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,31 @@ def judge_tag(
     return GuardVerdict(tripped, kept, removed, low, high, b, reason)
 
 
+def brier_scores(served: ArrayLike, refit: ArrayLike, answers: ArrayLike) -> tuple[float, float] | None:
+    """Brier scores (mean squared error against the answers) of served and refit probabilities.
+
+    Args:
+        served: The probabilities shown to annotators (those that tripped the guard).
+        refit: The same entries under a newer calibration or model.
+        answers: Whether each was kept (true) or removed.
+
+    Returns:
+        ``(served, refit)``; None without answers.
+
+    Raises:
+        PreannotationError: The three differ in shape, or a probability is invalid.
+    """
+    s, r = probabilities_of(served), probabilities_of(refit)
+    y = np.asarray(answers, dtype=np.float64)
+    if not s.shape == r.shape == y.shape:
+        raise PreannotationError(
+            f"served {s.shape}, refit {r.shape} and answers {y.shape} differ", fix="pass one entry per answer"
+        )
+    if y.size == 0:
+        return None
+    return float(np.mean((s - y) ** 2)), float(np.mean((r - y) ** 2))
+
+
 def predicts_better(served: ArrayLike, refit: ArrayLike, answers: ArrayLike) -> bool:
     """Whether refit probabilities predict a tag's answers better than the served ones (Brier score).
 
@@ -130,12 +155,5 @@ def predicts_better(served: ArrayLike, refit: ArrayLike, answers: ArrayLike) -> 
     Returns:
         True when the refit Brier score is lower; False without answers.
     """
-    s, r = probabilities_of(served), probabilities_of(refit)
-    y = np.asarray(answers, dtype=np.float64)
-    if not s.shape == r.shape == y.shape:
-        raise PreannotationError(
-            f"served {s.shape}, refit {r.shape} and answers {y.shape} differ", fix="pass one entry per answer"
-        )
-    if y.size == 0:
-        return False
-    return float(np.mean((r - y) ** 2)) < float(np.mean((s - y) ** 2))
+    scores = brier_scores(served, refit, answers)
+    return scores is not None and scores[1] < scores[0]

@@ -48,7 +48,7 @@ def show_mask(
     *,
     max_tags: int | None = None,
     suppressed: ArrayLike | None = None,
-    threshold: float | None = None,
+    threshold: float | ArrayLike | None = None,
 ) -> Bools:
     """Which tags to show: ``p >= break-even``, not suppressed, at most ``max_tags`` (most probable).
 
@@ -57,7 +57,9 @@ def show_mask(
         costs: The edit costs; equal costs (break-even 0.5) when None.
         max_tags: Show at most this many tags per image (the most probable); no cap when None.
         suppressed: Booleans broadcastable to ``probabilities``: tags never shown (the guard's).
-        threshold: Replaces the break-even point (a team's explicit ``model_threshold``).
+        threshold: Replaces the break-even point (a team's explicit ``model_threshold``): one
+            value, or values broadcastable to ``probabilities`` (one per tag: a per-tag cut such
+            as a tag's own ``model_threshold`` or its own costs' break-even).
 
     Returns:
         Booleans of the shape of ``probabilities``.
@@ -66,8 +68,13 @@ def show_mask(
         PreannotationError: Probabilities outside [0, 1], or a negative cap.
     """
     p = probabilities_of(probabilities)
-    cut = (costs or EditCosts()).break_even if threshold is None else float(threshold)
-    show = p >= cut
+    cut = (costs or EditCosts()).break_even if threshold is None else np.asarray(threshold, dtype=np.float64)
+    show = np.asarray(p >= cut, dtype=bool)
+    if show.shape != p.shape:
+        raise PreannotationError(
+            f"thresholds of shape {np.shape(cut)} do not broadcast to probabilities of shape {p.shape}",
+            fix="pass one threshold, or one per tag",
+        )
     if suppressed is not None:
         show &= ~np.broadcast_to(np.asarray(suppressed, dtype=bool), p.shape)
     if max_tags is None:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "CHECK_ROUNDS",
+    "COUNT_EFFORT",
     "EMBED",
     "PREDICT",
     "PROBE_IMAGE",
@@ -57,6 +58,8 @@ CHECK_ROUNDS = "assistant.check_rounds"
 SCHEDULED_ROUNDS = "assistant.scheduled_rounds"
 # `assistant doctor`: read one image as a worker would, without the model (milliseconds).
 PROBE_IMAGE = "assistant.probe_image"
+# The light task (backends.effort, run by workers that include it) counting annotators' edits.
+COUNT_EFFORT = "backends.count_effort"
 
 # A GPU box consumes both queues; a CPU box can consume `predict` only.
 QUEUE_PREDICT = "predict"
@@ -166,8 +169,13 @@ class PredictResult(_Message):
             fingerprint; the backend appends it).
         labels: The vocabulary, echoed.
         seen: Per label: True when the model was trained on it, False for a novel (zero-shot) tag.
-        thresholds: Per label: the calibrated decision threshold on :attr:`ImageScores.scores`.
+        thresholds: Per label: the calibrator's F1-optimal threshold on :attr:`ImageScores.scores`
+            (the evaluation reports use it; pre-annotation decides by edit costs instead).
         items: One per image, in request order.
+        calibration: The kind of calibration the scores come from: ``platt`` (fitted on
+            annotations), ``prior`` (a backbone prior fitted on its own scores) or ``default``
+            (never measured: the backend then serves few, confident tags); empty from an older
+            worker.
     """
 
     model_version: str
@@ -175,6 +183,7 @@ class PredictResult(_Message):
     seen: list[bool]
     thresholds: list[float]
     items: list[ImageScores]
+    calibration: str = ""
 
 
 class EmbedRequest(_Message):

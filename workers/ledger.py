@@ -7,8 +7,8 @@ is due and which annotations changed since the last one. Label Studio stays the 
 (its webhooks are fire-and-forget, one try, 1 s timeout, so a row may be missing): a round re-reads
 the annotations themselves through the SDK and uses the ledger only as a cheap change feed.
 
-Light on purpose (stdlib, ``sqlite3`` and ``psycopg`` only): both the web process and the workers
-import it. Two stores behind one API:
+Light on purpose (stdlib, ``sqlite3`` and ``psycopg`` only, through :mod:`workers.sqlstore`): both
+the web process and the workers import it. Two stores behind one API:
 
 - SQLite (default): ``<Settings.home>/ledger.sqlite3``, WAL mode, a full fsync per commit;
 - PostgreSQL: ``postgresql://user@host:5432/db`` (``ASSISTANT_LEDGER_URL``).
@@ -20,6 +20,9 @@ Tables (``<prefix>`` defaults to ``assistant_``)::
                          completed_by, was_cancelled, created_at (the revision's time in LS),
                          received_at (ours)
     <prefix>rounds       seq, project, round_id (unique per project), watermark, recorded_at
+
+The effort ledger's tables live in the same database (:mod:`workers.effort`, created here too):
+:attr:`Ledger.effort` reads and writes them over the same connection.
 
 Rows are never updated or deleted through this API: an edit is a new ``ANNOTATION_UPDATED`` row,
 a deletion a new ``ANNOTATIONS_DELETED`` row (:meth:`Ledger.current_annotations` folds them).
@@ -36,18 +39,17 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import json
 import logging
-import re
-import sqlite3
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final
+
+from workers.effort import EffortStore, effort_schema
+from workers.sqlstore import SQLStore, open_store
 
 __all__ = [
     "DELETE_ACTIONS",
@@ -65,11 +67,9 @@ logger = logging.getLogger(__name__)
 LEDGER_FILE: Final = "ledger.sqlite3"
 # Label Studio sends the plural; label-studio-ml listens for the singular. Both mean "deleted".
 DELETE_ACTIONS: Final = frozenset({"ANNOTATIONS_DELETED", "ANNOTATION_DELETED"})
-_PREFIX_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 # Seconds SQLite waits for another process's write lock before failing (the webhook answers in
 # well under LS's 1 s; a wait this long only happens when a round holds a long read).
 _SQLITE_BUSY_S = 5.0
-_PG_CONNECT_TIMEOUT_S = 3
 
 
 class LedgerError(RuntimeError):
@@ -168,17 +168,7 @@ class RoundMark:
     recorded_at: str
 
 
-# --- SQL dialects -------------------------------------------------------------------------------
-class _Store(Protocol):
-    """What a SQL store gives the ledger: a locked cursor with the dialect's placeholders."""
-
-    placeholder: str
-
-    def cursor(self) -> contextlib.AbstractContextManager[Any]: ...
-
-    def close(self) -> None: ...
-
-
+# --- the tables ---------------------------------------------------------------------------------
 _COLUMNS: Final = (
     "event_id, action, project, task, annotation_id, result, parent_prediction, completed_by, "
     "was_cancelled, created_at, received_at"
@@ -212,97 +202,9 @@ def _schema(prefix: str, *, postgres: bool) -> list[str]:
             watermark {big} NOT NULL,
             recorded_at TEXT NOT NULL,
             UNIQUE (project, round_id))""",
+        # The effort ledger lives beside the corrections, in the same database (workers.effort).
+        *effort_schema(prefix, postgres=postgres),
     ]
-
-
-class _SQLiteStore:
-    placeholder = "?"
-
-    def __init__(self, path: Path, prefix: str) -> None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # One connection shared by the web process's threads, serialised by the lock below;
-            # autocommit mode (isolation_level=None) so that each write is its own transaction.
-            self._conn = sqlite3.connect(path, timeout=_SQLITE_BUSY_S, check_same_thread=False, isolation_level=None)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            # WAL + FULL fsyncs each commit: a 201 to Label Studio means the row is on disk.
-            self._conn.execute("PRAGMA synchronous=FULL")
-            for statement in _schema(prefix, postgres=False):
-                self._conn.execute(statement)
-        except (OSError, sqlite3.Error) as exc:
-            raise LedgerError(
-                f"cannot open the SQLite ledger at {path}: {exc}. Fix: check the path's permissions"
-            ) from exc
-        self._lock = threading.Lock()
-        self.path = path
-
-    @contextlib.contextmanager
-    def cursor(self) -> Iterator[Any]:
-        with self._lock:
-            cur = self._conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                yield cur
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
-            else:
-                cur.execute("COMMIT")
-            finally:
-                cur.close()
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-
-class _PostgresStore:
-    placeholder = "%s"
-
-    def __init__(self, url: str, prefix: str) -> None:
-        import psycopg  # imported here: SQLite-only deployments never load it
-
-        self._psycopg = psycopg
-        self._url = url
-        self._lock = threading.Lock()
-        self._conn: Any = None
-        with self.cursor() as cur:
-            for statement in _schema(prefix, postgres=True):
-                cur.execute(statement)
-
-    def _connect(self) -> Any:
-        try:
-            return self._psycopg.connect(self._url, connect_timeout=_PG_CONNECT_TIMEOUT_S)
-        except self._psycopg.Error as exc:
-            raise LedgerError(
-                f"cannot connect to the PostgreSQL ledger ({_redact(self._url)}): {exc}",
-            ) from exc
-
-    @contextlib.contextmanager
-    def cursor(self) -> Iterator[Any]:
-        with self._lock:
-            if self._conn is None or self._conn.closed or self._conn.broken:
-                self._conn = self._connect()
-            try:
-                with self._conn.transaction(), self._conn.cursor() as cur:
-                    yield cur
-            except self._psycopg.OperationalError:
-                # The server went away: drop the connection so that the next call reconnects.
-                with contextlib.suppress(Exception):
-                    self._conn.close()
-                self._conn = None
-                raise
-
-    def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-
-def _redact(url: str) -> str:
-    # Never log a password that sits in the URL.
-    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
 
 
 # --- the ledger ---------------------------------------------------------------------------------
@@ -312,18 +214,17 @@ class Ledger:
     Build it with :func:`open_ledger`.
     """
 
-    def __init__(self, store: _Store, prefix: str, *, postgres: bool) -> None:
+    def __init__(self, store: SQLStore, prefix: str) -> None:
         self._store = store
         self._prefix = prefix
-        self._postgres = postgres
+        self._postgres = store.postgres
         self._ph = store.placeholder
+        self.effort = EffortStore(store, prefix)
 
     @property
     def description(self) -> str:
         """Where the ledger lives, without credentials (for logs and ``/health``)."""
-        if isinstance(self._store, _SQLiteStore):
-            return f"sqlite:{self._store.path}"
-        return "postgresql"
+        return self._store.description
 
     def close(self) -> None:
         """Close the connection."""
@@ -482,7 +383,7 @@ def _entry(row: Sequence[Any]) -> LedgerEntry:
 
 
 def open_ledger(url: str | None, *, home: Path | None = None, table_prefix: str = "assistant_") -> Ledger:
-    """Open (and create if needed) the ledger.
+    """Open (and create if needed) the ledger, the effort ledger's tables included.
 
     Args:
         url: ``None`` or ``""`` for SQLite under ``home``; ``sqlite:///relative.db``,
@@ -494,18 +395,15 @@ def open_ledger(url: str | None, *, home: Path | None = None, table_prefix: str 
         LedgerError: Unknown URL scheme, no ``home`` for the default, a bad prefix, or the
             database cannot be opened.
     """
-    if not _PREFIX_RE.match(table_prefix):
-        raise LedgerError(f"invalid ledger table prefix {table_prefix!r}. Fix: use lower-case letters, digits and _")
-    if not url:
-        if home is None:
-            raise LedgerError("no ledger URL and no home directory. Fix: set ASSISTANT_LEDGER_URL or ASSISTANT_HOME")
-        return Ledger(_SQLiteStore(Path(home) / LEDGER_FILE, table_prefix), table_prefix, postgres=False)
-    if url.startswith("sqlite:///"):
-        return Ledger(_SQLiteStore(Path(url.removeprefix("sqlite:///")), table_prefix), table_prefix, postgres=False)
-    if url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
-        dsn = url.replace("postgresql+psycopg://", "postgresql://", 1)
-        return Ledger(_PostgresStore(dsn, table_prefix), table_prefix, postgres=True)
-    raise LedgerError(
-        f"unsupported ledger URL {_redact(url)!r}. "
-        "Fix: use sqlite:////absolute/path.db or postgresql://user@host:5432/database"
+    store = open_store(
+        url,
+        home=home,
+        file=LEDGER_FILE,
+        schema=lambda postgres: _schema(table_prefix, postgres=postgres),
+        table_prefix=table_prefix,
+        error=LedgerError,
+        what="ledger",
+        url_setting="ASSISTANT_LEDGER_URL",
+        busy_s=_SQLITE_BUSY_S,
     )
+    return Ledger(store, table_prefix)

@@ -156,6 +156,7 @@ def predict(runtime: Runtime, request: PredictRequest) -> PredictResult:
         seen=model.tagger.model.is_seen(labels),
         thresholds=[round(float(t), SCORE_DECIMALS) for t in thresholds],
         items=items,
+        calibration=model.tagger.calibrator.method,
     )
 
 

@@ -11,8 +11,9 @@
    serving stage-2 features;
 5. write the candidate checkpoint to a staging folder, register it (atomic move), and promote it
    when it is not worse beyond the tolerance (atomic pointer write) and the lock is still ours;
-6. write the report under ``<models_dir>/reports/<project>/<round_id>/``, record the round's
-   ledger watermark and append a line to ``<models_dir>/rounds/<project>/rounds.jsonl``.
+6. write the report under ``<models_dir>/reports/<project>/<round_id>/``, with the annotators'
+   edits against labeling from scratch by model version (``workers.effort_report``), record the
+   round's ledger watermark and append a line to ``<models_dir>/rounds/<project>/rounds.jsonl``.
 
 A crash or SIGKILL anywhere before step 5 leaves the registry untouched (the version in service
 keeps serving and nothing half-written is registered); the lock expires one heartbeat TTL after
@@ -57,6 +58,7 @@ from assistant.rounds import FeatureFn, InsufficientDataError, RoundConfig, Roun
 from assistant.train import dataset_targets, encode_dataset
 from workers.celery_app import settings_of
 from workers.contracts import TRAIN_ROUND, RoundRequest, RoundResult
+from workers.effort_report import add_effort_section
 from workers.errors import RequestError
 from workers.feature_cache import CachedFeatures, FeatureCache
 from workers.ledger import Ledger, open_ledger
@@ -449,6 +451,7 @@ class _Round:
                 "images that could not be fetched": self.counts.get("images_failed"),
             },
         )
+        self._add_effort(report, serving)
         if promote:
             self.registry.promote(self.project, record.version)
         self.report("save", 2, 3)
@@ -466,6 +469,13 @@ class _Round:
         self._finish(round_id, watermark, result)
         self.report("save", 3, 3)
         return result
+
+    def _add_effort(self, report: Path, serving: str) -> None:
+        # The annotators' edits so far, by model version; never a reason to fail the round.
+        try:
+            add_effort_section(self.ledger, self.project, report, serving, self.settings.edit_costs(self.project))
+        except Exception as exc:
+            logger.warning("project %s: the effort section of the round report failed: %s", self.project, exc)
 
     def _finish(self, round_id: str, watermark: int, result: RoundResult) -> None:
         self.ledger.record_round(self.project, round_id, watermark)

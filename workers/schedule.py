@@ -3,7 +3,9 @@
 - every ``round_check_interval_s``: ``assistant.check_rounds`` queues a round for each project
   with at least ``round_threshold`` new corrections since its last round;
 - on the ``round_schedule`` cron line: ``assistant.scheduled_rounds`` queues a round for each
-  project with at least ``round_schedule_min_new`` new corrections.
+  project with at least ``round_schedule_min_new`` new corrections;
+- every ``effort_check_interval_s``: ``backends.count_effort`` counts every project's annotations
+  the webhook's own requests left uncounted (``docs/preannotation.md``).
 
 Both only *queue* rounds (``workers.beat``), under the per-project round lock, so a project never
 has two rounds queued or running. Run the scheduler with ``assistant beat`` (one per deployment).
@@ -15,13 +17,14 @@ from typing import Any
 
 from celery.schedules import crontab
 
-from workers.contracts import CHECK_ROUNDS, QUEUE_PREDICT, SCHEDULED_ROUNDS
+from workers.contracts import CHECK_ROUNDS, COUNT_EFFORT, QUEUE_PREDICT, SCHEDULED_ROUNDS
 from workers.settings import Settings
 
 __all__ = ["beat_schedule", "parse_cron"]
 
 THRESHOLD_ENTRY = "assistant-round-threshold"
 SCHEDULE_ENTRY = "assistant-round-schedule"
+EFFORT_ENTRY = "assistant-effort-count"
 
 
 def parse_cron(line: str) -> crontab:
@@ -46,7 +49,7 @@ def parse_cron(line: str) -> crontab:
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
-    """The ``beat_schedule`` entries the settings ask for (empty when both triggers are off)."""
+    """The ``beat_schedule`` entries the settings ask for (empty when every trigger is off)."""
     schedule: dict[str, dict[str, Any]] = {}
     interval = settings.round_check_interval_s
     if settings.round_threshold > 0 and interval > 0:
@@ -55,6 +58,13 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "schedule": float(interval),
             # A check nobody ran before the next one is due is worthless: let it expire.
             "options": {"queue": QUEUE_PREDICT, "expires": float(interval)},
+        }
+    if settings.effort_check_interval_s > 0:
+        # Counts what the webhook's own requests missed (a worker or Redis away at the time).
+        schedule[EFFORT_ENTRY] = {
+            "task": COUNT_EFFORT,
+            "schedule": float(settings.effort_check_interval_s),
+            "options": {"queue": QUEUE_PREDICT, "expires": float(settings.effort_check_interval_s)},
         }
     if settings.round_schedule.strip():
         schedule[SCHEDULE_ENTRY] = {

@@ -24,6 +24,8 @@ from urllib.parse import unquote, urlsplit
 from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, computed_field, model_validator
 from pydantic_settings import BaseSettings, DotEnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
+from preannotation import EditCosts, PreannotationError
+
 __all__ = [
     "BUNDLED_MODEL_DIR",
     "ENV_FILE_VARIABLE",
@@ -265,6 +267,54 @@ class Settings(BaseSettings):
     # Fewer usable training / held-out images skip the round (nothing is trained).
     round_min_train_images: int = Field(default=16, ge=1)
     round_min_heldout_images: int = Field(default=10, ge=1)
+
+    # --- pre-annotation (docs/preannotation.md) ----------------------------------------------------
+    # What an annotator's edit costs: a tag is shown when its probability reaches
+    # remove / (add + remove), the break-even point (equal costs: 0.5). Only the ratio decides.
+    edit_cost_add: float = Field(default=1.0, gt=0)
+    edit_cost_remove: float = Field(default=1.0, gt=0)
+    # Per-project costs over those, as JSON: {"3": {"add": 2, "remove": 1}}. A control's
+    # model_cost_add / model_cost_remove in the labeling config overrides both.
+    project_edit_costs: dict[int, dict[str, float]] = Field(default_factory=dict)
+    # A project's calibration is refit from its own annotations every this many newly counted
+    # annotations of the model version in service (0: never). 20 annotations of ~10 scored tags
+    # each are ~200 (probability, answer) pairs; the refit stays near the model's own calibration
+    # until answers outweigh recalibration_prior_answers.
+    recalibration_every: int = Field(default=20, ge=0)
+    recalibration_prior_answers: float = Field(default=30.0, gt=0)
+    # The newest pairs a refit reads: a long-running project's older answers say less about today.
+    recalibration_max_pairs: int = Field(default=50_000, ge=100)
+    # The per-tag guard: a tag whose showings annotators remove more often than the break-even
+    # allows (the Wilson interval of its keep rate, at guard_confidence, wholly below it) after at
+    # least guard_min_shown showings stops being shown in that project.
+    guard_enabled: bool = True
+    guard_min_shown: int = Field(default=20, ge=1)
+    guard_confidence: float = Field(default=0.95, ge=0.5, lt=1.0)
+    # A model whose calibration was never measured (the "default" prior, e.g. a hub model) serves
+    # few, confident tags until the project's first refit: at most this many, from this probability.
+    conservative_threshold: float = Field(default=0.8, ge=0.0, le=1.0)
+    conservative_max_tags: int = Field(default=3, ge=1)
+    # Seconds between the beat's passes over every project's uncounted annotations (a safety net:
+    # the webhook asks for a pass at once); 0: none.
+    effort_check_interval_s: int = Field(default=60, ge=0)
+
+    def edit_costs(self, project: int | None) -> EditCosts:
+        """The project's edit costs: its entry of :attr:`project_edit_costs`, else the defaults."""
+        base = EditCosts(self.edit_cost_add, self.edit_cost_remove)
+        override = self.project_edit_costs.get(project) if project is not None else None
+        return EditCosts.from_mapping(override, default=base) if override else base
+
+    @model_validator(mode="after")
+    def _check_project_costs(self) -> Settings:
+        for project, costs in self.project_edit_costs.items():
+            try:
+                EditCosts.from_mapping(costs)
+            except PreannotationError as exc:
+                raise ValueError(
+                    f"ASSISTANT_PROJECT_EDIT_COSTS for project {project} has an {exc.what}: each cost is a "
+                    'positive number (their ratio sets the break-even). Fix: use e.g. {"3": {"add": 2, "remove": 1}}'
+                ) from None
+        return self
 
     @computed_field  # type: ignore[prop-decorator]
     @property

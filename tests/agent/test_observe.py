@@ -231,3 +231,34 @@ def test_a_missing_webhook_is_logged_at_a_full_look_at_most_every_full_check(
     assert asked == [3, 3]
     warnings = [r.getMessage() for r in caplog.records if "never reach the corrections ledger" in r.getMessage()]
     assert len(warnings) == 2 and warnings[0].startswith("project 3 has no webhook to http://b:9090/webhook")
+
+
+def test_the_observation_carries_the_measured_saving_and_the_guard_events(tmp_path: Path, parts: Any) -> None:
+    from workers.effort_records import CountedAnnotation, GuardState, TagAnswer
+
+    reader, ledger, log, _, observer = parts
+    checkpoint = Registry(tmp_path / "models", "spec:tiny").base_version()
+    obs = observer.observe(3, NOW)
+    assert obs.saving is not None and obs.saving.tasks == 0 and obs.guard_events == ()
+
+    answers = (TagAnswer("cat", True, True), TagAnswer("dog", True, False), TagAnswer("snow", False, True))
+    ledger.effort.record(3, through=0, counted=[
+        CountedAnnotation(1, 1, 1, 10, "parent", "older+abc", "platt", None, answers, "2026-03-01T00:00:00Z"),
+    ])  # fmt: skip
+    obs = observer.observe(3, NOW)
+    assert obs.saving is not None and not obs.saving.in_service and obs.saving.tasks == 1  # earlier versions only
+    ledger.effort.record(3, through=0, counted=[
+        CountedAnnotation(2, 2, 2, 11, "parent", f"{checkpoint}+abc", "platt", None, answers[:1], "2026-03-02T00:00"),
+    ])  # fmt: skip
+    ledger.effort.set_guard(
+        3, GuardState("dog", "tripped", checkpoint, reason="tripped: kept 0 of 20"), "tripped", 0, 20
+    )
+    assert observer.changed(3, NOW + dt.timedelta(seconds=5))  # a guard event is worth a look
+    obs = observer.observe(3, NOW)
+    assert obs.saving is not None and obs.saving.in_service and obs.saving.tasks == 1 and obs.saving.ratio == 0.0
+    (note,) = obs.guard_events
+    assert (note.tag, note.event) == ("dog", "tripped")
+
+    log.append(Decision("guard", 3, f"guard:p3:e{note.seq}", "x", {"tag": "dog", "seq": note.seq}), "done")
+    assert memory_from_log(log, 3).guard_seq == note.seq
+    assert observer.observe(3, NOW).guard_events == ()  # logged already

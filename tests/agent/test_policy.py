@@ -262,3 +262,58 @@ def test_every_situation_gives_deterministic_unique_keys(
     assert len(predicted) == (1 if new_labels or promoted or pending else 0)
     assert any(d.action == "train" for d in first) == (corrections >= 50 and not busy)
     assert any(d.action == "select" for d in first) == (queue < 20 or new_labels or promoted)
+
+
+# --- what pre-annotation saves, and the guard ----------------------------------------------------
+def test_prediction_decisions_say_what_the_model_in_service_saves() -> None:
+    from assistant.agent_policy import Saving
+
+    measured = Saving(tasks=120, ratio=0.74, saved_share=0.26, precision=0.81)
+    (pre,) = Policy().decide(observe(unpredicted=(7, 8), saving=measured, queue=80))
+    assert pre.action == "preannotate"
+    assert "mkt-p3-r0001 saved annotators 26% of their edits on 120 tasks (0.74x labeling from scratch" in pre.reason
+    assert pre.params["expected_saving"]["ratio"] == 0.74 and pre.saw["saving"]["tasks"] == 120
+
+    costly = Saving(tasks=40, ratio=1.3, saved_share=-0.3, precision=0.4, in_service=False)
+    re = Policy().decide(observe(checkpoint="mkt-p3-r0002", unpredicted=(7,), saving=costly))[0]
+    assert (
+        re.action == "repredict" and "earlier models (mkt-p3-r0002 not measured yet) cost annotators 30%" in re.reason
+    )
+    (fresh,) = Policy().decide(observe(unpredicted=(7,), saving=Saving(0, None, None)))
+    assert "no annotation has measured what mkt-p3-r0001 saves annotators yet" in fresh.reason
+    # Without a measurement (the offline simulations), the reason and the key are as before.
+    plain = Policy().decide(observe(unpredicted=(7, 8)))[0]
+    assert pre.key == plain.key and "saves" not in plain.reason and "expected_saving" not in plain.params
+
+
+def test_each_guard_event_is_logged_once_with_its_reason() -> None:
+    from assistant.agent_policy import GuardNote
+
+    notes = (
+        GuardNote(4, "dog", "tripped", "tripped: kept 3 of 24 showings: keep rate 12% (interval 4-31%) ..."),
+        GuardNote(5, "dog", "resumed", "resumed: model version mkt-p3-r0002 now serves the project"),
+    )
+    decisions = Policy().decide(observe(guard_events=notes))
+    assert actions(decisions) == ["guard", "guard"]
+    first, second = decisions
+    assert first.key == "guard:p3:e4" and first.params == {"tag": "dog", "event": "tripped", "seq": 4}
+    assert "the guard stopped showing 'dog' in project 3: tripped: kept 3 of 24" in first.reason
+    assert "the guard shows again 'dog'" in second.reason
+    logged = observe(guard_events=notes, memory=dataclasses.replace(observe().memory, guard_seq=4))
+    assert [d.key for d in Policy().decide(logged)] == ["guard:p3:e5"]
+    with_prediction = Policy().decide(observe(guard_events=notes[:1], unpredicted=(7,)))
+    order = [ACTIONS.index(a) for a in actions(with_prediction)]
+    assert actions(with_prediction) == ["guard", "preannotate"] and order == sorted(order)
+
+
+def test_the_executor_only_logs_a_guard_decision() -> None:
+    from agent.execute import LabelStudioExecutor
+    from agent.report import describe_outcome
+
+    class Services:
+        settings = None
+
+    decision = Decision("guard", 3, "guard:p3:e4", "why", {"tag": "dog", "event": "tripped", "seq": 4})
+    outcome = LabelStudioExecutor(Services()).run(decision, None, lambda: False)  # type: ignore[arg-type]
+    assert outcome.status == "done" and outcome.detail == {"tag": "dog", "event": "tripped"}
+    assert describe_outcome("guard", outcome.detail) == "dog tripped: logged"

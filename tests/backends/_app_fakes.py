@@ -76,6 +76,13 @@ class FakeDispatcher:
     jobs: list[tuple[PredictJob, float]] = field(default_factory=list)
     rounds: list[tuple[int, str]] = field(default_factory=list)
     finished_rounds: set[str] = field(default_factory=set)
+    counts: list[int] = field(default_factory=list)
+    raise_on_count: Exception | None = None
+
+    def count_effort(self, project: int) -> None:
+        if self.raise_on_count is not None:
+            raise self.raise_on_count
+        self.counts.append(project)
 
     def predict(self, job: PredictJob, *, wait_s: float) -> DispatchOutcome:
         self.jobs.append((job, wait_s))

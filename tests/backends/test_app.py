@@ -37,17 +37,6 @@ BAD_CONFIGS = {
 }
 
 
-@pytest.fixture
-def harness(tmp_path: Path) -> Harness:
-    return make_harness(tmp_path)
-
-
-@pytest.fixture
-def client(harness: Harness) -> Iterator[TestClient]:
-    with TestClient(harness.app) as test_client:
-        yield test_client
-
-
 def base_version(harness: Harness) -> str:
     return harness.registry.current(None).version
 

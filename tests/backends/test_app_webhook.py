@@ -4,27 +4,14 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.backends._app_fakes import Harness, make_harness
+from tests.backends._app_fakes import Harness
 from tests.backends._fixtures import payload
 from tests.backends.test_app import assert_error
-
-
-@pytest.fixture
-def harness(tmp_path: Path) -> Harness:
-    return make_harness(tmp_path)
-
-
-@pytest.fixture
-def client(harness: Harness) -> Iterator[TestClient]:
-    with TestClient(harness.app) as test_client:
-        yield test_client
 
 
 @pytest.mark.parametrize(

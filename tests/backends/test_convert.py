@@ -145,7 +145,8 @@ def test_two_images_per_task_get_distinct_keys() -> None:
         # dog scores its best model label (puppy); outdoor misses its own <Choice model_threshold="0.7">.
         ({"cat": 0.9, "dog": 0.2, "puppy": 0.8, "Person": 0.6, "outdoor": 0.65}, {}, ["cat", "dog", "person"]),
         ({"cat": 0.6, "dog": 0.7, "Person": 0.8, "outdoor": 0.9}, {}, ["outdoor", "Person".lower(), "dog"]),  # top 3
-        ({"cat": 0.9, "dog": 0.6}, {"cat": 0.95}, ["dog"]),  # the worker's per-label threshold
+        # The worker's F1-optimal threshold no longer decides: the break-even point (0.5) does.
+        ({"cat": 0.9, "dog": 0.6}, {"cat": 0.95}, ["cat", "dog"]),
         ({"cat": 0.5}, {}, ["cat"]),  # a score equal to its threshold passes
         ({"cat": 0.1, "outdoor": 0.69}, {}, []),  # nothing passes: an empty item (with its scores)
     ],
@@ -253,7 +254,8 @@ def test_per_tag_scores_and_novel_marks_live_in_the_result_item() -> None:
 
     extras = item[SCORES_KEY]
     assert extras["scores"] == pytest.approx({"cat": 0.9, "dog": 0.8, "person": 0.3, "outdoor": 0.0})
-    assert extras["thresholds"] == pytest.approx({"cat": 0.5, "dog": 0.5, "person": 0.4, "outdoor": 0.7})
+    # Break-even 0.5 (the worker's 0.4 for Person is ignored); outdoor's own model_threshold 0.7 wins.
+    assert extras["thresholds"] == pytest.approx({"cat": 0.5, "dog": 0.5, "person": 0.5, "outdoor": 0.7})
     assert extras["novel"] == ["dog"]
     assert list(extras["scores"])[:2] == ["cat", "dog"]  # selected first, by score
     assert len(item["id"]) == 10

@@ -5,55 +5,19 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.sql import ledger_on
 from workers.ledger import LEDGER_FILE, Ledger, LedgerError, LedgerEvent, open_ledger
-
-PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-def _pg_reachable() -> str | None:
-    try:
-        import psycopg
-
-        with psycopg.connect(PG_URL, connect_timeout=2) as conn:
-            conn.execute("SELECT 1")
-    except Exception as exc:  # any failure means "skip", with the reason
-        return f"PostgreSQL at {PG_URL} is unreachable: {exc}"
-    return None
-
-
-def _drop_pg_tables(prefix: str) -> None:
-    import psycopg
-
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        for table in ("corrections", "rounds"):
-            conn.execute(f"DROP TABLE IF EXISTS {prefix}{table}")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
-    if request.param == "sqlite":
-        opened = open_ledger(None, home=tmp_path)
-        try:
-            yield opened
-        finally:
-            opened.close()
-        return
-    reason = _pg_reachable()
-    if reason:
-        pytest.skip(reason)
-    prefix = f"t{uuid.uuid4().hex[:10]}_"  # our own tables, dropped afterwards
-    opened = open_ledger(PG_URL, table_prefix=prefix)
-    try:
+    with ledger_on(request.param, tmp_path) as opened:
         yield opened
-    finally:
-        opened.close()
-        _drop_pg_tables(prefix)
 
 
 def created(annotation_id: int, *, project: int = 3, choices: tuple[str, ...] = ("cat",), **kw: object) -> LedgerEvent:

@@ -147,3 +147,111 @@ def test_the_round_log_path_is_the_workers(tmp_path: Path) -> None:
     path.write_text(json.dumps({"round_id": "r0003", "status": "kept"}) + "\n")
     assert _last_round(tmp_path, 7) == {"round_id": "r0003", "status": "kept"}
     assert _last_round(tmp_path, 8) is None
+
+
+def _effort_state(home: Path) -> None:
+    """Project 3 (serving mkt-p3-r0001): 3 counted annotations, a tripped tag, a failed refit, a failed pass."""
+    from workers.effort_records import CountedAnnotation, GuardState, TagAnswer
+
+    ledger = open_ledger(None, home=home)
+    try:
+        store = ledger.effort
+
+        def ann(aid: int, shown: set[str], final: set[str], version: str) -> CountedAnnotation:
+            answers = tuple(TagAnswer(t, t in shown, t in final) for t in sorted(shown | final))
+            at = f"2026-03-0{aid}T00:00:00Z"
+            return CountedAnnotation(aid, aid, aid, 50 + aid, "parent", version, "platt", None, answers, at)
+
+        store.record(
+            3,
+            through=1,
+            counted=[
+                ann(1, {"cat", "dog"}, {"cat"}, "tiny-base+aaaa1111"),
+                ann(2, {"cat"}, {"cat", "sofa"}, "mkt-p3-r0001+aaaa1111"),
+                ann(3, {"dog"}, set(), "mkt-p3-r0001+aaaa1111"),
+            ],
+        )
+        store.note_serving(3, "mkt-p3-r0001", "platt")
+        store.set_guard(
+            3, GuardState("dog", "tripped", "mkt-p3-r0001", reason="tripped: kept 0 of 20"), "tripped", 0, 20
+        )
+        store.save_refit(3, "mkt-p3-r0001", recalibration=None, annotations=3, through_seq=3, error="ValueError: nan")
+        store.note_failure(3, "cannot reach Label Studio for GET prediction 52: ConnectError")
+    finally:
+        ledger.close()
+
+
+def test_status_shows_the_saving_the_calibration_the_guard_and_background_failures(
+    home: Path, checkpoints: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _state(home, checkpoints)
+    _effort_state(home)
+    monkeypatch.setenv("ASSISTANT_BROKER_URL", "redis://127.0.0.1:1/0")  # Redis down: the rest still shows
+    get_settings.cache_clear()
+
+    result = CliRunner().invoke(app, ["status", "--json"])
+    report = json.loads(result.output)
+    effort = {p["project"]: p for p in report["projects"]}[3]["preannotation"]
+    assert effort["totals"]["tasks"] == 3 and (effort["totals"]["kept"], effort["totals"]["removed"]) == (2, 2)
+    # 2 removes + 1 add against 3 true tags: no work saved; task 3 (a remove, nothing true) cost more.
+    assert effort["totals"]["edits_per_task"] == pytest.approx(1.0) and effort["totals"]["added"] == 1
+    assert effort["totals"]["scratch_per_task"] == pytest.approx(1.0) and effort["totals"]["saved_share"] == 0
+    assert effort["totals"]["costlier_share"] == pytest.approx(1 / 3, abs=1e-3)
+    assert effort["in_service"]["tasks"] == 2  # mkt-p3-r0001 only
+    assert [v["model_version"] for v in effort["versions"]] == ["tiny-base+aaaa1111", "mkt-p3-r0001+aaaa1111"]
+    assert effort["tags"]["dog"] == {
+        "kept": 0, "removed": 2, "added": 0, "precision": 0.0, "recall": None, "saved": -2.0, "novel": False,
+        "guard": "tripped",
+    }  # fmt: skip
+    assert effort["tags"]["sofa"]["added"] == 1 and effort["guard"]["tripped"][0]["tag"] == "dog"
+    assert effort["calibration"]["model"] == "platt" and effort["calibration"]["refit"]["status"] == "failed"
+    assert effort["counting"]["pending"] == 2 and effort["counting"]["failures"] == 1  # 3 rows, 1 counted
+    alerts = " ".join(report["alerts"])
+    assert "2 annotation events wait to be counted" in alerts and "ConnectError" in alerts
+    assert "refit r1 failed" in alerts and "ValueError: nan" in alerts
+
+    table = CliRunner().invoke(app, ["status"], env={"COLUMNS": "250"})
+    assert "Pre-annotation" in table.output and "Alert:" in table.output and "dog" in table.output
+    assert "+0% (+0%)" in table.output and "50% (33%)" in table.output  # model in service (all versions)
+
+
+def test_effort_lists_tags_versions_and_plots(home: Path, checkpoints: tuple[Path, Path], tmp_path: Path) -> None:
+    _state(home, checkpoints)
+    _effort_state(home)
+    plot = tmp_path / "edits.png"
+    result = CliRunner().invoke(app, ["effort", "--project", "3", "--json", "--plot", str(plot)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["model_in_service"] == "mkt-p3-r0001" and report["plot"] == str(plot)
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert report["guard_events"][0]["tag"] == "dog" and report["guard_events"][0]["event"] == "tripped"
+
+    only = CliRunner().invoke(app, ["effort", "-p", "3", "--json", "--model-version", "tiny-base+aaaa1111"])
+    assert set(json.loads(only.stdout)["tags"]) == {"cat", "dog"}
+
+    table = CliRunner().invoke(app, ["effort", "-p", "3", "--sort", "precision"], env={"COLUMNS": "200"})
+    assert table.exit_code == 0, table.output
+    lines = [line for line in table.output.splitlines() if line.startswith("│ ")]
+    assert lines.index(next(x for x in lines if x.startswith("│ dog"))) < lines.index(
+        next(x for x in lines if x.startswith("│ cat"))
+    )  # dog (0% precision) before cat
+    assert "Counting failed" in table.output and "tripped" in table.output
+
+    bad = CliRunner().invoke(app, ["effort", "-p", "3", "--sort", "nope"])
+    assert bad.exit_code == 2 and "Fix: use one of" in bad.output
+
+
+def test_effort_count_says_when_label_studio_is_unreachable(
+    home: Path, checkpoints: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _state(home, checkpoints)
+    monkeypatch.setenv("ASSISTANT_LABEL_STUDIO_URL", "http://127.0.0.1:1")
+    monkeypatch.setenv("ASSISTANT_LABEL_STUDIO_API_KEY", "token")
+    get_settings.cache_clear()
+    result = CliRunner().invoke(app, ["effort", "-p", "3", "--count"])
+    assert result.exit_code == 1 and "cannot reach Label Studio" in result.output
+    ledger = open_ledger(None, home=home)
+    try:
+        assert ledger.effort.state(3).failures == 1  # recorded for status
+    finally:
+        ledger.close()

@@ -12,10 +12,10 @@ import redis
 
 from workers.beat import due_projects, queue_round
 from workers.celery_app import DEFAULT_INCLUDE, make_celery
-from workers.contracts import CHECK_ROUNDS, QUEUE_TRAIN, SCHEDULED_ROUNDS, TRAIN_ROUND
+from workers.contracts import CHECK_ROUNDS, COUNT_EFFORT, QUEUE_TRAIN, SCHEDULED_ROUNDS, TRAIN_ROUND
 from workers.ledger import LedgerEvent, open_ledger
 from workers.locks import RoundLocks
-from workers.schedule import SCHEDULE_ENTRY, THRESHOLD_ENTRY, beat_schedule, parse_cron
+from workers.schedule import EFFORT_ENTRY, SCHEDULE_ENTRY, THRESHOLD_ENTRY, beat_schedule, parse_cron
 from workers.settings import Settings
 
 REDIS_URL = "redis://127.0.0.1:6379/11"
@@ -26,17 +26,19 @@ def _events(project: int, n: int, start: int = 0) -> list[LedgerEvent]:
 
 
 def test_the_schedule_follows_the_settings(tmp_path: Path) -> None:
-    assert set(beat_schedule(Settings(home=tmp_path))) == {THRESHOLD_ENTRY}
+    assert set(beat_schedule(Settings(home=tmp_path))) == {THRESHOLD_ENTRY, EFFORT_ENTRY}
+    effort = beat_schedule(Settings(home=tmp_path))[EFFORT_ENTRY]
+    assert effort["task"] == COUNT_EFFORT and effort["schedule"] == 60.0  # every project's uncounted annotations
     both = beat_schedule(Settings(home=tmp_path, round_schedule="30 2 * * 1-5"))
     assert both[THRESHOLD_ENTRY]["task"] == CHECK_ROUNDS and both[THRESHOLD_ENTRY]["schedule"] == 60.0
     assert both[SCHEDULE_ENTRY]["task"] == SCHEDULED_ROUNDS and both[SCHEDULE_ENTRY]["schedule"] == parse_cron(
         "30 2 * * 1-5"
     )
-    assert beat_schedule(Settings(home=tmp_path, round_threshold=0)) == {}
+    assert beat_schedule(Settings(home=tmp_path, round_threshold=0, effort_check_interval_s=0)) == {}
     with pytest.raises(ValueError, match="5-field"):
         parse_cron("every night")
     app = make_celery(Settings(home=tmp_path), include=())
-    assert app.conf.beat_schedule.keys() == {THRESHOLD_ENTRY}
+    assert app.conf.beat_schedule.keys() == {THRESHOLD_ENTRY, EFFORT_ENTRY}
     assert app.conf.task_routes[CHECK_ROUNDS] == {"queue": "predict"}
     assert app.conf.task_routes[TRAIN_ROUND] == {"queue": QUEUE_TRAIN}
     assert {"workers.rounds", "workers.beat"} <= set(DEFAULT_INCLUDE)

@@ -135,6 +135,9 @@ def test_a_round_registers_a_candidate_with_lineage_reports_and_records_it(round
     assert result.counts["new_corrections"] == 7 and result.counts["heldout_images"] >= 4
     report = Path(result.report_path or "")
     assert report.is_file() and (report.parent / "per_label_ap.png").is_file()
+    # The effort ledger's section: nothing counted in this project yet, and it says so.
+    assert "## Annotators' edits against labeling from scratch" in report.read_text()
+    assert (report.parent / "effort.json").is_file()
     assert ledger.last_round(3) is not None and ledger.count_since_last_round(3) == 0
     (entry,) = round_history(round_settings.models_dir, 3)
     assert entry["round_id"] == "r0001" and entry["trigger"] == "threshold" and entry["status"] == result.status
