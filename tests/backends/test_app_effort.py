@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from backends.convert import SCORES_KEY
+from backends.convert import EMPTY_NOTE, SCORES_KEY
 from preannotation import LogitMap, Recalibration
 from tests.backends._app_fakes import Harness
 from tests.backends._fixtures import payload
@@ -95,7 +95,9 @@ def test_predict_serves_with_the_projects_refit_and_guard(client: TestClient, ha
     store.set_guard(1, GuardState("dog", "tripped", checkpoint, reason="tripped"), "tripped", 1, 20)
     body["tasks"][0]["id"] = 13  # a task not yet in flight
     (again,) = client.post("/predict", json=body).json()["results"]
-    assert again["result"] == []
+    (empty,) = again["result"]  # nothing shown: an empty selection that keeps the scores and says why
+    assert empty["value"]["choices"] == [] and empty[SCORES_KEY]["note"] == EMPTY_NOTE
+    assert empty[SCORES_KEY]["scores"]["dog"] > 0.5 and empty[SCORES_KEY]["suppressed"] == ["cat", "dog"]
 
 
 def test_the_served_calibration_is_recorded_once_per_process_and_a_failure_is_not_fatal(harness: Harness) -> None:
