@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from assistant.agent_policy import Decision
+from errors import AssistantError
 from workers.sqlstore import SQLiteStore, SQLStore, open_store, redact_url
 
 __all__ = [
@@ -64,7 +65,7 @@ _STATUSES: Final = frozenset({"pending", "running", "done", "failed", "deferred"
 _SQLITE_BUSY_S = 10.0
 
 
-class DecisionLogError(RuntimeError):
+class DecisionLogError(AssistantError):
     """The decision log cannot be opened or written (bad URL, unreachable database, bad prefix)."""
 
 

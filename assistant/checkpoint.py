@@ -32,10 +32,11 @@ from safetensors.torch import load_file, save_file
 from assistant.calibration import Calibrator
 from assistant.config import HeadConfig, PromptConfig, from_dict, to_dict
 from assistant.devices import resolve_device
-from assistant.errors import AssistantError, CheckpointError, ModelLoadError
+from assistant.errors import CheckpointError, ModelLoadError
 from assistant.factory import BackboneSpec, create_backbone
 from assistant.labels import LabelSet
 from assistant.model import MKTModel
+from errors import AssistantError
 
 __all__ = [
     "FORMAT",

@@ -12,9 +12,10 @@ from numpy.typing import NDArray
 from rich.console import Console
 from rich.table import Table
 
-from assistant.errors import AssistantError, DataError
+from assistant.errors import DataError
 from assistant.evaluate import DEFAULT_KS
 from assistant.evaluate import evaluate as evaluate_scores
+from errors import AssistantError
 
 __all__ = ["evaluate"]
 

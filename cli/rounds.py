@@ -126,7 +126,7 @@ def run(
 
 
 def _local(console: Console, settings: Any, locks: Any, request: Any) -> RoundResult:
-    from assistant.errors import AssistantError
+    from errors import AssistantError
     from workers.errors import WorkerError
     from workers.locks import cli_holder
     from workers.rounds import run_project_round

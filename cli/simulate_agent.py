@@ -64,10 +64,10 @@ def agent(
     from rich.console import Console
 
     from assistant.agent_policy import PolicyConfig
-    from assistant.errors import AssistantError
     from assistant.simulation.agent import AgentSimConfig, plot_agent_simulation, quick_config, simulate_agent
     from cli.rounds import ProgressBars, _bars
     from cli.simulation_base import load_base, serving_config
+    from errors import AssistantError
 
     console = Console()
     labels = tuple(s.strip() for s in novel.split(",") if s.strip())

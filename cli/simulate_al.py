@@ -157,9 +157,9 @@ def active_learning(
     """Learning curves of the selection strategies on the benchmark world (mAP against labels spent)."""
     from rich.console import Console
 
-    from assistant.errors import AssistantError
     from assistant.simulation.active import plot_active_learning, simulate_active_learning
     from cli.simulation_base import load_base
+    from errors import AssistantError
 
     console = Console()
     cfg = _config(strategy or [], seeds, budget, rounds, pool, eval_images, eval_stream, epochs, tolerance)
@@ -226,9 +226,9 @@ def label_quality(
     from rich.console import Console
     from rich.table import Table
 
-    from assistant.errors import AssistantError
     from assistant.simulation.active import simulate_label_quality
     from cli.simulation_base import load_base
+    from errors import AssistantError
 
     console = Console()
     cfg = _config(["random"], seeds, budget, rounds, budget, eval_images, "val", epochs, tolerance)
@@ -286,9 +286,9 @@ def label_quality_ceiling(
     from rich.console import Console
     from rich.table import Table
 
-    from assistant.errors import AssistantError
     from assistant.plots import plot_learning_curves
     from assistant.simulation.label_quality_ceiling import label_quality_ceiling as ceiling
+    from errors import AssistantError
 
     console = Console()
     values = _floats(separations, "--separations")

@@ -152,7 +152,7 @@ def _demo_vocabulary(meta: dict[str, object]) -> list[str]:
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    from assistant.errors import AssistantError
+    from errors import AssistantError
 
     message = exc.message if isinstance(exc, AssistantError) else str(exc)
     err_console.print(f"[red]error:[/] {message}")
@@ -171,8 +171,8 @@ def tag(
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Tag images with any vocabulary: ranked tags with calibrated scores, seen or novel."""
-    from assistant.errors import AssistantError
     from assistant.inference import Tagger
+    from errors import AssistantError
 
     vocabulary = [x.strip() for x in labels.split(",") if x.strip()]
     try:
@@ -220,8 +220,8 @@ def demo(
     top: Annotated[int, typer.Option(help="Tags shown per image.")] = 6,
 ) -> None:
     """Pre-annotate the bundled sample images with the offline model (no Label Studio or Redis needed)."""
-    from assistant.errors import AssistantError
     from assistant.inference import Tagger
+    from errors import AssistantError
 
     try:
         meta_path = samples / "labels.json"

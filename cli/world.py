@@ -62,7 +62,7 @@ def _progress(description: str) -> Iterator[Callable[[int, int, dict[str, float]
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    from assistant.errors import AssistantError
+    from errors import AssistantError
 
     message = exc.message if isinstance(exc, AssistantError) else str(exc)
     err_console.print(f"[red]error:[/] {message}")

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from errors import AssistantError
 from workers.effort import EffortStore, effort_schema
 from workers.sqlstore import SQLStore, open_store
 
@@ -72,7 +73,7 @@ DELETE_ACTIONS: Final = frozenset({"ANNOTATIONS_DELETED", "ANNOTATION_DELETED"})
 _SQLITE_BUSY_S = 5.0
 
 
-class LedgerError(RuntimeError):
+class LedgerError(AssistantError):
     """The ledger cannot be opened or written (bad URL, unreachable database, bad prefix)."""
 
 

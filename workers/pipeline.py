@@ -24,8 +24,8 @@ import torch
 from numpy.typing import NDArray
 
 from assistant.backbone import ImageFeatures
-from assistant.errors import AssistantError
 from assistant.selection import PoolBuilder, SelectionPool, create_strategy
+from errors import AssistantError
 from workers.contracts import (
     EMBED,
     PREDICT,

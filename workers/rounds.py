@@ -50,12 +50,12 @@ from assistant.config import Stage1Config, Stage2Config
 from assistant.corrections import AnnotatedImage, assign_split, correction_targets
 from assistant.data import FileImageDataset
 from assistant.devices import resolve_device
-from assistant.errors import AssistantError
 from assistant.labels import LabelSet
 from assistant.model import MKTModel
 from assistant.round_report import clean_stale_reports, write_round_report
 from assistant.rounds import FeatureFn, InsufficientDataError, RoundConfig, RoundData, RoundSplit, run_round
 from assistant.train import dataset_targets, encode_dataset
+from errors import AssistantError
 from workers.celery_app import settings_of
 from workers.contracts import TRAIN_ROUND, RoundRequest, RoundResult
 from workers.effort_report import add_effort_section
