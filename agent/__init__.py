@@ -5,7 +5,7 @@ A second composition-level package (like ``cli``): it may import ``backends``, t
 loads the model: every GPU job goes to the workers by task name. See ``docs/agent.md``.
 
 - :mod:`agent.settings`: ``AgentSettings`` (``ASSISTANT_AGENT_*``) and the policy built from them;
-- :mod:`agent.log`: the append-only decision log (SQLite under ``Settings.home``, or PostgreSQL);
+- :mod:`state.decision_log`: the append-only decision log (SQLite under ``Settings.home``, or PostgreSQL);
 - :mod:`agent.studio`: what it reads from Label Studio (project counters, tasks, predictions);
 - :mod:`agent.observe`: a project's :class:`~assistant.agent_policy.Observation`;
 - :mod:`agent.execute`: each decision through the existing components;
@@ -13,5 +13,5 @@ loads the model: every GPU job goes to the workers by task name. See ``docs/agen
 - :mod:`agent.loop`: observe, decide, execute, record; resume after a restart;
 - :mod:`agent.report`: the decisions in the round reports.
 
-Empty on purpose: importing ``agent.log`` must not import the rest.
+Empty on purpose: importing ``state.decision_log`` must not import the rest.
 """

@@ -55,7 +55,7 @@ class LabelSet:
 
     @property
     def fingerprint(self) -> str:
-        """8 hex digits of SHA-256 over the ordered names (same scheme as ``workers.contracts``)."""
+        """8 hex digits of SHA-256 over the ordered names (same scheme as ``state.contracts``)."""
         return hashlib.sha256("\x1f".join(self.names).encode("utf-8")).hexdigest()[:8]
 
     def __len__(self) -> int:

@@ -67,7 +67,6 @@ def agent(
     from assistant.simulation.agent import AgentSimConfig, plot_agent_simulation, quick_config, simulate_agent
     from cli.rounds import ProgressBars, _bars
     from cli.simulation_base import load_base, serving_config
-    from errors import AssistantError
 
     console = Console()
     labels = tuple(s.strip() for s in novel.split(",") if s.strip())
@@ -88,13 +87,9 @@ def agent(
             seed=seed,
         )
     cfg = dataclasses.replace(cfg, automation_bias=automation_bias, serving=serving_config(refit_every, guard))
-    try:
-        source, base = load_base(base_model, threads)
-        with _bars(console) as progress:
-            result = simulate_agent(base, cfg, progress=ProgressBars(progress))
-    except AssistantError as exc:
-        console.print(f"[red]Error:[/red] {exc.message}", highlight=False)
-        raise typer.Exit(code=1) from None
+    source, base = load_base(base_model, threads)
+    with _bars(console) as progress:
+        result = simulate_agent(base, cfg, progress=ProgressBars(progress))
     table = result.table()
     console.print(table, highlight=False, soft_wrap=True)
     out.mkdir(parents=True, exist_ok=True)

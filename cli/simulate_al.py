@@ -159,7 +159,6 @@ def active_learning(
 
     from assistant.simulation.active import plot_active_learning, simulate_active_learning
     from cli.simulation_base import load_base
-    from errors import AssistantError
 
     console = Console()
     cfg = _config(strategy or [], seeds, budget, rounds, pool, eval_images, eval_stream, epochs, tolerance)
@@ -178,19 +177,15 @@ def active_learning(
         path = folder / f"{run.strategy}-seed{run.seed}.json"
         path.write_text(json.dumps(dataclasses.asdict(run), indent=1) + "\n")
 
-    try:
-        source, base = load_base(base_model, threads) if todo else (base_model or "-", None)
-        with _bars(console) as progress:
-            result = simulate_active_learning(
-                base,  # type: ignore[arg-type]  # None only when nothing is left to run
-                cfg,
-                completed=completed,
-                progress=_RunBars(progress, todo),
-                on_run=save,
-            )
-    except AssistantError as exc:
-        console.print(f"[red]Error:[/red] {exc.message}", highlight=False)
-        raise typer.Exit(code=1) from None
+    source, base = load_base(base_model, threads) if todo else (base_model or "-", None)
+    with _bars(console) as progress:
+        result = simulate_active_learning(
+            base,  # type: ignore[arg-type]  # None only when nothing is left to run
+            cfg,
+            completed=completed,
+            progress=_RunBars(progress, todo),
+            on_run=save,
+        )
     table = result.table()
     console.print(table, highlight=False, soft_wrap=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -228,24 +223,19 @@ def label_quality(
 
     from assistant.simulation.active import simulate_label_quality
     from cli.simulation_base import load_base
-    from errors import AssistantError
 
     console = Console()
     cfg = _config(["random"], seeds, budget, rounds, budget, eval_images, "val", epochs, tolerance)
-    try:
-        source, base = load_base(base_model, threads)
-        with _bars(console) as progress:
-            results = simulate_label_quality(
-                base,
-                cfg,
-                fraction=fraction,
-                flag_fraction=flag,
-                scorer=scorer,
-                progress=_RunBars(progress, len(cfg.seeds)),
-            )
-    except AssistantError as exc:
-        console.print(f"[red]Error:[/red] {exc.message}", highlight=False)
-        raise typer.Exit(code=1) from None
+    source, base = load_base(base_model, threads)
+    with _bars(console) as progress:
+        results = simulate_label_quality(
+            base,
+            cfg,
+            fraction=fraction,
+            flag_fraction=flag,
+            scorer=scorer,
+            progress=_RunBars(progress, len(cfg.seeds)),
+        )
     table = Table(title=f"Label quality: {100 * fraction:g}% of tasks corrupted, top {100 * flag:g}% flagged")
     for column in ("seed", "tasks", "corrupted", "flagged", "found", "missing", "wrong", "recall", "random"):
         table.add_column(column)
@@ -288,21 +278,14 @@ def label_quality_ceiling(
 
     from assistant.plots import plot_learning_curves
     from assistant.simulation.label_quality_ceiling import label_quality_ceiling as ceiling
-    from errors import AssistantError
 
     console = Console()
     values = _floats(separations, "--separations")
     # Only the tasks matter (seeds, budget, rounds, options): nothing is trained or evaluated, so the
     # evaluation set and round settings are placeholders. The pool is the budget, as in label-quality.
     cfg = _config(["random"], seeds, budget, rounds, budget, 10, "val", 4, 100.0)
-    try:
-        with _bars(console) as progress:
-            points = ceiling(
-                cfg, fraction=fraction, flag_fraction=flag, separations=values, progress=_RunBars(progress, 0)
-            )
-    except AssistantError as exc:
-        console.print(f"[red]Error:[/red] {exc.message}", highlight=False)
-        raise typer.Exit(code=1) from None
+    with _bars(console) as progress:
+        points = ceiling(cfg, fraction=fraction, flag_fraction=flag, separations=values, progress=_RunBars(progress, 0))
     table = Table(
         title=f"Review with synthetic scorers: {100 * fraction:g}% of tasks corrupted, top {100 * flag:g}% flagged"
     )

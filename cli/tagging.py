@@ -52,7 +52,7 @@ class _Model:
 def _load(model: str | None, device: str) -> _Model:
     """Load ``--model``, else ``ASSISTANT_BASE_MODEL``; a random stand-in only for a missing bundled model."""
     from assistant.checkpoint import load_model
-    from workers.settings import get_settings
+    from state.settings import get_settings
 
     source = model or get_settings().base_model
     if model is None and _is_missing_bundled_model(source):
@@ -70,7 +70,7 @@ def _load(model: str | None, device: str) -> _Model:
 
 
 def _is_missing_bundled_model(source: str) -> bool:
-    from workers import settings  # the module, not the name: read when called (tests move it)
+    from state import settings  # the module, not the name: read when called (tests move it)
 
     path = Path(source.removeprefix("local-dir:"))
     return path.resolve() == settings.BUNDLED_MODEL_DIR.resolve() and not path.exists()
@@ -175,15 +175,12 @@ def tag(
     from errors import AssistantError
 
     vocabulary = [x.strip() for x in labels.split(",") if x.strip()]
-    try:
-        if not vocabulary:
-            raise AssistantError("the vocabulary is empty", fix="pass --labels 'cat,dog'")
-        files, opened = _open_images(images)
-        chosen = _load(model, device)
-        tagger = Tagger(chosen.loaded, device=device)
-        results = tagger.tag(opened, vocabulary)
-    except AssistantError as exc:
-        raise _fail(exc) from None
+    if not vocabulary:
+        raise AssistantError("the vocabulary is empty", fix="pass --labels 'cat,dog'")
+    files, opened = _open_images(images)
+    chosen = _load(model, device)
+    tagger = Tagger(chosen.loaded, device=device)
+    results = tagger.tag(opened, vocabulary)
     if json_output:
         doc = {
             "model": chosen.source,
@@ -223,19 +220,16 @@ def demo(
     from assistant.inference import Tagger
     from errors import AssistantError
 
-    try:
-        meta_path = samples / "labels.json"
-        if not meta_path.is_file():
-            raise AssistantError(f"{meta_path} is missing", fix="run the demo from the repository root")
-        meta = json.loads(meta_path.read_text())
-        truth: dict[str, list[str]] = {k: list(v) for k, v in meta["labels"].items()}
-        vocabulary = _demo_vocabulary(meta)
-        files, opened = _open_images([samples / name for name in truth])
-        chosen = _load(None, device)
-        tagger = Tagger(chosen.loaded, device=device)
-        results = tagger.tag(opened, vocabulary)
-    except AssistantError as exc:
-        raise _fail(exc) from None
+    meta_path = samples / "labels.json"
+    if not meta_path.is_file():
+        raise AssistantError(f"{meta_path} is missing", fix="run the demo from the repository root")
+    meta = json.loads(meta_path.read_text())
+    truth: dict[str, list[str]] = {k: list(v) for k, v in meta["labels"].items()}
+    vocabulary = _demo_vocabulary(meta)
+    files, opened = _open_images([samples / name for name in truth])
+    chosen = _load(None, device)
+    tagger = Tagger(chosen.loaded, device=device)
+    results = tagger.tag(opened, vocabulary)
     seen = sum(tagger.model.is_seen(vocabulary))
     _print_model(chosen, tagger.version)
     console.print(

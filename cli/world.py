@@ -70,7 +70,7 @@ def _fail(exc: Exception) -> typer.Exit:
 
 
 def _world_dir(quick: bool) -> Path:
-    from workers.settings import get_settings
+    from state.settings import get_settings
 
     return get_settings().home / "world" / ("quick" if quick else "full")
 

@@ -6,10 +6,11 @@ so that the CLI, the workers and the HTTP backend render them all the same way a
 
     AssistantError                    this module: what / why / fix, picklable
     ├── assistant.errors.*            the model core (ConfigError, CheckpointError, DataError, ...)
-    ├── workers.errors.WorkerError    the Celery workers (RegistryError, RequestError, MediaError, ...)
+    ├── workers.errors.WorkerError    the Celery workers (RequestError, TransientError, MediaError, ...)
     ├── backends.errors.BackendError  the Label Studio edge (carries an HTTP status)
+    ├── state.registry.RegistryError  an unknown model version or project, an unreadable registry
     ├── state.ledger.LedgerError      the corrections and effort ledger
-    ├── state.decision_log.DecisionLogError
+    ├── state.decision_log.DecisionLogError  the agent's decision log
     └── preannotation.costs.PreannotationError
 
 A leaf on purpose: it imports nothing of the project (an import contract says so), so the pure

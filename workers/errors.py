@@ -1,9 +1,8 @@
-"""The workers' exception tree (no torch, so the light modules and the backend may import it).
+"""The Celery workers' exception tree (no torch: the CLI and the light worker modules import it).
 
 It derives from the project's one error base, :class:`errors.AssistantError`::
 
     WorkerError              base: what failed, why, and the fix
-    ├── RegistryError        an unknown version or project, a corrupt registry file
     ├── RequestError         a task payload that does not validate (permanent: never retried)
     ├── TransientError       worth retrying later (the tasks' ``autoretry_for``)
     └── MediaError           one image cannot be fetched or decoded; carries a machine ``reason``
@@ -17,7 +16,6 @@ from errors import AssistantError
 __all__ = [
     "MEDIA_REASONS",
     "MediaError",
-    "RegistryError",
     "RequestError",
     "TransientError",
     "WorkerError",
@@ -42,10 +40,6 @@ MEDIA_REASONS = frozenset(
 
 class WorkerError(AssistantError):
     """Base class of the workers' errors (what / why / fix, picklable: see :class:`errors.AssistantError`)."""
-
-
-class RegistryError(WorkerError):
-    """An unknown version or project, or an unreadable registry file."""
 
 
 class RequestError(WorkerError):

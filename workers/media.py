@@ -44,9 +44,9 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import httpx
 
-from workers.contracts import ImageRef
+from state.contracts import ImageRef
+from state.settings import Settings
 from workers.errors import MediaError
-from workers.settings import Settings
 
 __all__ = ["LabelStudioAuth", "MediaFetcher", "SourceInfo"]
 

@@ -27,11 +27,11 @@ from celery import Celery, Task
 
 from assistant.checkpoint import load_model
 from assistant.inference import Tagger
+from state.registry import Project, Registry
+from state.settings import Settings
 from workers.celery_app import settings_of
 from workers.feature_cache import FeatureCache
 from workers.media import MediaFetcher
-from workers.registry import Project, Registry
-from workers.settings import Settings
 
 __all__ = ["SCORE_CHUNK", "LoadedVersion", "ModelTask", "Runtime", "runtime_for"]
 

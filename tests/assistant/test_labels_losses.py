@@ -29,7 +29,7 @@ def test_labelset_refuses_bad_names(names):
 
 
 def test_labelset_fingerprint_matches_worker_contract():
-    from workers.contracts import vocabulary_fingerprint
+    from state.contracts import vocabulary_fingerprint
 
     names = ["cat", "traffic light", "ünïcode"]
     assert LabelSet(tuple(names)).fingerprint == vocabulary_fingerprint(names)

@@ -27,10 +27,10 @@ from backends.ls_client import LabelStudioClient, LabelStudioUnavailable
 from backends.protocol import Task
 from backends.state import MemoryState, RedisState
 from backends.tasks import publish
+from state.contracts import PredictRequest
+from state.registry import Registry
 from tests.backends._app_fakes import fake_result
 from tests.backends._fixtures import config
-from workers.contracts import PredictRequest
-from workers.registry import Registry
 
 VERSION = "base-abc"
 
@@ -154,7 +154,7 @@ def test_client_turns_label_studio_failures_into_backend_errors() -> None:
     assert not isinstance(not_found.value, LabelStudioUnavailable)  # not worth retrying
     with pytest.raises(BackendError, match="401.*ASSISTANT_LABEL_STUDIO_API_KEY"):
         client_answering(lambda r: httpx.Response(401, json={"detail": "bad token"})).label_config(3)
-    with pytest.raises(LabelStudioUnavailable, match="cannot reach"):
+    with pytest.raises(LabelStudioUnavailable, match="Cannot reach"):
         client_answering(refuse).label_config(3)
     with pytest.raises(BackendError, match="no Label Studio API key"):
         LabelStudioClient("http://ls.test", "")
@@ -276,7 +276,7 @@ def test_resolve_version_checks_the_fingerprint_and_the_registry(registry: Regis
     assert resolve_version(registry, 1, "abcd1234", f"{base}+abcd1234") == base
     with pytest.raises(BackendError, match="another labeling config"):
         resolve_version(registry, 1, "abcd1234", f"{base}+ffff0000")
-    with pytest.raises(BackendError, match="unknown model version"):
+    with pytest.raises(BackendError, match="Unknown model version"):
         resolve_version(registry, 1, "abcd1234", "mkt-nope")
 
 

@@ -17,7 +17,7 @@ from assistant.world import build_world, load_split
 from assistant.world.config import SplitSizes
 from assistant.world.pretrain import save_open_clip_dir
 from cli.main import app
-from workers.settings import get_settings
+from state.settings import get_settings
 
 
 @pytest.fixture

@@ -6,13 +6,14 @@ import pickle
 
 import pytest
 
-from agent.log import DecisionLogError
 from assistant.errors import CheckpointError, ConfigError, ImageError
 from backends.errors import BackendError, LabelConfigError, TaskDataError
 from errors import AssistantError
 from preannotation.costs import PreannotationError
-from workers.errors import MediaError, RegistryError, WorkerError
-from workers.ledger import LedgerError
+from state.decision_log import DecisionLogError
+from state.ledger import LedgerError
+from state.registry import RegistryError
+from workers.errors import MediaError, WorkerError
 
 
 def test_message_is_what_why_fix_as_sentences() -> None:

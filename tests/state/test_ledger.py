@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from state.ledger import LEDGER_FILE, Ledger, LedgerError, LedgerEvent, open_ledger
 from tests.sql import ledger_on
-from workers.ledger import LEDGER_FILE, Ledger, LedgerError, LedgerEvent, open_ledger
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -11,7 +11,7 @@ Each change of a decision's state is a new row; the latest row of a key is its s
 The agent writes ``pending`` *before* it acts and reads the log back when it starts, so a killed
 agent resumes its ``pending``/``running`` decisions and never runs a ``done`` key again.
 
-Two stores behind one API (``workers.sqlstore``: stdlib ``sqlite3``, ``psycopg`` only for PostgreSQL):
+Two stores behind one API (``state.sqlstore``: stdlib ``sqlite3``, ``psycopg`` only for PostgreSQL):
 
 - SQLite (default): ``<Settings.home>/agent.sqlite3``, WAL mode, a full fsync per commit;
 - PostgreSQL: ``postgresql://user@host:5432/db`` (``ASSISTANT_AGENT_LOG_URL``).
@@ -39,7 +39,7 @@ from typing import Any, Final, Literal
 
 from assistant.agent_policy import Decision
 from errors import AssistantError
-from workers.sqlstore import SQLiteStore, SQLStore, open_store, redact_url
+from state.sqlstore import SQLiteStore, SQLStore, open_store, redact_url
 
 __all__ = [
     "AGENT_LOG_FILE",

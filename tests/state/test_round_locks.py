@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from workers.locks import Heartbeat, RoundLocks, cli_holder, redis_url
+from state.locks import Heartbeat, RoundLocks, cli_holder, redis_url
 
 pytestmark = pytest.mark.integration
 

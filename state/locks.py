@@ -88,7 +88,10 @@ def _ms(seconds: float) -> int:
 
 
 def redis_url(broker_url: str, result_backend: str | None = None) -> str:
-    """The Redis the locks live in: the result backend's when it is Redis, else the broker's (as the backend's state).
+    """The Redis the shared state lives in: the result backend's when it is Redis, else the broker's.
+
+    The round locks, the backend's coordination state (``backends.state``) and the agent's
+    heartbeat all live there; this is the one place that picks it.
 
     Raises:
         ValueError: Neither is a Redis URL.
@@ -97,8 +100,8 @@ def redis_url(broker_url: str, result_backend: str | None = None) -> str:
         if url and url.startswith(("redis://", "rediss://", "unix://")):
             return url
     raise ValueError(
-        "the round locks live in Redis, but neither the broker nor the result backend is a Redis URL "
-        f"({broker_url!r}). Fix: set ASSISTANT_BROKER_URL=redis://host:6379/0"
+        "the round locks and the backend's coordination state live in Redis, but neither the broker nor "
+        f"the result backend is a Redis URL ({broker_url!r}). Fix: set ASSISTANT_BROKER_URL=redis://host:6379/0"
     )
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.log import DecisionLog, DecisionLogError, open_decision_log
 from assistant.agent_policy import Decision
+from state.decision_log import DecisionLog, DecisionLogError, open_decision_log
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 T0 = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)

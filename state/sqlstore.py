@@ -1,8 +1,8 @@
 """One SQL store for SQLite and PostgreSQL: a connection, a lock and one transaction per ``cursor()``.
 
 The project's durable records all live in such a store: the corrections ledger and the effort
-ledger beside it (:mod:`workers.ledger`, :mod:`workers.effort`, one database), and the agent's
-decision log (``agent.log``, a database of its own). Each brings its ``CREATE ... IF NOT EXISTS``
+ledger beside it (:mod:`state.ledger`, :mod:`state.effort`, one database), and the agent's
+decision log (``state.decision_log``, a database of its own). Each brings its ``CREATE ... IF NOT EXISTS``
 statements; the store runs them when it opens and hands out locked cursors, each a transaction
 that commits on success and rolls back on an exception.
 
