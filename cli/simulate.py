@@ -76,7 +76,7 @@ def rounds(
     from rich.console import Console
 
     from assistant.rounds import RoundConfig
-    from assistant.simulation import SimulationConfig, plot_simulation, plot_simulation_effort, simulate_rounds
+    from benchworld.simulation import SimulationConfig, plot_simulation, plot_simulation_effort, simulate_rounds
     from cli.rounds import ProgressBars, _bars
     from cli.simulation_base import load_base, serving_config
 

@@ -146,17 +146,9 @@ def _demo_vocabulary(meta: dict[str, object]) -> list[str]:
     listed = meta.get("vocabulary")
     if isinstance(listed, list):
         return [str(x) for x in listed]
-    from assistant.world.vocabulary import default_vocabulary
+    from benchworld.world.vocabulary import default_vocabulary
 
     return list(default_vocabulary().names)
-
-
-def _fail(exc: Exception) -> typer.Exit:
-    from errors import AssistantError
-
-    message = exc.message if isinstance(exc, AssistantError) else str(exc)
-    err_console.print(f"[red]error:[/] {message}")
-    return typer.Exit(code=1)
 
 
 def tag(

@@ -26,14 +26,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from errors import AssistantError
+
 if TYPE_CHECKING:
     from assistant.prior import PriorFit
-    from assistant.world.dataset import MultiLabelSplit
+    from benchworld.world.dataset import MultiLabelSplit
 
 __all__ = ["bench", "world_app"]
 
 console = Console()
-err_console = Console(stderr=True)
 world_app = typer.Typer(
     help="The offline benchmark world: build the data, pretrain the tiny model.", no_args_is_help=True
 )
@@ -61,14 +62,6 @@ def _progress(description: str) -> Iterator[Callable[[int, int, dict[str, float]
         yield update
 
 
-def _fail(exc: Exception) -> typer.Exit:
-    from errors import AssistantError
-
-    message = exc.message if isinstance(exc, AssistantError) else str(exc)
-    err_console.print(f"[red]error:[/] {message}")
-    return typer.Exit(code=1)
-
-
 def _world_dir(quick: bool) -> Path:
     from state.settings import get_settings
 
@@ -78,7 +71,7 @@ def _world_dir(quick: bool) -> Path:
 def _splits(quick: bool) -> dict[str, MultiLabelSplit]:
     """Load the splits, building them first when missing or stale."""
     from assistant.errors import DataError
-    from assistant.world import FULL_SIZES, QUICK_SIZES, build_world, load_world
+    from benchworld.world import FULL_SIZES, QUICK_SIZES, build_world, load_world
 
     directory = _world_dir(quick)
     try:
@@ -96,10 +89,7 @@ def build(
     quick: Annotated[bool, typer.Option(help="The small splits (2,000 / 500 / 1,000 images).")] = False,
 ) -> None:
     """Generate the world's train / validation / test splits (deterministic, cached)."""
-    try:
-        splits = _splits(quick)
-    except Exception as exc:
-        raise _fail(exc) from None
+    splits = _splits(quick)
     for name, split in splits.items():
         console.print(f"{name}: {len(split)} images, data hash {split.data_hash[:16]}")
     console.print(f"in {_world_dir(quick)}")
@@ -108,7 +98,7 @@ def build(
 @world_app.command("samples")
 def samples(out: Annotated[Path, typer.Option(help="Where to write them.")] = Path("samples")) -> None:
     """Regenerate the sample images and their labels (used by `make demo`)."""
-    from assistant.world import write_samples
+    from benchworld.world import write_samples
 
     console.print(f"wrote {write_samples(out)}")
 
@@ -127,21 +117,18 @@ def pretrain(
 
     Ends by fitting the model's calibration prior on the validation split (see `world calibrate`).
     """
-    from assistant.world.bench import frozen_scores
-    from assistant.world.pretrain import PretrainConfig, save_open_clip_dir, stream_hash
-    from assistant.world.pretrain import pretrain as run_pretrain
+    from benchworld.world.bench import frozen_scores
+    from benchworld.world.pretrain import PretrainConfig, save_open_clip_dir, stream_hash
+    from benchworld.world.pretrain import pretrain as run_pretrain
 
     cfg = PretrainConfig(arch=arch, steps=steps, batch_size=batch_size, seed=seed, max_minutes=max_minutes)
     if out.exists() and any(out.iterdir()):
-        raise _fail(FileExistsError(f"{out} is not empty; pass another --out or remove it"))
-    try:
-        with _progress(f"pretraining {arch} on {cfg.pairs:,} pairs") as update:
-            backbone, result = run_pretrain(cfg, progress=update)
-        splits = _splits(quick_eval)
-        test = splits["test"]
-        scores = _zero_shot_summary(backbone, test, frozen_scores)
-    except Exception as exc:
-        raise _fail(exc) from None
+        raise AssistantError(f"{out} is not empty", fix="pass another --out or remove it")
+    with _progress(f"pretraining {arch} on {cfg.pairs:,} pairs") as update:
+        backbone, result = run_pretrain(cfg, progress=update)
+    splits = _splits(quick_eval)
+    test = splits["test"]
+    scores = _zero_shot_summary(backbone, test, frozen_scores)
     manifest = {
         "config": cfg.__dict__,
         "seed": seed,
@@ -160,10 +147,7 @@ def pretrain(
         f"zero-shot ZSL mAP {scores['zsl']['mAP']:.1f} (random {scores['random_zsl_mAP']:.1f}), "
         f"GZSL mAP {scores['gzsl']['mAP']:.1f}"
     )
-    try:
-        _fit_and_write_prior(out, splits["val"], quick_eval, "cpu")
-    except Exception as exc:
-        raise _fail(exc) from None
+    _fit_and_write_prior(out, splits["val"], quick_eval, "cpu")
     console.print(f"saved to {out} (load it as local-dir:{out})")
 
 
@@ -181,12 +165,9 @@ def calibrate(
     """
     from assistant.prior import model_directory
 
-    try:
-        directory = model_directory(str(model))
-        val = _splits(quick)["val"]
-        _fit_and_write_prior(directory, val, quick, device)
-    except Exception as exc:
-        raise _fail(exc) from None
+    directory = model_directory(str(model))
+    val = _splits(quick)["val"]
+    _fit_and_write_prior(directory, val, quick, device)
 
 
 @world_app.command("reliability")
@@ -216,33 +197,28 @@ def reliability_command(
     from assistant.checkpoint import load_model
     from assistant.plots import plot_reliability
     from assistant.prior import check_calibration
-    from assistant.simulation.annotator import render_labeled
-    from assistant.world import WorldConfig, default_vocabulary
-    from assistant.world.config import Stream
+    from benchworld.simulation.annotator import render_labeled
+    from benchworld.world import WorldConfig, default_vocabulary
+    from benchworld.world.config import Stream
 
     vocab = default_vocabulary()
     # The prior is fitted on the seen labels; the unseen ones are scored zero-shot (a project's novel tags).
     groups = {"seen": list(vocab.seen_names), "unseen": list(vocab.unseen_names)}
-    try:
-        loaded = load_model(model, device=device)
-        with _progress(f"rendering {images:,} validation-stream images") as update:
-            data = render_labeled(
-                Stream.VAL, images, WorldConfig(), first=first, progress=lambda d, t: update(d, t, {})
+    loaded = load_model(model, device=device)
+    with _progress(f"rendering {images:,} validation-stream images") as update:
+        data = render_labeled(Stream.VAL, images, WorldConfig(), first=first, progress=lambda d, t: update(d, t, {}))
+    checks = {}
+    for name, labels in groups.items():
+        with _progress(f"scoring {name}") as update:
+            checks[name] = check_calibration(
+                loaded,
+                data.images,
+                data.targets(labels) > 0,
+                labels,
+                bins=bins,
+                device=device,
+                progress=lambda d, t: update(d, t, {}),
             )
-        checks = {}
-        for name, labels in groups.items():
-            with _progress(f"scoring {name}") as update:
-                checks[name] = check_calibration(
-                    loaded,
-                    data.images,
-                    data.targets(labels) > 0,
-                    labels,
-                    bins=bins,
-                    device=device,
-                    progress=lambda d, t: update(d, t, {}),
-                )
-    except Exception as exc:
-        raise _fail(exc) from None
     table = Table(
         title=f"Calibration of {model} ({loaded.calibrator.method}) on validation images {first}-{first + images - 1}"
     )
@@ -316,7 +292,7 @@ def _fit_and_write_prior(directory: Path, val: MultiLabelSplit, quick: bool, dev
 
 
 def _world_config() -> Any:
-    from assistant.world import WorldConfig
+    from benchworld.world import WorldConfig
 
     return WorldConfig()
 
@@ -326,7 +302,7 @@ def _zero_shot_summary(backbone: Any, test: MultiLabelSplit, frozen_scores: Any)
     import torch
 
     from assistant.evaluate import evaluate_gzsl, evaluate_zsl
-    from assistant.world import default_vocabulary
+    from benchworld.world import default_vocabulary
 
     vocab = default_vocabulary()
     labels = list(test.label_names)
@@ -346,7 +322,7 @@ def _zero_shot_summary(backbone: Any, test: MultiLabelSplit, frozen_scores: Any)
         idx = [i for i, n in enumerate(labels) if vocab.spec(n).kind.value == kind]
         by_kind[kind] = round(100 * float(np.mean(aps[idx])), 2)
     return {
-        "method": "class token, prompt ensemble (assistant.world.bench.WORLD_PROMPTS)",
+        "method": "class token, prompt ensemble (benchworld.world.bench.WORLD_PROMPTS)",
         "test_images": len(test),
         "test_data_hash": test.data_hash,
         "zsl": zsl,
@@ -377,19 +353,16 @@ def bench(
 ) -> None:
     """The ML-ZSL table on the world: random, frozen zero-shot, MKT stage 1, MKT stage 1 + 2."""
     from assistant.checkpoint import save_checkpoint
-    from assistant.world.bench import BenchConfig, run_bench
+    from benchworld.world.bench import BenchConfig, run_bench
 
     cfg = BenchConfig()
     if quick:
         cfg = replace(cfg, stage1=replace(cfg.stage1, epochs=3), stage2=replace(cfg.stage2, epochs=3))
     if distill:
         cfg = replace(cfg, distill_weights=tuple(distill))
-    try:
-        splits = _splits(quick)
-        with _progress("training") as update:
-            result, mkt = run_bench(splits, model, cfg, status=lambda m: console.print(f"- {m}"), progress=update)
-    except Exception as exc:
-        raise _fail(exc) from None
+    splits = _splits(quick)
+    with _progress("training") as update:
+        result, mkt = run_bench(splits, model, cfg, status=lambda m: console.print(f"- {m}"), progress=update)
     _print_table(result.rows)
     console.print(f"selection (validation, seen labels): {json.dumps(result.selection)}")
     for mode, m in result.margins.items():
