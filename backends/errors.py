@@ -11,7 +11,7 @@ the HTTP status the app should answer with; the message is safe to send to Label
 Example:
     >>> err = LabelConfigError("no <Image> object in the labeling config", fix="add <Image name=... />")
     >>> err.status_code, str(err)
-    (422, 'No <Image> object in the labeling config. Fix: add <Image name=... />.')
+    (422, 'No <Image> object in the labeling config. Fix: Add <Image name=... />.')
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ core, the light state and the web process may all derive from it.
 Example:
     >>> err = AssistantError("no <Image> object in the labeling config", fix="add <Image name=... />")
     >>> str(err)
-    'No <Image> object in the labeling config. Fix: add <Image name=... />.'
+    'No <Image> object in the labeling config. Fix: Add <Image name=... />.'
 """
 
 from __future__ import annotations

@@ -156,7 +156,7 @@ def test_client_turns_label_studio_failures_into_backend_errors() -> None:
         client_answering(lambda r: httpx.Response(401, json={"detail": "bad token"})).label_config(3)
     with pytest.raises(LabelStudioUnavailable, match="Cannot reach"):
         client_answering(refuse).label_config(3)
-    with pytest.raises(BackendError, match="no Label Studio API key"):
+    with pytest.raises(BackendError, match="No Label Studio API key"):
         LabelStudioClient("http://ls.test", "")
 
 

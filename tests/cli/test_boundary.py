@@ -133,3 +133,21 @@ def test_no_command_matches_exception_class_names() -> None:
     for path in (REPO_ROOT / "cli").glob("*.py"):
         text = path.read_text()
         assert "__name__ not in" not in text and "__name__ in (" not in text, path
+
+
+def test_a_worker_error_comes_back_through_celery_as_its_own_class() -> None:
+    # What `wait_for` relies on instead of matching class names: with the error modules loaded,
+    # Celery's JSON result rebuilds a worker's error as its class, so the boundary renders it.
+    import json
+
+    from celery import Celery
+    from celery.backends.base import Backend
+
+    from workers.errors import RequestError
+
+    backend = Backend(app=Celery("boundary-test", set_as_current=False), serializer="json")
+    stored = json.loads(json.dumps(backend.prepare_exception(RequestError("the payload is invalid", fix="send X"))))
+    back = backend.exception_to_python(stored)
+    assert type(back) is RequestError
+    failure = failure_of(back)
+    assert failure is not None and failure.message == "The payload is invalid. Fix: Send X."

@@ -119,10 +119,10 @@ def test_a_configured_model_that_fails_is_an_error_not_a_random_model(
     settings.get_settings.cache_clear()
     result = runner.invoke(app, ["tag", str(images[0]), "--labels", "cat", "--json"])
     assert result.exit_code == 1
-    assert "error:" in result.stderr and result.stdout == ""
+    assert result.stderr.startswith("Error: ") and result.stdout == ""
     # --model never falls back either, even to a missing bundled model's stand-in.
     missing = runner.invoke(app, ["tag", str(images[0]), "--labels", "cat", "--model", str(missing_bundled_model)])
-    assert missing.exit_code == 1 and "error:" in missing.stderr
+    assert missing.exit_code == 1 and missing.stderr.startswith("Error: ")
 
 
 def _walk(command: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Any]]:
