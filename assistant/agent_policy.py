@@ -6,7 +6,7 @@ corrections ledger, the model registry, the round lock), **decide** with :meth:`
 outcome to the decision log. This module is the *decide* step, and nothing else: a function of an
 :class:`Observation` to a list of :class:`Decision`, with all its settings in one
 :class:`PolicyConfig`. It reads no clock, no network and no disk, so it is tested exhaustively
-without services, and the offline simulation (``assistant/simulation/agent.py``) runs the very
+without services, and the offline simulation (``benchworld/simulation/agent.py``) runs the very
 same object as production.
 
 The rules, in the order the decisions are executed within one step:
@@ -325,7 +325,8 @@ class Observation:
         labels: The labeling config's model labels, in order.
         tasks: Tasks in the project.
         unlabeled: Tasks without an annotation.
-        unpredicted: Unlabeled tasks without a prediction for the current version.
+        unpredicted: Unlabeled tasks without a prediction for the current version made with
+            ``calibration`` (a prediction an older calibration chose is stale).
         queue: Unlabeled tasks of the last selection (the queue in front of the annotators).
         new_corrections: Corrections-ledger rows since the last round.
         watermark: The ledger's newest row (a round decision's identity).
