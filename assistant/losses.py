@@ -1,10 +1,10 @@
 """Multi-label losses over +1 / -1 / 0 targets.
 
-- :func:`ranking_loss`: the ranking loss of LESA/BiAM/MKT (mkt-method.md §4). For image i and every
+- :func:`ranking_loss`: the ranking loss of LESA/BiAM/MKT (docs/method.md §4). For image i and every
   pair (p, n) with y_p = +1 and y_n = -1, ``h = max(0, margin + s_n - s_p)``;
   ``L_i = Σh / (#pairs with h > 0 + 1e-8)``; the loss is the mean over images with at least one
   pair. At MKT's normalised score scale every pair stays active, so it behaves as
-  ``margin + mean(s_neg) - mean(s_pos)`` (§11.9).
+  ``margin + mean(s_neg) - mean(s_pos)`` (docs/method.md §4).
 
 Distillation (stage 1): :func:`l1_distillation`, the mean absolute difference between the
 student's and the frozen teacher's global image embeddings.
