@@ -384,7 +384,7 @@ def load_model(
     spec = BackboneSpec.parse(str(source))
     backbone = create_backbone(spec, device=device, allow_random=allow_random)
     # Only local model directories can carry a prior; a hub tag's weights keep the default.
-    prior = read_prior(spec.name) if spec.kind in ("open_clip_dir", "hf") else None
+    prior = read_prior(spec.name) if spec.backbone_kind.directory else None
     calibrator = prior if prior is not None else Calibrator.default()
     model = MKTModel(backbone, head or HeadConfig(), prompt or PromptConfig())
     return LoadedModel(model.to(resolve_device(device)).eval(), calibrator, None, None)

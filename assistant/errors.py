@@ -8,7 +8,6 @@ attributes so that the CLI, the workers and the HTTP backend can render them in 
     ├── ModelLoadError       weights or an architecture cannot be loaded
     ├── CheckpointError      a checkpoint is missing, corrupt or does not match its sidecar
     ├── DataError            input data (images, arrays, manifests) is unusable
-    │   └── ImageError       one image cannot be fetched or decoded (per-image, never per-batch)
     └── LabelMappingError    labels or a labeling config cannot be mapped to a vocabulary
 
 The light packages (``state``, ``backends``) may not import ``assistant`` (it would pull in
@@ -23,7 +22,6 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
-    "ImageError",
     "LabelMappingError",
     "ModelLoadError",
 ]
@@ -43,20 +41,6 @@ class CheckpointError(AssistantError):
 
 class DataError(AssistantError):
     """Input data (images, arrays, manifests) is unusable."""
-
-
-class ImageError(DataError):
-    """One image cannot be fetched or decoded.
-
-    Args:
-        what: What failed.
-        reason: A short machine-readable reason (``not_found``, ``unauthorized``, ``timeout``,
-            ``corrupt``, ``unsupported_format``, ``too_large``, ``forbidden_host``, ...).
-    """
-
-    def __init__(self, what: str, *, reason: str, why: str | None = None, fix: str | None = None) -> None:
-        self.reason = reason
-        super().__init__(what, why=why, fix=fix)
 
 
 class LabelMappingError(AssistantError):

@@ -14,7 +14,7 @@ from assistant.errors import LabelMappingError
 
 __all__ = ["NEGATIVE", "POSITIVE", "UNKNOWN", "LabelSet", "targets_from_sets"]
 
-# The ML-ZSL encoding (mkt-method.md §8.1): -1 is a real negative, 0 the only "unknown".
+# The ML-ZSL encoding (docs/method.md §8.1): -1 is a real negative, 0 the only "unknown".
 POSITIVE, NEGATIVE, UNKNOWN = 1, -1, 0
 
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from cli.registry_help import strategy_help
 from errors import AssistantError
 
 if TYPE_CHECKING:
@@ -155,9 +156,7 @@ def push(
 def select(
     project: Project,
     k: Annotated[int, typer.Option("--k", "-k", min=1, help="How many tasks to choose.")] = 100,
-    strategy: Annotated[
-        str, typer.Option("--strategy", "-s", help="random, uncertainty, entropy, novelty, diversity or hybrid.")
-    ] = "hybrid",
+    strategy: Annotated[str, typer.Option("--strategy", "-s", help=strategy_help())] = "hybrid",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the strategy's randomness.")] = 0,
     dry_run: DryRun = False,
     model_version: ModelVersion = None,

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from cli.registry_help import strategy_names
+
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress
@@ -138,8 +140,8 @@ def active_learning(
         typer.Option(
             "--strategy",
             "-s",
-            help="A strategy to run (repeatable; default: every registered one), or an oracle that sees the truth "
-            "(oracle-loss, oracle-dense: upper bounds, simulation only).",
+            help=f"A strategy to run (repeatable; default: every registered one: {strategy_names()}), or an oracle "
+            "that sees the truth (oracle-loss, oracle-dense: upper bounds, simulation only).",
         ),
     ] = None,
     base_model: BaseModel = None,

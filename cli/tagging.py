@@ -22,6 +22,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cli.registry_help import backbone_spec_help
+
 if TYPE_CHECKING:
     from PIL.Image import Image
 
@@ -156,7 +158,7 @@ def tag(
     labels: Annotated[str, typer.Option("--labels", "-l", help="Comma-separated vocabulary, e.g. 'cat,dog,snow'.")],
     model: Annotated[
         str | None,
-        typer.Option(help="A checkpoint directory or backbone spec (default: ASSISTANT_BASE_MODEL)."),
+        typer.Option(help=backbone_spec_help("ASSISTANT_BASE_MODEL")),
     ] = None,
     top: Annotated[int, typer.Option(help="Show at most this many tags per image.")] = 10,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",

@@ -2,7 +2,7 @@
 
 The worker's parent process imports the task modules (and so torch) but never runs a torch
 operation: with the prefork pool, torch work in the parent before the fork deadlocks the children
-(environment.md §2). Models load lazily in the process that runs the task (workers/runtime.py).
+(docs/workers.md, "torch and prefork"). Models load lazily in the process that runs the task (workers/runtime.py).
 
 Metrics: with ``--metrics-port`` (or ``ASSISTANT_WORKER_METRICS_PORT``) the worker's main process
 serves Prometheus metrics for all its pool processes (state/metrics.py); with the prefork pool

@@ -43,7 +43,6 @@ from state.sqlstore import SQLiteStore, SQLStore, open_store, redact_url
 
 __all__ = [
     "AGENT_LOG_FILE",
-    "FINAL",
     "UNFINISHED",
     "DecisionLog",
     "DecisionLogError",
@@ -57,8 +56,6 @@ logger = logging.getLogger(__name__)
 RecordStatus = Literal["pending", "running", "done", "failed", "deferred"]
 #: States the agent resumes after a restart.
 UNFINISHED: Final = frozenset({"pending", "running"})
-#: States that end a decision (``failed`` may be retried under the same key).
-FINAL: Final = frozenset({"done", "failed", "deferred"})
 #: The decision log's SQLite file under ``Settings.home`` (unless ``ASSISTANT_AGENT_LOG_URL``).
 AGENT_LOG_FILE: Final = "agent.sqlite3"
 _STATUSES: Final = frozenset({"pending", "running", "done", "failed", "deferred"})

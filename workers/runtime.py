@@ -3,8 +3,8 @@
 Celery's "Instantiation" pattern (tasks.rst): the expensive resources hang off the task base
 class, :class:`ModelTask`, and are created lazily by the first task that needs them. Never at
 import and never in ``worker_process_init`` (4 s limit), so with the prefork pool CUDA is first
-touched in the child, after the fork (environment.md §2: torch work in the parent deadlocks the
-children).
+touched in the child, after the fork (docs/workers.md, "torch and prefork": torch work in the
+parent deadlocks the children).
 
 Every task re-reads the project's ``current`` pointer (one small file), so a promotion reaches
 the workers on their next task without a restart; versions stay loaded in a small LRU because
