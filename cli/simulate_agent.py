@@ -48,7 +48,7 @@ def agent(
     threshold: Annotated[int, typer.Option("--threshold", min=0, help="The agent's round threshold.")] = 100,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Tasks per selected batch.")] = 75,
     low_water: Annotated[int, typer.Option("--low-water", min=0, help="Queue low-water mark.")] = 25,
-    strategy: Annotated[str, typer.Option("--strategy", help="The agent's selection strategy.")] = "hybrid",
+    strategy: Annotated[str, typer.Option("--strategy", help="The agent's selection strategy.")] = "saving",
     novel: Annotated[str, typer.Option("--novel", help="Labels added mid-way (world labels).")] = "zebra,pink,sand",
     test_images: Annotated[int, typer.Option("--test-images", min=10, help="World test images for the curves.")] = 1000,
     automation_bias: AutomationBias = 0.05,
