@@ -256,8 +256,9 @@ class LabelStudioExecutor:
             labels=list(vocab.labels),
             images=pool,
             labeled=labeled,
-            strategy=str(params.get("strategy", "hybrid")),
+            strategy=str(params.get("strategy", "saving")),
             k=int(params.get("k", 100)),
+            break_even=self.settings.edit_costs(project).break_even,
             seed=_seed(decision.key),
             request_id=f"agent-{uuid.uuid4().hex[:12]}",
         )

@@ -189,6 +189,7 @@ def select(
         k=k,
         seed=seed,
         request_id=f"select-{uuid.uuid4().hex[:12]}",
+        break_even=svc.settings.edit_costs(project).break_even,
     )
     answer = wait_for(
         svc.app,
