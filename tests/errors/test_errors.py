@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-from assistant.errors import CheckpointError, ConfigError, ImageError
+from assistant.errors import CheckpointError, ConfigError, DataError
 from backends.errors import BackendError, LabelConfigError, TaskDataError
 from errors import AssistantError
 from preannotation.costs import PreannotationError
@@ -31,7 +31,7 @@ _EVERY_TREE = [
     AssistantError("base", why="w", fix="f"),
     ConfigError("bad setting", fix="set it"),
     CheckpointError("corrupt", why="bad magic"),
-    ImageError("cannot decode", reason="corrupt", fix="re-upload"),
+    DataError("cannot decode", why="truncated file", fix="re-upload"),
     WorkerError("worker", fix="restart"),
     RegistryError("unknown version v9", fix="list versions"),
     MediaError("timed out", reason="timeout", why="slow host"),
