@@ -64,11 +64,11 @@ from assistant.agent_policy import (
     Saving,
 )
 from assistant.label_quality import review_labels
-from backends.controls import ProjectVocabulary, parse_label_config
 from backends.convert import SCORES_KEY, annotation_to_correction
 from backends.predicting import checkpoint_version
-from backends.protocol import Annotation
 from backends.webhook_check import WebhookCheck
+from studio.config import ProjectVocabulary, parse_label_config
+from studio.protocol import Annotation
 from workers.effort_summary import totals_of
 from workers.ledger import Ledger, LedgerEntry
 from workers.locks import RoundLocks

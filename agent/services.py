@@ -25,9 +25,9 @@ from agent.log import DecisionLog, open_decision_log
 from agent.settings import AgentSettings
 from agent.studio import StudioReader
 from backends.dispatch import CeleryDispatcher
-from backends.ls_client import LabelStudioClient
 from backends.state import RedisState, redis_url_of
 from backends.webhook import AGENT_EVENTS_KEY
+from studio.client import LabelStudioClient
 from workers.celery_app import make_celery
 from workers.ledger import Ledger, open_ledger
 from workers.locks import NAMESPACE, Heartbeat, RoundLocks

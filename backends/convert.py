@@ -56,12 +56,12 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import ValidationError
 
-from backends.controls import ProjectVocabulary, TagControl
 from backends.errors import BackendError, TaskDataError, WorkerResultError
-from backends.protocol import Annotation, LSPredictResponse, Prediction, ResultItem, Task
 from backends.serving import ServingPolicy
 from preannotation import show_mask
 from preannotation.logistic import logit, sigmoid
+from studio.config import ProjectVocabulary, TagControl
+from studio.protocol import Annotation, LSPredictResponse, Prediction, ResultItem, Task
 from workers.contracts import MAX_IMAGES, ImageRef, ImageScores, PredictRequest, PredictResult
 
 __all__ = [

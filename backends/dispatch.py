@@ -44,10 +44,10 @@ from celery.result import AsyncResult
 from celery.states import READY_STATES, STARTED, SUCCESS
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from backends.controls import ProjectVocabulary
 from backends.convert import TaskFailure, build_predict_requests
-from backends.protocol import Task
 from backends.state import SharedState
+from studio.config import ProjectVocabulary
+from studio.protocol import Task
 from workers.contracts import (
     COUNT_EFFORT,
     MAX_IMAGES,

@@ -5,19 +5,20 @@ pull torch into the web process). Each error carries the HTTP status the app sho
 the message is safe to send to Label Studio (no traceback, no credentials)::
 
     BackendError                 status 400 unless told otherwise
-    ├── LabelConfigError         the labeling config has no usable image-tagging control (422)
     ├── TaskDataError            one task's data cannot be turned into an image reference (422)
     └── WorkerResultError        a worker's answer does not match the request it got (502)
 
+The labeling config's and Label Studio's own errors are :mod:`studio.errors`.
+
 Example:
-    >>> err = LabelConfigError("no <Image> object in the labeling config", fix="add <Image name=... />")
+    >>> err = TaskDataError("task 3 has no 'image' in its data", fix='import tasks as {"data": {"image": ...}}')
     >>> err.status_code, str(err)
-    (422, 'no <Image> object in the labeling config. Fix: add <Image name=... />.')
+    (422, 'task 3 has no \'image\' in its data. Fix: import tasks as {"data": {"image": ...}}.')
 """
 
 from __future__ import annotations
 
-__all__ = ["BackendError", "LabelConfigError", "TaskDataError", "WorkerResultError"]
+__all__ = ["BackendError", "TaskDataError", "WorkerResultError"]
 
 
 class BackendError(Exception):
@@ -51,15 +52,6 @@ class BackendError(Exception):
         if self.fix:
             parts.append("Fix: " + self.fix.rstrip(".") + ".")
         return " ".join(parts)
-
-
-class LabelConfigError(BackendError):
-    """The labeling config cannot be mapped to a vocabulary (broken XML, no image, no tag control).
-
-    ``/setup`` answers with it, so Label Studio shows the message when the backend is connected.
-    """
-
-    default_status = 422
 
 
 class TaskDataError(BackendError):

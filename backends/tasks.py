@@ -46,15 +46,16 @@ import redis
 from celery import Task, shared_task
 from pydantic import BaseModel, ConfigDict, Field
 
-from backends.controls import parse_label_config
 from backends.convert import TaskFailure, predictions_from_results
 from backends.dispatch import BACKGROUND, PUBLISH_PREDICTIONS, PublishJob, claim_key
 from backends.errors import BackendError
-from backends.ls_client import LabelStudioClient, LabelStudioUnavailable
-from backends.protocol import Prediction
-from backends.protocol import Task as LSTask
 from backends.serving import ServedCalibrations, ServingPolicy, load_policy
 from backends.state import RedisState, SharedState, redis_url_of
+from studio.client import LabelStudioClient
+from studio.config import parse_label_config
+from studio.errors import LabelStudioUnavailable
+from studio.protocol import Prediction
+from studio.protocol import Task as LSTask
 from workers.celery_app import settings_of
 from workers.contracts import PredictResult
 from workers.effort_records import checkpoint_of

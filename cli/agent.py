@@ -97,8 +97,8 @@ def _build(settings: AgentSettings) -> tuple[AgentServices, Agent]:
 
 def _project_source(svc: AgentServices, chosen: list[int]) -> Any:
     """The projects to run: the chosen ones, else every project with an image-tagging config (re-listed)."""
-    from backends.controls import parse_label_config
-    from backends.errors import BackendError
+    from studio.config import parse_label_config
+    from studio.errors import LabelConfigError
 
     if chosen:
         return lambda: chosen
@@ -110,7 +110,7 @@ def _project_source(svc: AgentServices, chosen: list[int]) -> Any:
             for summary in svc.reader.projects():
                 try:
                     parse_label_config(summary.label_config)
-                except BackendError:
+                except LabelConfigError:
                     continue
                 usable.append(summary.project)
             cache.update(at=time.monotonic(), projects=usable)
@@ -157,6 +157,7 @@ def run(
     from agent.services import LockKeeper
     from agent.settings import get_agent_settings
     from backends.errors import BackendError
+    from studio.errors import StudioError
     from workers.logs import configure_logging
 
     settings = get_agent_settings()
@@ -194,7 +195,7 @@ def run(
             claim=keeper.claim,
             on_step=lambda report: _print_step(console, report),
         )
-    except BackendError as exc:
+    except (BackendError, StudioError) as exc:
         console.print(f"[red]Error:[/red] {exc.message}", highlight=False)
         raise typer.Exit(code=1) from None
     finally:

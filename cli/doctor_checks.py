@@ -24,9 +24,9 @@ import httpx
 if TYPE_CHECKING:
     from celery import Celery
 
-    from backends.controls import ProjectVocabulary
-    from backends.ls_client import LabelStudioClient
     from backends.settings import BackendSettings
+    from studio.client import LabelStudioClient
+    from studio.config import ProjectVocabulary
 
 __all__ = ["Check", "Doctor", "redact"]
 
@@ -252,7 +252,7 @@ class Doctor:
 
     def check_label_studio(self) -> Check:
         """Label Studio answers, and the API key is accepted (a legacy token or a personal access token)."""
-        from backends.ls_client import LabelStudioClient
+        from studio.client import LabelStudioClient
 
         url = self.settings.label_studio_url.rstrip("/")
         try:

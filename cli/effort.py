@@ -40,7 +40,8 @@ def _pct(value: float | None) -> str:
 def _count(settings: Any, ledger: Any, project: int, console: Console) -> None:
     from backends.effort import EffortCounter
     from backends.errors import BackendError
-    from backends.ls_client import LabelStudioClient
+    from studio.client import LabelStudioClient
+    from studio.errors import StudioError
     from workers.registry import Registry
 
     try:
@@ -48,7 +49,7 @@ def _count(settings: Any, ledger: Any, project: int, console: Console) -> None:
         counter = EffortCounter(ledger, client, Registry(settings.models_dir, settings.base_model), settings)
         with console.status(f"counting {counter.pending(project)} ledger rows of project {project}"):
             report = counter.run(project)
-    except BackendError as exc:
+    except (BackendError, StudioError) as exc:
         typer.echo(f"Error: {exc.message}", err=True)
         raise typer.Exit(code=1) from None
     refit = report.upkeep.refit

@@ -27,8 +27,8 @@ if TYPE_CHECKING:  # the heavy-ish imports happen inside the command (fast `assi
 
     from backends.bulk import BulkPlan, BulkProgress, BulkRun
     from backends.dispatch import CeleryDispatcher
-    from backends.ls_client import LabelStudioClient
     from backends.settings import BackendSettings
+    from studio.client import LabelStudioClient
     from workers.registry import Registry
 
 __all__ = ["preannotate"]
@@ -58,6 +58,7 @@ def preannotate(
 
     from backends.bulk import BulkRun, plan_preannotation
     from backends.errors import BackendError
+    from studio.errors import StudioError
 
     console = Console()
     try:
@@ -77,7 +78,7 @@ def preannotate(
             return
         run = BulkRun(dispatcher, plan)
         run.start()
-    except BackendError as exc:
+    except (BackendError, StudioError) as exc:
         console.print(f"[red]Error:[/red] {exc.message}", highlight=False)
         raise typer.Exit(code=1) from None
     except (redis.RedisError, kombu.exceptions.OperationalError) as exc:
@@ -98,9 +99,9 @@ def preannotate(
 
 def _services() -> tuple[BackendSettings, CeleryDispatcher, LabelStudioClient, Registry]:
     from backends.dispatch import CeleryDispatcher
-    from backends.ls_client import LabelStudioClient
     from backends.settings import get_backend_settings
     from backends.state import RedisState, redis_url_of
+    from studio.client import LabelStudioClient
     from workers.celery_app import make_celery
     from workers.registry import Registry
 

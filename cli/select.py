@@ -28,11 +28,11 @@ if TYPE_CHECKING:
     from celery import Celery
     from rich.console import Console
 
-    from backends.controls import ProjectVocabulary
-    from backends.ls_client import LabelStudioClient
     from backends.ordering import PushReport, RankedTask
-    from backends.protocol import Task
     from backends.settings import BackendSettings
+    from studio.client import LabelStudioClient
+    from studio.config import ProjectVocabulary
+    from studio.protocol import Task
     from workers.contracts import ImageRef, ScorePoolResult
 
 __all__ = ["SCORE_CAPTION", "Services", "print_ranking", "push", "select", "services"]
@@ -58,8 +58,8 @@ class Services:
 
 def services() -> Services:
     """Settings, the Label Studio client and a Celery app that only sends (no task imports)."""
-    from backends.ls_client import LabelStudioClient
     from backends.settings import get_backend_settings
+    from studio.client import LabelStudioClient
     from workers.celery_app import make_celery
 
     settings = get_backend_settings()
@@ -155,8 +155,9 @@ def select(
     """Choose the tasks to label next (active learning) and put them first in Label Studio."""
     from rich.console import Console
 
-    from backends.controls import parse_label_config
     from backends.errors import BackendError
+    from studio.config import parse_label_config
+    from studio.errors import StudioError
     from workers.contracts import SCORE_POOL, ScorePoolRequest, ScorePoolResult
 
     console = Console()
@@ -190,7 +191,7 @@ def select(
             f"Scoring {len(pool)} unlabeled images",
         )
         result = ScorePoolResult.model_validate(answer)
-    except (BackendError, TimeoutError) as exc:
+    except (BackendError, StudioError, TimeoutError) as exc:
         console.print(f"[red]Error:[/red] {getattr(exc, 'message', exc)}", highlight=False)
         raise typer.Exit(code=1) from None
     except Exception as exc:  # a worker-side error comes back as its own type; show it in one line

@@ -12,7 +12,7 @@ When an option was added is read from the project's **label history**
 (``<models_dir>/rounds/<project>/labels.json``): the first round that sees a label in the
 config records the time; labels present at the first round ever are taken as always present.
 
-The labeling config is parsed here with the same rules as ``backends.controls`` (workers may not
+The labeling config is parsed here with the same rules as ``studio.config`` (workers may not
 import the HTTP edge; ``tests/workers/test_round_data.py`` checks that both agree): ``Choices``
 and ``Taxonomy`` tags on an ``<Image>``, a choice's model label is its ``value`` or each name of
 ``predicted_values``, taxonomy nodes are paths (choosing ``Animal / Cat`` implies ``Animal``), and
@@ -158,7 +158,7 @@ def _taxonomy(element: ET.Element) -> dict[str, tuple[str, ...]]:
         if leafs_only and any(child.tag == "Choice" for child in leaf):
             continue
         path = tuple(_output(n) or "" for n in node)
-        # A node name used twice gets its value path as the model label (as backends.controls).
+        # A node name used twice gets its value path as the model label (as studio.config).
         unique = names.count(name) == 1
         default = name if unique and name else PATH_SEPARATOR.join(n.get("value") or _output(n) or "" for n in node)
         targets.setdefault(PATH_SEPARATOR.join(path), _model_labels(leaf, default))

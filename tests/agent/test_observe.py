@@ -14,7 +14,7 @@ from agent.log import DecisionLog, open_decision_log
 from agent.observe import Observer, last_fire, memory_from_log, rate_annotation, read_round_log
 from agent.studio import PredictionRow, ProjectSummary, TaskRow
 from assistant.agent_policy import Decision
-from backends.controls import parse_label_config
+from studio.config import parse_label_config
 from workers.ledger import Ledger, LedgerEvent, open_ledger
 from workers.registry import Registry
 

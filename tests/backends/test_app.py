@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from backends.controls import parse_label_config
 from backends.convert import DEFAULT_MAX_TAGS, MAX_SCORES_KEPT, SCORES_KEY
 from backends.state import MemoryState
+from studio.config import parse_label_config
 from tests.backends._app_fakes import FakeDispatcher, Harness, make_harness
 from tests.backends._fixtures import config, payload, prediction_errors
 

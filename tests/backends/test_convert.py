@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from backends.controls import ProjectVocabulary, parse_label_config
 from backends.convert import (
     DEFAULT_MAX_TAGS,
     EMPTY_NOTE,
@@ -22,7 +21,8 @@ from backends.convert import (
     task_image_refs,
 )
 from backends.errors import BackendError, TaskDataError, WorkerResultError
-from backends.protocol import Annotation, LSPredictRequest, Prediction, Task
+from studio.config import ProjectVocabulary, parse_label_config
+from studio.protocol import Annotation, LSPredictRequest, Prediction, Task
 from tests.backends._fixtures import config, payload, prediction_errors
 from workers.contracts import ImageFailure, ImageRef, ImageScores, PredictRequest, PredictResult
 

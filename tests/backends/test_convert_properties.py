@@ -34,12 +34,6 @@ from hypothesis import strategies as st
 from label_studio_sdk.label_interface.interface import LabelInterface
 from pydantic import ValidationError
 
-from backends.controls import (
-    ChoicesControl,
-    ProjectVocabulary,
-    TaxonomyControl,
-    parse_label_config,
-)
 from backends.convert import (
     MAX_SCORES_KEPT,
     SCORES_KEY,
@@ -49,8 +43,15 @@ from backends.convert import (
     predictions_from_results,
     task_image_refs,
 )
-from backends.errors import LabelConfigError, TaskDataError, WorkerResultError
-from backends.protocol import (
+from backends.errors import TaskDataError, WorkerResultError
+from studio.config import (
+    ChoicesControl,
+    ProjectVocabulary,
+    TaxonomyControl,
+    parse_label_config,
+)
+from studio.errors import LabelConfigError
+from studio.protocol import (
     MAX_ID,
     Annotation,
     LSPredictRequest,

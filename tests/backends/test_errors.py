@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from backends.errors import BackendError, LabelConfigError, TaskDataError, WorkerResultError
+from backends.errors import BackendError, TaskDataError, WorkerResultError
 
 
 @pytest.mark.parametrize(
@@ -10,7 +10,6 @@ from backends.errors import BackendError, LabelConfigError, TaskDataError, Worke
     [
         (BackendError("bad input"), 400, "bad input."),
         (BackendError("bad input", status_code=409), 409, "bad input."),
-        (LabelConfigError("no image.", why="none found", fix="add one"), 422, "no image. none found. Fix: add one."),
         (TaskDataError("task 3 has no image", task_id=3), 422, "task 3 has no image."),
         (WorkerResultError("labels differ"), 502, "labels differ."),
     ],

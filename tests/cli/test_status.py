@@ -249,7 +249,7 @@ def test_effort_count_says_when_label_studio_is_unreachable(
     monkeypatch.setenv("ASSISTANT_LABEL_STUDIO_API_KEY", "token")
     get_settings.cache_clear()
     result = CliRunner().invoke(app, ["effort", "-p", "3", "--count"])
-    assert result.exit_code == 1 and "cannot reach Label Studio" in result.output
+    assert result.exit_code == 1 and "cannot reach label studio" in result.output.lower()
     ledger = open_ledger(None, home=home)
     try:
         assert ledger.effort.state(3).failures == 1  # recorded for status

@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 import pytest
 
-from backends.controls import parse_label_config
+from studio.config import parse_label_config
 from tests.backends._fixtures import prediction_errors
 from tests.conftest import REPO_ROOT
 from tests.integration.ls_harness import LSClient, LSServer

@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from backends.controls import parse_label_config
 from backends.convert import build_predict_requests, predictions_from_results
-from backends.protocol import LSPredictRequest
+from studio.config import parse_label_config
+from studio.protocol import LSPredictRequest
 from tests.integration.ls_harness import MULTILABEL_CONFIG, LSClient, LSServer, RecordingBackend
 from workers.contracts import ImageFailure, ImageScores, PredictResult
 

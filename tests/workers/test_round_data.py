@@ -9,9 +9,9 @@ import pytest
 
 from assistant.corrections import correction_targets
 from assistant.labels import LabelSet
-from backends.controls import parse_label_config
 from backends.convert import annotation_to_correction
-from backends.protocol import Annotation, Prediction
+from studio.config import parse_label_config
+from studio.protocol import Annotation, Prediction
 from tests.conftest import REPO_ROOT
 from workers.feature_cache import FeatureCache
 from workers.media import MediaFetcher

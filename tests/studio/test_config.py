@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backends.controls import (
+from studio.config import (
     EXAMPLE_CONFIG,
     ChoicesControl,
     Knobs,
@@ -12,7 +12,7 @@ from backends.controls import (
     TaxonomyControl,
     parse_label_config,
 )
-from backends.errors import LabelConfigError
+from studio.errors import LabelConfigError
 from tests.backends._fixtures import config, payload
 from workers.contracts import vocabulary_fingerprint
 
@@ -117,7 +117,7 @@ def test_skipped_and_foreign_controls() -> None:
 
 def test_unknown_control_name_lists_the_known_ones() -> None:
     vocab = parse_label_config(config("multi_control"))
-    with pytest.raises(LabelConfigError, match="unknown control name 'nope'") as info:
+    with pytest.raises(LabelConfigError, match="Unknown control name 'nope'") as info:
         vocab.control("nope")
     assert "objects" in info.value.message and info.value.status_code == 422
 

@@ -52,8 +52,8 @@ from typing import Any, ClassVar
 
 from label_studio_sdk.label_interface.interface import LabelInterface
 
-from backends.errors import LabelConfigError
 from preannotation import EditCosts
+from studio.errors import LabelConfigError
 from workers.contracts import vocabulary_fingerprint
 
 __all__ = [
