@@ -64,11 +64,12 @@ from assistant.agent_policy import (
     Saving,
 )
 from assistant.label_quality import review_labels
-from backends.convert import SCORES_KEY, annotation_to_correction
+from backends.convert import SCORES_KEY
 from backends.predicting import checkpoint_version
 from backends.webhook_check import WebhookCheck
 from studio.config import ProjectVocabulary, parse_label_config
 from studio.protocol import Annotation
+from studio.results import annotation_to_correction
 from workers.effort_summary import totals_of
 from workers.ledger import Ledger, LedgerEntry
 from workers.locks import RoundLocks

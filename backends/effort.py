@@ -39,13 +39,13 @@ from celery import Task, shared_task
 from celery.utils.time import get_exponential_backoff_interval
 from pydantic import ValidationError
 
-from backends.convert import keys_by_control
 from backends.errors import BackendError
 from backends.state import SharedState
 from backends.tasks import client_of, ledger_of, state_of
 from studio.config import ProjectVocabulary, parse_label_config
 from studio.errors import LabelStudioUnavailable, StudioError
 from studio.protocol import ResultItem
+from studio.results import keys_by_control
 from workers.celery_app import settings_of
 from workers.contracts import COUNT_EFFORT
 from workers.effort import EffortStore

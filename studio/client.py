@@ -173,11 +173,17 @@ class LabelStudioClient:
 
         return _call(f"GET predictions of project {project}", fetch)
 
-    def export(self, project: int) -> list[dict[str, Any]]:
-        """The project's tasks with their annotations (``projects.exports.as_json``), for rounds."""
+    def export(self, project: int, *, wait_s: int = 300) -> list[dict[str, Any]]:
+        """The project's tasks with their annotations (``projects.exports.as_json``), for rounds.
+
+        Args:
+            project: The project.
+            wait_s: How long to wait for Label Studio to build the export (a large project's
+                takes a while; the SDK's default is 60 s).
+        """
 
         def fetch() -> list[dict[str, Any]]:
-            exported: list[dict[str, Any]] = self.sdk.projects.exports.as_json(project)
+            exported: list[dict[str, Any]] = self.sdk.projects.exports.as_json(project, timeout=wait_s)
             return exported
 
         return _call(f"export project {project}", fetch)

@@ -5,7 +5,8 @@
 1. claim the project's round lock (``workers.locks``) and keep it alive with a heartbeat; a
    project whose lock another live round holds is answered ``busy``;
 2. remove what a killed round left behind (staging checkpoints, half-written reports);
-3. export the annotations from Label Studio and build the round dataset (``workers.round_data``);
+3. read the labeling config and the annotations from Label Studio (``studio``) and build the
+   round dataset (``workers.round_data``);
 4. train, evaluate and decide (``assistant.rounds.run_round``) against the version in service,
    with the base model's backbone as the frozen distillation teacher and the feature cache
    serving stage-2 features;
@@ -56,6 +57,8 @@ from assistant.model import MKTModel
 from assistant.round_report import clean_stale_reports, write_round_report
 from assistant.rounds import FeatureFn, InsufficientDataError, RoundConfig, RoundData, RoundSplit, run_round
 from assistant.train import dataset_targets, encode_dataset
+from studio.client import LabelStudioClient
+from studio.export import prediction_index
 from workers.celery_app import settings_of
 from workers.contracts import TRAIN_ROUND, RoundRequest, RoundResult
 from workers.effort_report import add_effort_section
@@ -66,14 +69,7 @@ from workers.locks import Heartbeat, RoundLocks
 from workers.media import MediaFetcher
 from workers.pipeline import from_image_features, to_image_features
 from workers.registry import Registry, VersionRecord
-from workers.round_data import (
-    AnnotationSource,
-    LabelHistory,
-    SdkAnnotationSource,
-    exported_tasks,
-    fetch_images,
-    parse_vocabulary,
-)
+from workers.round_data import AnnotationSource, LabelHistory, exported_tasks, fetch_images, round_labels
 from workers.settings import Settings
 
 __all__ = [
@@ -319,8 +315,9 @@ class _Round:
     ) -> None:
         self.settings, self.request, self.registry, self.ledger = settings, request, registry, ledger
         self.fetcher, self.cache, self.beat = fetcher, cache, beat
-        self.source = source or SdkAnnotationSource(
-            settings.label_studio_url, settings.label_studio_api_key.get_secret_value()
+        # An export of a large project takes a while: 300 s per request, not the client's 30.
+        self.source = source or LabelStudioClient(
+            settings.label_studio_url, settings.label_studio_api_key.get_secret_value(), timeout=300.0
         )
         self.report = progress or (lambda phase, done, total: None)
         self.project = request.project
@@ -357,12 +354,13 @@ class _Round:
 
     def _dataset(self) -> RoundData:
         self.report("export", 0, 3)
-        vocab = parse_vocabulary(self.source.label_config(self.project))
+        # The one parser: the label set a round trains is the one /setup and /predict serve.
+        vocab, labels = round_labels(self.source.label_config(self.project))
         history = LabelHistory(self.paths.state / "labels.json").update(vocab.labels)
         self.report("export", 1, 3)
         tasks = self.source.export(self.project)
         self.report("export", 2, 3)
-        predictions = self.source.predictions(self.project)
+        predictions = prediction_index(self.source.predictions(self.project))
         self.report("export", 3, 3)
         exported, skipped = exported_tasks(tasks, predictions, vocab, history)
         self.counts.update({f"skipped_{k}": v for k, v in skipped.items()})
@@ -395,7 +393,7 @@ class _Round:
             if t.task_id in by_task
         ]
         files = {str(s.task_id): s.path for s in stored}
-        return _round_data(annotations, files, LabelSet(vocab.labels), self.settings, self.project)
+        return _round_data(annotations, files, labels, self.settings, self.project)
 
     def _teacher(self, current: VersionRecord, parent: LoadedModel) -> Any:
         if "stage1" not in (self.request.stages or self.settings.round_stages):

@@ -37,7 +37,6 @@ from pydantic import ValidationError
 from backends.convert import (
     MAX_SCORES_KEPT,
     SCORES_KEY,
-    annotation_to_correction,
     build_predict_requests,
     confidence,
     predictions_from_results,
@@ -62,6 +61,7 @@ from studio.protocol import (
     WebhookEvent,
     parse_project_id,
 )
+from studio.results import annotation_to_correction
 from workers.contracts import (
     ImageFailure,
     ImageRef,
