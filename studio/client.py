@@ -166,10 +166,10 @@ class LabelStudioClient:
         return _call(f"GET tasks of project {project}", fetch)
 
     def predictions(self, project: int) -> list[dict[str, Any]]:
-        """Every prediction of the project (id, task, result, model_version, created_at)."""
+        """Every prediction of the project (one request): id, task, result, model_version, created_at."""
 
         def fetch() -> list[dict[str, Any]]:
-            return [as_dict(raw) for raw in self.sdk.predictions.list(project=project)]
+            return [pred for pred in map(as_dict, self.sdk.predictions.list(project=project)) if pred.get("task")]
 
         return _call(f"GET predictions of project {project}", fetch)
 
@@ -205,7 +205,6 @@ class LabelStudioClient:
 
     def prediction_versions(self, project: int) -> dict[int, set[str]]:
         """Task id → the model versions it already has predictions for (one request per project)."""
-
         out: dict[int, set[str]] = {}
         for pred in self.predictions(project):
             if pred.get("task") is not None:
@@ -273,6 +272,20 @@ class LabelStudioClient:
     def update_view(self, project: int, view: int, data: dict[str, Any]) -> None:
         """Replace a saved view's ``data`` (title, filters, ordering)."""
         _call(f"PATCH view {view}", lambda: self.sdk.views.update(id=str(view), project=project, data=data))
+
+    def update_prediction(self, prediction_id: int, prediction: Prediction) -> None:
+        """Replace a stored prediction's result, score and version in place (``PATCH /api/predictions/{id}/``).
+
+        Its id and creation time stay, so an annotation that starts from it later still names it
+        (``parent_prediction``). Idempotent: sending the same content twice stores it once.
+        """
+        result = [item.model_dump(mode="json", exclude_none=True) for item in prediction.result]
+        _call(
+            f"PATCH prediction {prediction_id}",
+            lambda: self.sdk.predictions.update(
+                id=prediction_id, result=result, score=prediction.score, model_version=prediction.model_version
+            ),
+        )
 
     def import_predictions(self, project: int, predictions: Sequence[tuple[int, Prediction]]) -> int:
         """Store several predictions in one request (``POST /api/projects/{id}/import/predictions``).
