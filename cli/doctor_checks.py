@@ -288,7 +288,7 @@ class Doctor:
             client = LabelStudioClient(url, key, timeout=self.timeout, max_retries=0)
             user = client.sdk.users.whoami()
             version = getattr(client.sdk.versions.get(), "release", None)
-        except Exception as exc:  # the SDK's ApiError (401, 403), BackendError, transport errors
+        except Exception as exc:  # the SDK's ApiError (401, 403), StudioError, transport errors
             status = getattr(exc, "status_code", None)
             fix = (
                 "a legacy token works only when Label Studio runs with LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN=true; "
