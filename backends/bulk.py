@@ -57,10 +57,10 @@ from backends.dispatch import CeleryDispatcher, PredictJob, plan_chunks
 from backends.errors import BackendError
 from backends.predicting import checkpoint_version
 from backends.state import SharedState
+from state.effort import EffortStore
+from state.registry import Registry
 from studio.client import LabelStudioClient
 from studio.config import parse_label_config
-from workers.effort import EffortStore
-from workers.registry import Registry
 
 __all__ = [
     "BULK_IMPORT_MAX_TASKS",

@@ -1,6 +1,6 @@
 """Pure conversions between Label Studio payloads and worker messages (no network, no model).
 
-- Task → ``workers.contracts.ImageRef``: :func:`task_image_refs`, :func:`build_predict_requests`.
+- Task → ``state.contracts.ImageRef``: :func:`task_image_refs`, :func:`build_predict_requests`.
 - Worker ``PredictResult`` → one Label Studio prediction per task: :func:`predictions_from_results`.
 
 Annotations → corrections (Label Studio results → label sets) are :mod:`studio.results`.
@@ -60,9 +60,9 @@ from backends.errors import TaskDataError, WorkerResultError
 from backends.serving import ServingPolicy
 from preannotation import show_mask
 from preannotation.logistic import logit, sigmoid
+from state.contracts import MAX_IMAGES, ImageRef, ImageScores, PredictRequest, PredictResult
 from studio.config import ProjectVocabulary, TagControl
 from studio.protocol import LSPredictResponse, Prediction, ResultItem, Task
-from workers.contracts import MAX_IMAGES, ImageRef, ImageScores, PredictRequest, PredictResult
 
 __all__ = [
     "DEFAULT_MAX_TAGS",

@@ -38,12 +38,12 @@ from backends.metrics import BackendMetrics
 from backends.presence import QueueConsumers, no_worker_message
 from backends.serving import ServedCalibrations, load_policy
 from backends.settings import BackendSettings
+from state.effort import EffortStore
+from state.effort_records import checkpoint_of
+from state.registry import Registry
 from studio.config import ProjectVocabulary, parse_label_config
 from studio.errors import LabelConfigError
 from studio.protocol import LSPredictRequest, Prediction, Task
-from workers.effort import EffortStore
-from workers.effort_records import checkpoint_of
-from workers.registry import Registry
 
 __all__ = ["PredictAnswer", "Predictor", "checkpoint_version"]
 

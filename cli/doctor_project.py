@@ -66,9 +66,9 @@ def check_image(
     """A worker reads and decodes the project's first task's image (``assistant.probe_image``: no model)."""
     from backends.convert import task_image_refs
     from backends.errors import BackendError
+    from state.contracts import PROBE_IMAGE, ProbeRequest, ProbeResult
     from studio.errors import StudioError
     from studio.protocol import Task
-    from workers.contracts import PROBE_IMAGE, ProbeRequest, ProbeResult
 
     try:
         raw = next(iter(client.task_rows(project, limit=1)), None)

@@ -4,7 +4,7 @@ One strategy class per control tag, as in the label-studio-ml yolo example's ``c
 :class:`ChoicesControl` and :class:`TaxonomyControl`. :func:`parse_label_config` finds every such
 control attached to an ``<Image>`` (a project may have several) and builds a
 :class:`ProjectVocabulary`: per-control targets plus the ordered union of model labels, which is
-what a ``workers.contracts.PredictRequest`` carries.
+what a ``state.contracts.PredictRequest`` carries.
 
 **Labels.** A ``<Choice>``'s output string is ``alias`` when set, else ``value`` (what Label Studio
 stores in results). Its model label (what the model scores) is ``value``, or each name of
@@ -19,7 +19,7 @@ string Label Studio stores stays verbatim (``value="dog "`` is shown and stored 
 scored as ``dog``). A value the model cannot use is a :class:`~studio.errors.LabelConfigError`
 when the config is parsed, so ``/setup`` refuses it when the model is connected: a blank value
 without ``predicted_values`` (in a control the model predicts), two taxonomy nodes whose paths
-join to the same key, more than ``workers.contracts.MAX_LABELS`` labels.
+join to the same key, more than ``state.contracts.MAX_LABELS`` labels.
 
 **Knobs** (attributes of the control tag; ``model_threshold`` also works on one ``<Choice>``):
 
@@ -62,8 +62,8 @@ from typing import Any, ClassVar
 from label_studio_sdk.label_interface.interface import LabelInterface
 
 from preannotation import EditCosts
+from state.contracts import MAX_LABELS, vocabulary_fingerprint
 from studio.errors import LabelConfigError
-from workers.contracts import MAX_LABELS, vocabulary_fingerprint
 
 __all__ = [
     "EXAMPLE_CONFIG",
@@ -285,7 +285,7 @@ class ProjectVocabulary:
 
     @property
     def fingerprint(self) -> str:
-        """:func:`workers.contracts.vocabulary_fingerprint` of :attr:`labels`."""
+        """:func:`state.contracts.vocabulary_fingerprint` of :attr:`labels`."""
         return vocabulary_fingerprint(list(self.labels))
 
     @property
@@ -637,7 +637,7 @@ def _vocabulary(controls: list[TagControl]) -> ProjectVocabulary:
     if len(labels) > MAX_LABELS:
         raise _config_error(
             f"the labeling config names {len(labels):,} model labels",
-            why=f"a prediction request carries at most {MAX_LABELS:,} (workers.contracts.MAX_LABELS)",
+            why=f"a prediction request carries at most {MAX_LABELS:,} (state.contracts.MAX_LABELS)",
             fix=f'split the options over several projects, or add {KNOB_SKIP}="true" to the controls the model '
             "need not predict",
         )

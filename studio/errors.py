@@ -1,9 +1,9 @@
 """The errors of the Label Studio package: a config the model cannot use, a Label Studio that fails.
 
-They keep the what/why/fix shape of every error of the project and derive from
-:class:`workers.errors.WorkerError` (stdlib only, picklable across Celery), because a round in a
-worker raises them as well as the HTTP backend. Each carries the HTTP status the backend answers
-with, so ``/setup`` turns a bad config into a 422 Label Studio shows::
+They derive from the project's one error base, :class:`errors.AssistantError` (what / why / fix,
+picklable across Celery: a round in a worker raises them as well as the HTTP backend). Each
+carries the HTTP status the backend answers with, so ``/setup`` turns a bad config into a 422
+Label Studio shows::
 
     StudioError                  status 400 unless the class says otherwise
     ├── LabelConfigError         the labeling config has no usable image-tagging control (422)
@@ -18,12 +18,12 @@ Example:
 
 from __future__ import annotations
 
-from workers.errors import WorkerError
+from errors import AssistantError
 
 __all__ = ["LabelConfigError", "LabelStudioError", "LabelStudioUnavailable", "StudioError"]
 
 
-class StudioError(WorkerError):
+class StudioError(AssistantError):
     """Base class of the Label Studio package's errors."""
 
     #: The HTTP status the backend answers with for this kind of error.

@@ -43,6 +43,14 @@ from backends.convert import (
     task_image_refs,
 )
 from backends.errors import TaskDataError, WorkerResultError
+from state.contracts import (
+    ImageFailure,
+    ImageRef,
+    ImageScores,
+    PredictRequest,
+    PredictResult,
+    vocabulary_fingerprint,
+)
 from studio.config import (
     ChoicesControl,
     ProjectVocabulary,
@@ -62,14 +70,6 @@ from studio.protocol import (
     parse_project_id,
 )
 from studio.results import annotation_to_correction
-from workers.contracts import (
-    ImageFailure,
-    ImageRef,
-    ImageScores,
-    PredictRequest,
-    PredictResult,
-    vocabulary_fingerprint,
-)
 
 VERSION = "prop-v1"
 # Bounded so that the module runs in seconds on 2 shared cores; CI may raise them with a profile.

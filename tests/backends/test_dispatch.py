@@ -27,16 +27,16 @@ from backends.serving import load_policy
 from backends.state import MemoryState, RedisState
 from backends.tasks import publish
 from preannotation import fit_recalibration
+from state.contracts import PredictRequest
+from state.ledger import open_ledger
+from state.registry import Registry
+from state.settings import Settings
 from studio.client import LabelStudioClient
 from studio.config import parse_label_config
 from studio.errors import LabelStudioError, LabelStudioUnavailable, StudioError
 from studio.protocol import Task
 from tests.backends._app_fakes import fake_result
 from tests.backends._fixtures import config
-from workers.contracts import PredictRequest
-from workers.ledger import open_ledger
-from workers.registry import Registry
-from workers.settings import Settings
 
 VERSION = "base-abc"
 
@@ -341,7 +341,7 @@ def test_resolve_version_checks_the_fingerprint_and_the_registry(registry: Regis
     assert resolve_version(registry, 1, "abcd1234", f"{base}+abcd1234") == base
     with pytest.raises(BackendError, match="another labeling config"):
         resolve_version(registry, 1, "abcd1234", f"{base}+ffff0000")
-    with pytest.raises(BackendError, match="unknown model version"):
+    with pytest.raises(BackendError, match="Unknown model version"):
         resolve_version(registry, 1, "abcd1234", "mkt-nope")
 
 

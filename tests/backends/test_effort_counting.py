@@ -12,10 +12,10 @@ import pytest
 
 from backends.effort import CountReport, EffortCounter, compare, count_projects
 from backends.state import MemoryState
+from state.ledger import Ledger, LedgerEvent, open_ledger
+from state.registry import Registry
+from state.settings import Settings
 from studio.errors import LabelStudioError, LabelStudioUnavailable
-from workers.ledger import Ledger, LedgerEvent, open_ledger
-from workers.registry import Registry
-from workers.settings import Settings
 
 CONFIG = """<View><Image name="image" value="$image"/>
   <Choices name="tags" toName="image" choice="multiple">
@@ -173,9 +173,7 @@ def test_label_studio_down_loses_nothing_and_is_visible_until_a_pass_goes_throug
         with pytest.raises(LabelStudioUnavailable):
             counter.run(PROJECT)
         state = ledger.effort.state(PROJECT)
-        assert (
-            state.failures == attempt and state.error is not None and "cannot reach label studio" in state.error.lower()
-        )
+        assert state.failures == attempt and state.error is not None and "Cannot reach Label Studio" in state.error
         assert counter.pending(PROJECT) == 9 and state.counted_through == 0
 
     studio.down = False
@@ -227,7 +225,7 @@ def test_the_next_refit_fits_the_models_own_probabilities(ledger: Ledger, tmp_pa
 
 
 def test_a_failed_refit_is_stored_and_shown(ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import workers.effort_upkeep as upkeep
+    import state.effort_upkeep as upkeep
 
     def boom(*_: Any, **__: Any) -> Any:
         raise FloatingPointError("the Newton steps diverged")

@@ -20,6 +20,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from workers.registry import Registry
 
 from studio.config import parse_label_config
 from tests.helpers import colour_world, save_pngs
@@ -28,7 +29,6 @@ from tests.integration.ls_stack_env import SMALL_ROUNDS, ls_stack_env
 from tests.integration.processes import assistant
 from tests.integration.redis_namespace import RedisNamespace
 from tests.workers._helpers import save_tiny_checkpoint
-from workers.registry import Registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from state.contracts import vocabulary_fingerprint
 from studio.config import (
     EXAMPLE_CONFIG,
     ChoicesControl,
@@ -14,7 +15,6 @@ from studio.config import (
 )
 from studio.errors import LabelConfigError
 from tests.backends._fixtures import config, payload
-from workers.contracts import vocabulary_fingerprint
 
 
 def test_example_config_parses() -> None:

@@ -4,8 +4,8 @@ import pickle
 
 import pytest
 
+from errors import AssistantError
 from studio.errors import LabelConfigError, LabelStudioError, LabelStudioUnavailable, StudioError
-from workers.errors import WorkerError
 
 
 @pytest.mark.parametrize(
@@ -24,7 +24,7 @@ def test_message_and_status(error: StudioError, status: int, text: str) -> None:
     copy = pickle.loads(pickle.dumps(error))
     assert type(copy) is type(error)
     assert (copy.message, copy.status_code) == (error.message, error.status_code)
-    assert isinstance(error, WorkerError)
+    assert isinstance(error, AssistantError)
 
 
 def test_label_studio_error_keeps_the_status_after_pickling() -> None:
