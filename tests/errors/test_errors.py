@@ -7,12 +7,13 @@ import pickle
 import pytest
 
 from assistant.errors import CheckpointError, ConfigError, DataError
-from backends.errors import BackendError, LabelConfigError, TaskDataError
+from backends.errors import BackendError, TaskDataError
 from errors import AssistantError
 from preannotation.costs import PreannotationError
 from state.decision_log import DecisionLogError
 from state.ledger import LedgerError
 from state.registry import RegistryError
+from studio.errors import LabelConfigError, LabelStudioError, LabelStudioUnavailable
 from workers.errors import MediaError, WorkerError
 
 
@@ -37,6 +38,8 @@ _EVERY_TREE = [
     MediaError("timed out", reason="timeout", why="slow host"),
     BackendError("edge", status_code=409),
     LabelConfigError("no image", fix="add <Image>"),
+    LabelStudioError("Label Studio answered 404", status=404),
+    LabelStudioUnavailable("cannot reach Label Studio"),
     TaskDataError("task 3 has no image", task_id=3, reason="missing_data"),
     LedgerError("cannot open the ledger", fix="check the URL"),
     DecisionLogError("cannot open the decision log", why="refused"),

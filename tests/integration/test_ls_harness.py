@@ -24,10 +24,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from backends.controls import parse_label_config
 from backends.convert import build_predict_requests, predictions_from_results
-from backends.protocol import LSPredictRequest
 from state.contracts import ImageFailure, ImageScores, PredictResult
+from studio.config import parse_label_config
+from studio.protocol import LSPredictRequest
 from tests.integration.ls_harness import MULTILABEL_CONFIG, LSClient, LSServer, RecordingBackend
 
 pytestmark = pytest.mark.integration
@@ -252,8 +252,8 @@ def test_label_studio_stores_what_the_converters_produce(
 def test_a_stale_prediction_is_replaced_in_place(ls_server: LSServer, ls_client: LSClient, project: Project) -> None:
     """``LabelStudioClient.update_prediction`` (a refit's re-prediction): same id, new result, one prediction."""
     from backends.convert import recalibration_of
-    from backends.ls_client import LabelStudioClient
-    from backends.protocol import Prediction
+    from studio.client import LabelStudioClient
+    from studio.protocol import Prediction
 
     client = LabelStudioClient(ls_server.url, ls_server.api_key)
     task = project.local[0]
