@@ -144,7 +144,8 @@ def select(
     project: Project,
     k: Annotated[int, typer.Option("--k", "-k", min=1, help="How many tasks to choose.")] = 100,
     strategy: Annotated[
-        str, typer.Option("--strategy", "-s", help="random, uncertainty, entropy, novelty, diversity or hybrid.")
+        str,
+        typer.Option("--strategy", "-s", help="random, uncertainty, entropy, novelty, diversity, hybrid or balanced."),
     ] = "hybrid",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the strategy's randomness.")] = 0,
     dry_run: DryRun = False,
