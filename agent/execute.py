@@ -2,7 +2,8 @@
 
 =============================  ===========================================================================
 ``preannotate``, ``rescore``,  ``backends.bulk``: plan the unlabeled tasks lacking a prediction for the
-``repredict``                  decision's checkpoint and the current config, queue chunked chains
+``repredict``                  decision's checkpoint and the current config, or whose prediction an older
+                               project calibration chose (replaced in place), queue chunked chains
                                ``assistant.predict -> backends.publish_predictions``, follow them; then
                                wait for tasks another job had in flight. The workers serve image
                                features from their cache, so a re-score encodes only the label texts.
@@ -140,11 +141,14 @@ class LabelStudioExecutor:
             unlabeled_only=True,
             model_version=str(params["checkpoint"]),
             chunk_size=self.settings.predict_chunk_size,
+            store=svc.ledger.effort,
         )
         detail: dict[str, Any] = {
             "model_version": plan.model_version,
             "considered": plan.total,
             "already_predicted": len(plan.already_predicted),
+            "stale": len(plan.stale),
+            "calibration": plan.calibration,
             "in_flight": len(plan.in_flight),
             "queued": plan.queued,
             "posted": 0,
@@ -166,6 +170,7 @@ class LabelStudioExecutor:
 
             progress = run.wait(timeout_s=self.settings.agent_action_timeout_s, on_progress=check)
             detail["posted"] = progress.posted
+            detail["replaced"] = progress.replaced
             detail["skipped"] = progress.skipped
             for reason, count in progress.failed.items():
                 failed[reason] = failed.get(reason, 0) + count
@@ -228,7 +233,8 @@ class LabelStudioExecutor:
                 finished = parse_time(entry.get("finished_at"))
                 # The log's times have whole seconds.
                 if finished is not None and finished >= queued_at.replace(microsecond=0):
-                    return Outcome("done", {**base, **_round_log_detail(entry)})
+                    detail = {**base, **_round_log_detail(entry)}
+                    return Outcome("failed" if entry.get("status") == "failed" else "done", detail)
         limit = self.settings.train_time_limit_s + self.settings.round_queue_ttl_s
         if (self.clock() - queued_at).total_seconds() > limit:
             return Outcome("failed", {**base, "error": f"no result after {limit / 3600:.1f} h"})

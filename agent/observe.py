@@ -15,7 +15,10 @@ decision log      the agent's memory: what it last predicted with, selected with
                   the last guard event it logged
 effort ledger     what pre-annotation saved annotators (edits per task against from scratch)
                   with the model in service, else with earlier ones; the guard's trips and
-                  resumptions not logged yet
+                  resumptions not logged yet; the project's latest calibration refit of the
+                  checkpoint in service (an unlabeled task whose prediction an older
+                  calibration chose counts as unpredicted: the agent's ``repredict`` replaces
+                  it, ``backends.bulk``)
 ================  ========================================================================
 
 **Disagreement.** An annotation is rated with :func:`assistant.label_quality.review_labels`
@@ -65,7 +68,7 @@ from assistant.agent_policy import (
 )
 from assistant.label_quality import review_labels
 from backends.controls import ProjectVocabulary, parse_label_config
-from backends.convert import SCORES_KEY, annotation_to_correction
+from backends.convert import SCORES_KEY, annotation_to_correction, recalibration_of
 from backends.predicting import checkpoint_version
 from backends.protocol import Annotation
 from backends.webhook_check import WebhookCheck
@@ -152,10 +155,15 @@ def memory_from_log(log: DecisionLog, project: int) -> Memory:
     return Memory(
         predicted_checkpoint=str(predicted.decision.params.get("checkpoint")) if predicted else None,
         predicted_labels=tuple(str(x) for x in labels) if isinstance(labels, list) else None,
+        predicted_calibration=_text(predicted.decision.params.get("calibration")) if predicted else None,
         selected_version=str(selected.decision.params.get("model_version")) if selected else None,
         flagged=frozenset(flagged),
         guard_seq=int(guard.decision.params.get("seq", 0)) if guard else 0,
     )
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def measured_saving(ledger: Ledger, project: int, checkpoint: str) -> Saving:
@@ -260,6 +268,7 @@ class Observer:
         self.full_check_s = full_check_s
         self._looks: dict[int, _Look] = {}
         self._ratings: dict[int, _Ratings] = {}
+        self._failed_rounds_told: set[tuple[int, str]] = set()
 
     # --- the cheap look ----------------------------------------------------------------------
     def _counters(self, project: int, summary: ProjectSummary) -> tuple[Any, ...]:
@@ -270,6 +279,7 @@ class Observer:
             checkpoint_version(self.registry, project),
             self.ledger.count(project),
             self.ledger.effort.last_guard_event(project),
+            self._calibration(project, checkpoint_version(self.registry, project)),
             log_path.stat().st_size if log_path.is_file() else 0,
             self.locks.holder(project),
             last[0].seq if last else 0,
@@ -296,9 +306,12 @@ class Observer:
         version = vocab.model_version(checkpoint)
         tasks = self.reader.tasks(project)
         predictions = self.reader.predictions(project)
-        versions: dict[int, set[str]] = {}
-        for pred in predictions:
-            versions.setdefault(pred.task, set()).add(pred.model_version)
+        calibration = self._calibration(project, checkpoint)
+        # An unlabeled task is predicted when it has a prediction for the version that the
+        # project's latest calibration refit chose (None: the checkpoint's own calibration).
+        current: set[int] = {
+            p.task for p in predictions if p.model_version == version and recalibration_of(p.result) == calibration
+        }
         unlabeled = [t for t in tasks if not t.labeled]
         rounds = read_round_log(self.models_dir, project)
         holder = self.locks.holder(project)
@@ -312,7 +325,8 @@ class Observer:
             labels=tuple(vocab.labels),
             tasks=len(tasks),
             unlabeled=len(unlabeled),
-            unpredicted=tuple(sorted(t.id for t in unlabeled if version not in versions.get(t.id, set()))),
+            calibration=calibration,
+            unpredicted=tuple(sorted(t.id for t in unlabeled if t.id not in current)),
             queue=sum(1 for t in unlabeled if t.rank is not None),
             new_corrections=self.ledger.count_since_last_round(project),
             watermark=self._ratings[project].upto,
@@ -332,7 +346,22 @@ class Observer:
         )
         # What changed since this look is compared against the state *before* acting on it.
         self._looks[project] = _Look(self._counters(project, summary), now)
+        self._tell_failed_round(project, obs.last_round)
         return obs
+
+    def _tell_failed_round(self, project: int, last: LastRound | None) -> None:
+        """Say once in the agent's log that the project's last round failed, and why (issue 16)."""
+        if last is None or last.status != "failed" or (project, last.round_id) in self._failed_rounds_told:
+            return
+        self._failed_rounds_told.add((project, last.round_id))
+        logger.warning(
+            "project %s: round %s (%s) failed at %s: %s",
+            project,
+            last.round_id,
+            last.trigger,
+            last.finished_at.isoformat(timespec="seconds"),
+            last.reason,
+        )
 
     def _watch_webhook(self, project: int, now: dt.datetime) -> None:
         """Warn in the log when the project's annotations do not reach the backend (module docstring)."""
@@ -351,6 +380,11 @@ class Observer:
     def tasks(self, project: int) -> list[TaskRow]:
         """The project's tasks (the executors re-read them before acting)."""
         return self.reader.tasks(project)
+
+    def _calibration(self, project: int, checkpoint: str) -> str | None:
+        """The id of the project's latest fitted refit of ``checkpoint`` (None: its own calibration)."""
+        refit = self.ledger.effort.last_refit(project, checkpoint, fitted_only=True)
+        return None if refit is None else refit.id
 
     def _memory(self, project: int) -> Memory:
         return memory_from_log(self.log, project)
@@ -409,5 +443,6 @@ def _last_round(rounds: Sequence[Mapping[str, Any]]) -> LastRound | None:
             trigger=str(entry.get("trigger") or ""),
             finished_at=finished,
             version=str(entry.get("current_version") or ""),
+            reason=str(entry.get("reason") or ""),
         )
     return None

@@ -205,10 +205,11 @@ class LastRound:
 
     Attributes:
         round_id: ``r0007``.
-        status: ``promoted``, ``kept``, ``skipped`` or ``busy``.
+        status: ``promoted``, ``kept``, ``skipped``, ``busy`` or ``failed``.
         trigger: ``agent``, ``threshold``, ``schedule``, ``start_training``, ``manual``.
         finished_at: When it finished (UTC).
         version: The version serving after it.
+        reason: The round's decision, or why it failed.
     """
 
     round_id: str
@@ -216,6 +217,7 @@ class LastRound:
     trigger: str
     finished_at: dt.datetime
     version: str = ""
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -323,7 +325,8 @@ class Observation:
         labels: The labeling config's model labels, in order.
         tasks: Tasks in the project.
         unlabeled: Tasks without an annotation.
-        unpredicted: Unlabeled tasks without a prediction for the current version.
+        unpredicted: Unlabeled tasks without a prediction for the current version made with
+            ``calibration`` (a prediction an older calibration chose is stale).
         queue: Unlabeled tasks of the last selection (the queue in front of the annotators).
         new_corrections: Corrections-ledger rows since the last round.
         watermark: The ledger's newest row (a round decision's identity).
@@ -390,7 +393,10 @@ class Observation:
         if self.calibration is not None:
             out["calibration"] = self.calibration
         if self.last_round is not None:
-            out["last_round"] = f"{self.last_round.round_id} {self.last_round.status} ({self.last_round.trigger})"
+            last = self.last_round
+            out["last_round"] = f"{last.round_id} {last.status} ({last.trigger})"
+            if last.status == "failed":
+                out["last_round"] += f": {last.reason[:300]}"
         if self.events:
             out["events"] = sorted(set(self.events))
         if self.saving is not None:
