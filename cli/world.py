@@ -130,7 +130,9 @@ def pretrain(
     batch_size: Annotated[int, typer.Option(help="Pairs per step.")] = 256,
     arch: Annotated[str, typer.Option(help="Registered open_clip architecture.")] = "world-tiny",
     seed: Annotated[int, typer.Option(help="Seed of the initialisation.")] = 0,
-    max_minutes: Annotated[float, typer.Option(help="Stop early past this wall time (recorded).")] = 60.0,
+    max_minutes: Annotated[
+        float, typer.Option(help="Stop past this wall time; the cosine schedule then follows the clock (recorded).")
+    ] = 60.0,
     quick_eval: Annotated[bool, typer.Option(help="Score zero-shot on the quick test split.")] = False,
     world: Annotated[str, typer.Option(help=WORLD_HELP)] = DEFAULT_WORLD,
 ) -> None:
@@ -142,7 +144,9 @@ def pretrain(
     from benchworld.world.pretrain import PretrainConfig, save_open_clip_dir, stream_hash
     from benchworld.world.pretrain import pretrain as run_pretrain
 
-    cfg = PretrainConfig(arch=arch, steps=steps, batch_size=batch_size, seed=seed, max_minutes=max_minutes)
+    cfg = PretrainConfig(
+        arch=arch, steps=steps, batch_size=batch_size, seed=seed, max_minutes=max_minutes, time_schedule=True
+    )
     if out.exists() and any(out.iterdir()):
         raise _fail(FileExistsError(f"{out} is not empty; pass another --out or remove it"))
     try:

@@ -62,6 +62,10 @@ class PretrainConfig:
     loader_workers: int = 1
     # Torch intra-op threads (0 keeps torch's default: all cores).
     threads: int = 0
+    # Let the cosine schedule follow the wall clock when max_minutes comes before the last step
+    # (a shared machine): the run then still ends annealed. Off, a run is a pure function of its
+    # settings and seed.
+    time_schedule: bool = False
 
     @property
     def pairs(self) -> int:
@@ -103,7 +107,8 @@ def _lr(step: int, cfg: PretrainConfig, elapsed: float = 0.0) -> float:
     progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
     # On a shared machine the wall-time cap may come first: the cosine then follows the clock, so
     # a run cut at max_minutes still ends annealed (the manifest records the steps it made).
-    progress = max(progress, elapsed / (cfg.max_minutes * 60))
+    if cfg.time_schedule:
+        progress = max(progress, elapsed / (cfg.max_minutes * 60))
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
