@@ -17,7 +17,7 @@
                                "Assistant: review" tab: earlier flags not yet reviewed first, then the new
                                ones, worst first. No model runs (the flags come from the observation).
 ``guard``                      nothing: the guard acted when the annotations were counted
-                               (``workers.effort_upkeep``); the decision records why in the log.
+                               (``state.effort_upkeep``); the decision records why in the log.
 =============================  ===========================================================================
 
 Every action is idempotent, so a decision resumed after a crash runs again safely: a bulk plan skips
@@ -44,13 +44,13 @@ from agent.services import AgentServices
 from agent.studio import TaskRow
 from assistant.agent_policy import PREDICTION_ACTIONS, Decision
 from backends.bulk import BulkRun, plan_preannotation
-from backends.controls import parse_label_config
 from backends.convert import task_image_refs
 from backends.errors import TaskDataError
 from backends.ordering import REVIEW_FIELD, REVIEW_VIEW, RankedTask, push_order
-from backends.protocol import Task
+from state.contracts import SCORE_POOL, ImageRef, RoundResult, ScorePoolRequest, ScorePoolResult
+from studio.config import parse_label_config
+from studio.protocol import Task
 from workers.beat import queue_round
-from workers.contracts import SCORE_POOL, ImageRef, RoundResult, ScorePoolRequest, ScorePoolResult
 
 __all__ = ["Executor", "Interrupted", "LabelStudioExecutor", "Outcome"]
 
@@ -256,8 +256,9 @@ class LabelStudioExecutor:
             labels=list(vocab.labels),
             images=pool,
             labeled=labeled,
-            strategy=str(params.get("strategy", "hybrid")),
+            strategy=str(params.get("strategy", "saving")),
             k=int(params.get("k", 100)),
+            break_even=self.settings.edit_costs(project).break_even,
             seed=_seed(decision.key),
             request_id=f"agent-{uuid.uuid4().hex[:12]}",
         )

@@ -19,7 +19,7 @@ from pydantic import Field, model_validator
 
 from assistant.agent_policy import PolicyConfig
 from backends.settings import BackendSettings
-from workers.settings import url_has_placeholder_password
+from state.settings import url_has_placeholder_password
 
 __all__ = ["AgentSettings", "get_agent_settings"]
 
@@ -50,7 +50,7 @@ class AgentSettings(BackendSettings):
     agent_queue_low_water: int = Field(default=20, ge=0)
     # Tasks per selected batch, and the strategy that chooses them (assistant.selection).
     agent_batch_size: int = Field(default=100, ge=1)
-    agent_strategy: str = "hybrid"
+    agent_strategy: str = "saving"
     # Re-order the queue after a promotion or a vocabulary change even when it is not low.
     agent_reselect_on_change: bool = True
     # Flag annotations whose label quality under the prediction the annotator saw is below this.
@@ -103,7 +103,7 @@ class AgentSettings(BackendSettings):
     @model_validator(mode="after")
     def _check_agent(self) -> Self:
         if self.agent_round_schedule.strip():
-            from workers.schedule import parse_cron  # celery's parser: the same rules as the beat
+            from state.schedule import parse_cron  # celery's parser: the same rules as the beat
 
             parse_cron(self.agent_round_schedule)
         if self.environment != "development" and url_has_placeholder_password(self.agent_log_url):

@@ -47,24 +47,26 @@ from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 
 from backends.auth import AuthPolicy
-from backends.controls import parse_label_config
 from backends.dispatch import CeleryDispatcher, Dispatcher
 from backends.errors import BackendError
 from backends.metrics import BackendMetrics
 from backends.middleware import EdgeMiddleware, error_body
 from backends.predicting import Predictor, checkpoint_version
 from backends.presence import QueueConsumers, active_queues_of, no_worker_message
-from backends.protocol import LSPredictRequest, SetupRequest, SetupResponse, parse_project_id
 from backends.settings import BackendSettings
-from backends.state import RedisState, SharedState, redis_url_of
+from backends.state import RedisState, SharedState
 from backends.webhook import EventSink, WebhookHandler, WebhookReply, redis_event_sink
 from backends.webhook_check import WebhookWatch
+from state.effort_summary import project_effort
+from state.ledger import Ledger, open_ledger
+from state.locks import redis_url
+from state.metrics import QueueDepths, broker_redis, queue_depths
+from state.model_info import DEMO_MODEL_FIX, DEMO_MODEL_WHAT, served_model
+from state.registry import Registry
+from studio.config import parse_label_config
+from studio.errors import StudioError
+from studio.protocol import LSPredictRequest, SetupRequest, SetupResponse, parse_project_id
 from workers.celery_app import make_celery
-from workers.effort_summary import project_effort
-from workers.ledger import Ledger, open_ledger
-from workers.metrics import QueueDepths, broker_redis, queue_depths
-from workers.model_info import DEMO_MODEL_FIX, DEMO_MODEL_WHAT, served_model
-from workers.registry import Registry
 
 __all__ = ["MODEL_CLASS", "Services", "create_app", "effort_figures"]
 
@@ -148,7 +150,7 @@ class Services:
 
 
 def effort_figures(ledger: Ledger, registry: Registry, settings: BackendSettings) -> dict[int, dict[str, Any]]:
-    """Every project's effort figures for ``/metrics`` (``workers.effort_summary``), with its refit counts."""
+    """Every project's effort figures for ``/metrics`` (``state.effort_summary``), with its refit counts."""
     out: dict[int, dict[str, Any]] = {}
     for project in sorted(set(ledger.effort.projects()) | set(ledger.projects())):
         try:
@@ -163,7 +165,7 @@ def effort_figures(ledger: Ledger, registry: Registry, settings: BackendSettings
 
 def _redis_state(settings: BackendSettings) -> RedisState:
     return RedisState.from_url(
-        redis_url_of(settings.broker_url, settings.result_backend),
+        redis_url(settings.broker_url, settings.result_backend),
         settings.redis_key_prefix,
         timeout_s=settings.redis_timeout_s,
         claim_ttl_s=settings.result_expires_s,
@@ -179,7 +181,7 @@ def _webhook_watch(settings: BackendSettings) -> WebhookWatch | None:
             "Fix: set ASSISTANT_LABEL_STUDIO_API_KEY"
         )
         return None
-    from backends.ls_client import LabelStudioClient
+    from studio.client import LabelStudioClient
 
     return WebhookWatch(LabelStudioClient(settings.label_studio_url, key, timeout=10.0, max_retries=0))
 
@@ -251,7 +253,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body(detail, _rid(request)), code)
 
     async def backend_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, BackendError)
+        assert isinstance(exc, BackendError | StudioError)
         log = logger.error if exc.status_code >= 500 else logger.info
         log("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc.message)
         return JSONResponse(error_body(exc.message, _rid(request)), exc.status_code)
@@ -271,6 +273,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(ValidationError, invalid)
     app.add_exception_handler(BackendError, backend_error)
+    app.add_exception_handler(StudioError, backend_error)
 
 
 # --- the app ----------------------------------------------------------------------------------------

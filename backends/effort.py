@@ -5,7 +5,7 @@ and one try). This module does the rest, on a worker, as the light Celery task
 ``backends.count_effort`` (the webhook asks for it after each annotation event, and the beat
 runs it for every project every ``ASSISTANT_EFFORT_CHECK_INTERVAL_S`` as a safety net):
 
-1. read the project's ledger rows past its counting cursor (``workers.effort``), in batches;
+1. read the project's ledger rows past its counting cursor (``state.effort``), in batches;
 2. per annotation (its latest revision in the batch): fetch the prediction its annotator started
    from, ``parent_prediction``, else the task's latest prediction made before the annotation;
 3. compare (:func:`compare`): per tag of the labeling config's image-tagging controls, shown and
@@ -13,7 +13,7 @@ runs it for every project every ``ASSISTANT_EFFORT_CHECK_INTERVAL_S`` as a safet
 4. store the counts and move the cursor, in one transaction (``EffortStore.record``): an update
    replaces the annotation's counts, a deletion removes them, a skipped task or one without a
    prediction is counted as such;
-5. refit the project's calibration when due and judge the guard (``workers.effort_upkeep``), each
+5. refit the project's calibration when due and judge the guard (``state.effort_upkeep``), each
    tag under the edit costs its predictions are served with (its control's ``model_cost_*``
    knobs, else the project's); when the labeling config cannot be read, the guard waits for the
    next pass (the refit does not need the config).
@@ -42,21 +42,21 @@ from celery import Task, shared_task
 from celery.utils.time import get_exponential_backoff_interval
 from pydantic import ValidationError
 
-from backends.controls import ProjectVocabulary, parse_label_config
-from backends.convert import keys_by_control
 from backends.errors import BackendError
-from backends.ls_client import LabelStudioUnavailable
-from backends.protocol import ResultItem
 from backends.state import SharedState
 from backends.tasks import client_of, ledger_of, state_of
+from state.contracts import COUNT_EFFORT
+from state.effort import EffortStore
+from state.effort_records import CountedAnnotation, TagAnswer
+from state.effort_upkeep import UpkeepReport, refit_if_due, upkeep
+from state.ledger import Ledger, LedgerEntry
+from state.registry import Registry
+from state.settings import Settings
+from studio.config import ProjectVocabulary, parse_label_config
+from studio.errors import LabelStudioUnavailable, StudioError
+from studio.protocol import ResultItem
+from studio.results import keys_by_control
 from workers.celery_app import settings_of
-from workers.contracts import COUNT_EFFORT
-from workers.effort import EffortStore
-from workers.effort_records import CountedAnnotation, TagAnswer
-from workers.effort_upkeep import UpkeepReport, refit_if_due, upkeep
-from workers.ledger import Ledger, LedgerEntry
-from workers.registry import Registry
-from workers.settings import Settings
 
 __all__ = ["CountReport", "EffortCounter", "PredictionSource", "compare", "count_effort"]
 
@@ -259,12 +259,12 @@ class EffortCounter:
 
         Raises:
             LabelStudioUnavailable: Label Studio could not be reached (recorded first; retry later).
-            BackendError: Label Studio refused the config request (recorded first).
+            StudioError: Label Studio refused the config request, or the config is unusable (recorded first).
         """
         report = CountReport(project)
         try:
             vocab = self._count(project, report)
-        except BackendError as exc:
+        except (BackendError, StudioError) as exc:
             state = self.store.note_failure(project, exc.message)
             logger.warning(
                 "project %s: counting stopped (failure %d in a row, %d rows still to count): %s",
@@ -278,7 +278,7 @@ class EffortCounter:
         if self.settings.guard_enabled and vocab is None:
             try:
                 vocab = parse_label_config(self.source.label_config(project))
-            except BackendError as exc:  # the guard judges under the right costs or not at all
+            except (BackendError, StudioError) as exc:  # the guard judges under the right costs or not at all
                 logger.warning("project %s: the guard waits for the next pass: %s", project, exc.message)
                 report.upkeep = UpkeepReport(refit_if_due(self.store, project, checkpoint, self.settings), [])
                 return report
@@ -318,7 +318,7 @@ class EffortCounter:
                     found = self._prediction(entry)
                 except LabelStudioUnavailable:
                     raise
-                except BackendError as exc:  # this annotation only (e.g. a prediction LS refuses)
+                except (BackendError, StudioError) as exc:  # this annotation only (e.g. a prediction LS refuses)
                     logger.warning("project %s: annotation %s not counted: %s", project, annotation, exc.message)
                     uncounted.append(annotation)
                     skipped["failed"] = skipped.get("failed", 0) + 1
@@ -367,19 +367,19 @@ class EffortCounter:
 # --- the Celery task ----------------------------------------------------------------------------------
 def count_projects(
     counter: EffortCounter, state: SharedState, projects: Sequence[int], owner: str
-) -> tuple[list[CountReport], dict[int, BackendError]]:
+) -> tuple[list[CountReport], dict[int, BackendError | StudioError]]:
     """Run a pass for each project under its counting lock; a project whose lock is held is left to its holder.
 
     Returns:
         The reports, and project -> error for the projects whose pass failed (recorded already).
     """
     reports: list[CountReport] = []
-    errors: dict[int, BackendError] = {}
+    errors: dict[int, BackendError | StudioError] = {}
     for project in projects:
         while state.acquire_lock(f"effort:{project}", owner, _LOCK_TTL_S):
             try:
                 reports.append(counter.run(project))
-            except BackendError as exc:
+            except (BackendError, StudioError) as exc:
                 errors[project] = exc
             finally:
                 state.release_lock(f"effort:{project}", owner)

@@ -51,20 +51,22 @@ import redis
 from celery import Task, shared_task
 from pydantic import BaseModel, ConfigDict, Field
 
-from backends.controls import parse_label_config
 from backends.convert import TaskFailure, predictions_from_results, recalibration_of
 from backends.dispatch import BACKGROUND, PUBLISH_PREDICTIONS, PublishJob, claim_key
 from backends.errors import BackendError
-from backends.ls_client import LabelStudioClient, LabelStudioUnavailable
-from backends.protocol import Prediction
-from backends.protocol import Task as LSTask
 from backends.serving import ServedCalibrations, ServingPolicy, load_policy
-from backends.state import RedisState, SharedState, redis_url_of
+from backends.state import RedisState, SharedState
+from state.contracts import PredictResult
+from state.effort_records import checkpoint_of
+from state.ledger import Ledger, open_ledger
+from state.locks import redis_url
+from state.settings import Settings
+from studio.client import LabelStudioClient
+from studio.config import parse_label_config
+from studio.errors import LabelStudioUnavailable
+from studio.protocol import Prediction
+from studio.protocol import Task as LSTask
 from workers.celery_app import settings_of
-from workers.contracts import PredictResult
-from workers.effort_records import checkpoint_of
-from workers.ledger import Ledger, open_ledger
-from workers.settings import Settings
 
 __all__ = [
     "POST_LOCK_TTL_S",
@@ -343,7 +345,7 @@ def _state(url: str, prefix: str) -> RedisState:
 
 def state_of(settings: Settings) -> RedisState:
     """The worker process's shared state (one client per process)."""
-    return _state(redis_url_of(settings.broker_url, settings.result_backend), settings.redis_key_prefix)
+    return _state(redis_url(settings.broker_url, settings.result_backend), settings.redis_key_prefix)
 
 
 # Worth another try later: Label Studio or Redis away, another publisher on the same task.

@@ -24,9 +24,9 @@ import httpx
 if TYPE_CHECKING:
     from celery import Celery
 
-    from backends.controls import ProjectVocabulary
-    from backends.ls_client import LabelStudioClient
     from backends.settings import BackendSettings
+    from studio.client import LabelStudioClient
+    from studio.config import ProjectVocabulary
 
 __all__ = ["Check", "Doctor", "redact"]
 
@@ -162,7 +162,7 @@ class Doctor:
 
     def check_redis(self) -> Check:
         """The broker's Redis answers."""
-        from workers.metrics import broker_redis
+        from state.metrics import broker_redis
 
         client = broker_redis(self.settings.broker_url, timeout_s=self.timeout)
         if client is None:
@@ -186,8 +186,8 @@ class Doctor:
         """Workers online per queue, and the model settings each was started with."""
         if not self.redis_ok:
             return Check("workers", "workers", "skip", "Redis is down: no worker can be asked")
+        from state.registry import Registry
         from workers.control import worker_info
-        from workers.registry import Registry
 
         queues = self.app.control.inspect(timeout=self.timeout).active_queues() or {}
         infos = worker_info(self.app, timeout=self.timeout)
@@ -252,7 +252,7 @@ class Doctor:
 
     def check_label_studio(self) -> Check:
         """Label Studio answers, and the API key is accepted (a legacy token or a personal access token)."""
-        from backends.ls_client import LabelStudioClient
+        from studio.client import LabelStudioClient
 
         url = self.settings.label_studio_url.rstrip("/")
         try:
@@ -288,7 +288,7 @@ class Doctor:
             client = LabelStudioClient(url, key, timeout=self.timeout, max_retries=0)
             user = client.sdk.users.whoami()
             version = getattr(client.sdk.versions.get(), "release", None)
-        except Exception as exc:  # the SDK's ApiError (401, 403), BackendError, transport errors
+        except Exception as exc:  # the SDK's ApiError (401, 403), StudioError, transport errors
             status = getattr(exc, "status_code", None)
             fix = (
                 "a legacy token works only when Label Studio runs with LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN=true; "
@@ -369,8 +369,8 @@ class Doctor:
 
     def check_base_model(self) -> Check:
         """The model serving the project (or every new project): a real one, or the offline demo model."""
-        from workers.model_info import DEMO_MODEL_FIX, DEMO_MODEL_WHAT, served_model
-        from workers.registry import Registry
+        from state.model_info import DEMO_MODEL_FIX, DEMO_MODEL_WHAT, served_model
+        from state.registry import Registry
 
         registry = Registry(self.settings.models_dir, self.settings.base_model)
         whom = f"project {self.project}" if self.project is not None else "new projects"
@@ -393,8 +393,8 @@ class Doctor:
 
     def check_calibration(self) -> Check:
         """How the served model's scores are turned into tags: never measured, a prior, or fitted here."""
-        from workers.model_info import served_model
-        from workers.registry import Registry
+        from state.model_info import served_model
+        from state.registry import Registry
 
         registry = Registry(self.settings.models_dir, self.settings.base_model)
         try:

@@ -32,9 +32,9 @@ def stats(
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the statistics here.")] = None,
 ) -> None:
     """Measure the generated world and compare it with the real-data targets it is matched to."""
-    from assistant.errors import AssistantError
     from benchworld.world.config import world_config
     from benchworld.world.stats import TARGETS, measure_world
+    from errors import AssistantError
 
     try:
         cfg = world_config(world)

@@ -24,9 +24,9 @@ import torch
 from numpy.typing import NDArray
 
 from assistant.backbone import ImageFeatures
-from assistant.errors import AssistantError
 from assistant.selection import PoolBuilder, SelectionPool, create_strategy
-from workers.contracts import (
+from errors import AssistantError
+from state.contracts import (
     EMBED,
     PREDICT,
     EmbedRequest,
@@ -41,11 +41,11 @@ from workers.contracts import (
     ScorePoolRequest,
     ScorePoolResult,
 )
+from state.metrics import worker_metrics
 from workers.errors import MediaError, RequestError
 from workers.feature_cache import CachedFeatures
 from workers.images import decode_image
 from workers.media import SourceInfo
-from workers.metrics import worker_metrics
 from workers.runtime import CACHE_READERS, SCORE_CHUNK, LoadedVersion, Runtime
 
 __all__ = [
@@ -170,7 +170,7 @@ def embed(runtime: Runtime, request: EmbedRequest) -> EmbedResult:
 
 
 def _count_images(task: str, slots: Sequence[_Slot]) -> None:
-    # Prometheus counters (workers/metrics.py): cache hits, model encodings, failures by reason.
+    # Prometheus counters (state/metrics.py): cache hits, model encodings, failures by reason.
     failures = [s.failure.reason for s in slots if s.failure is not None]
     cached = sum(1 for s in slots if s.cached and s.failure is None)
     worker_metrics().record_images(task, cached=cached, computed=len(slots) - cached - len(failures), failures=failures)
@@ -195,7 +195,14 @@ def score_pool(runtime: Runtime, request: ScorePoolRequest) -> ScorePoolResult:
     try:
         strategy = create_strategy(request.strategy, seed=request.seed)
         calibrator = model.tagger.calibrator
-        builder = _LazyPool(len(request.images), labels, calibrator.thresholds(labels), novel, not calibrator.is_prior)
+        builder = _LazyPool(
+            len(request.images),
+            labels,
+            calibrator.thresholds(labels),
+            novel,
+            not calibrator.is_prior,
+            request.break_even,
+        )
     except AssistantError as exc:
         raise RequestError(exc.what, why=exc.why, fix=exc.fix) from None
     keep = strategy.needs_embeddings
@@ -251,8 +258,17 @@ def score_pool(runtime: Runtime, request: ScorePoolRequest) -> ScorePoolResult:
 class _LazyPool:
     """A :class:`PoolBuilder` created with the first chunk (its embedding width is known then)."""
 
-    def __init__(self, n: int, labels: list[str], thresholds: NDArray[Any], novel: list[str], calibrated: bool) -> None:
+    def __init__(
+        self,
+        n: int,
+        labels: list[str],
+        thresholds: NDArray[Any],
+        novel: list[str],
+        calibrated: bool,
+        break_even: float | None = None,
+    ) -> None:
         self.n, self.labels, self.thresholds, self.novel = n, labels, thresholds, novel
+        self.break_even = break_even
         # False under a prior (Calibrator.default() or a backbone's calibration.json): no
         # annotation of this project has calibrated the thresholds yet.
         self.calibrated = calibrated
@@ -264,7 +280,13 @@ class _LazyPool:
         if self.builder is None:
             dim = None if embeddings is None else int(embeddings.shape[1])
             self.builder = PoolBuilder(
-                self.n, self.labels, self.thresholds, novel_labels=self.novel, dim=dim, calibrated=self.calibrated
+                self.n,
+                self.labels,
+                self.thresholds,
+                novel_labels=self.novel,
+                dim=dim,
+                calibrated=self.calibrated,
+                break_even=self.break_even,
             )
         # Float16, the cache's own precision: half the memory of a 10⁶-image pool.
         self.builder.add(indices, probs, None if embeddings is None else embeddings.astype(np.float16))

@@ -2,10 +2,11 @@
 
 :func:`run_project_round` (the CLI calls it directly, the task on the ``train`` queue):
 
-1. claim the project's round lock (``workers.locks``) and keep it alive with a heartbeat; a
+1. claim the project's round lock (``state.locks``) and keep it alive with a heartbeat; a
    project whose lock another live round holds is answered ``busy``;
 2. remove what a killed round left behind (staging checkpoints, half-written reports);
-3. export the annotations from Label Studio and build the round dataset (``workers.round_data``);
+3. read the labeling config and the annotations from Label Studio (``studio``) and build the
+   round dataset (``workers.round_data``);
 4. train, evaluate and decide (``assistant.rounds.run_round``) against the version in service,
    with the base model's backbone as the frozen distillation teacher and the feature cache
    serving stage-2 features;
@@ -55,31 +56,26 @@ from assistant.config import Stage1Config, Stage2Config
 from assistant.corrections import AnnotatedImage, assign_split, correction_targets
 from assistant.data import FileImageDataset
 from assistant.devices import resolve_device
-from assistant.errors import AssistantError
 from assistant.labels import LabelSet
 from assistant.model import MKTModel
 from assistant.round_report import clean_stale_reports, write_round_report
 from assistant.rounds import FeatureFn, InsufficientDataError, RoundConfig, RoundData, RoundSplit, run_round
 from assistant.train import dataset_targets, encode_dataset
+from errors import AssistantError
+from state.contracts import TRAIN_ROUND, RoundRequest, RoundResult
+from state.ledger import Ledger, open_ledger
+from state.locks import Heartbeat, RoundLocks
+from state.registry import Registry, VersionRecord
+from state.settings import Settings
+from studio.client import LabelStudioClient
+from studio.export import prediction_index
 from workers.celery_app import settings_of
-from workers.contracts import TRAIN_ROUND, RoundRequest, RoundResult
 from workers.effort_report import add_effort_section
 from workers.errors import RequestError
 from workers.feature_cache import CachedFeatures, FeatureCache
-from workers.ledger import Ledger, open_ledger
-from workers.locks import Heartbeat, RoundLocks
 from workers.media import MediaFetcher
 from workers.pipeline import from_image_features, to_image_features
-from workers.registry import Registry, VersionRecord
-from workers.round_data import (
-    AnnotationSource,
-    LabelHistory,
-    SdkAnnotationSource,
-    exported_tasks,
-    fetch_images,
-    parse_vocabulary,
-)
-from workers.settings import Settings
+from workers.round_data import AnnotationSource, LabelHistory, exported_tasks, fetch_images, round_labels
 
 __all__ = [
     "RoundPaths",
@@ -273,7 +269,7 @@ def run_project_round(
     Args:
         settings: Registry, Label Studio, media, device and round settings.
         request: Project, trigger, stages, and whether to promote at all.
-        holder: The lock holder id (the Celery task id, or :func:`workers.locks.cli_holder`).
+        holder: The lock holder id (the Celery task id, or :func:`state.locks.cli_holder`).
         locks: The round locks.
         source: Label Studio (default: the SDK with the settings' URL and key).
         registry: Default: the registry at ``settings.models_dir``.
@@ -342,8 +338,9 @@ class _Round:
     def source(self) -> AnnotationSource:
         """Label Studio; made on first use, so a missing API key fails (and is recorded) in the round."""
         if self._source is None:
-            self._source = SdkAnnotationSource(
-                self.settings.label_studio_url, self.settings.label_studio_api_key.get_secret_value()
+            # An export of a large project takes a while: 300 s per request, not the client's 30.
+            self._source = LabelStudioClient(
+                self.settings.label_studio_url, self.settings.label_studio_api_key.get_secret_value(), timeout=300.0
             )
         return self._source
 
@@ -386,12 +383,13 @@ class _Round:
 
     def _dataset(self) -> RoundData:
         self.report("export", 0, 3)
-        vocab = parse_vocabulary(self.source.label_config(self.project))
+        # The one parser: the label set a round trains is the one /setup and /predict serve.
+        vocab, labels = round_labels(self.source.label_config(self.project))
         history = LabelHistory(self.paths.state / "labels.json").update(vocab.labels)
         self.report("export", 1, 3)
         tasks = self.source.export(self.project)
         self.report("export", 2, 3)
-        predictions = self.source.predictions(self.project)
+        predictions = prediction_index(self.source.predictions(self.project))
         self.report("export", 3, 3)
         exported, skipped = exported_tasks(tasks, predictions, vocab, history)
         self.counts.update({f"skipped_{k}": v for k, v in skipped.items()})
@@ -424,7 +422,7 @@ class _Round:
             if t.task_id in by_task
         ]
         files = {str(s.task_id): s.path for s in stored}
-        return _round_data(annotations, files, LabelSet(vocab.labels), self.settings, self.project)
+        return _round_data(annotations, files, labels, self.settings, self.project)
 
     def _teacher(self, current: VersionRecord, parent: LoadedModel) -> Any:
         if "stage1" not in (self.request.stages or self.settings.round_stages):
@@ -554,14 +552,14 @@ class _Round:
 
 @shared_task(bind=True, name=TRAIN_ROUND, acks_late=True)  # type: ignore[untyped-decorator]
 def train_round(self: Any, **payload: Any) -> dict[str, Any]:
-    """Run a fine-tuning round (:class:`~workers.contracts.RoundRequest` fields as kwargs).
+    """Run a fine-tuning round (:class:`~state.contracts.RoundRequest` fields as kwargs).
 
     The task's id is the lock holder: the process that queued it took the project's lock for
     that id, and this task claims it with the short heartbeat TTL. Re-running it (a redelivery
     after its worker died) runs a fresh round: nothing of the dead one was registered.
 
     Returns:
-        A :class:`~workers.contracts.RoundResult` as JSON.
+        A :class:`~state.contracts.RoundResult` as JSON.
     """
     try:
         request = RoundRequest.model_validate(payload)
