@@ -45,6 +45,8 @@ __all__ = [
 
 #: Rows per page on the paged tables.
 PAGE_SIZE: Final = 50
+#: Registered versions listed on the Rounds page (newest first; the one in service always).
+VERSIONS_SHOWN: Final = 20
 _METRICS_SHOWN: Final = ("mAP", "mAP_seen", "mAP_novel", "F1@3")
 
 
@@ -357,6 +359,7 @@ class RoundsView:
     total: int
     failed: int
     versions: list[VersionRow]
+    versions_total: int
     current: str
     can_roll_back: bool
 
@@ -428,13 +431,16 @@ def rounds_view(
         )
         for v in reversed(versions)
     ]
+    # The newest versions (and the one in service, wherever it is): a registry of 1,000 rounds is not one table.
+    shown = version_rows[:VERSIONS_SHOWN] + [v for v in version_rows[VERSIONS_SHOWN:] if v.current]
     return RoundsView(
         project=project,
         rounds=rows,
         page=Page(page, page > 1, start + page_size < total),
         total=total,
         failed=failed,
-        versions=version_rows,
+        versions=shown,
+        versions_total=len(version_rows),
         current=current,
         can_roll_back=rollback_possible,
     )
