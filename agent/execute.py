@@ -228,7 +228,8 @@ class LabelStudioExecutor:
                 finished = parse_time(entry.get("finished_at"))
                 # The log's times have whole seconds.
                 if finished is not None and finished >= queued_at.replace(microsecond=0):
-                    return Outcome("done", {**base, **_round_log_detail(entry)})
+                    detail = {**base, **_round_log_detail(entry)}
+                    return Outcome("failed" if entry.get("status") == "failed" else "done", detail)
         limit = self.settings.train_time_limit_s + self.settings.round_queue_ttl_s
         if (self.clock() - queued_at).total_seconds() > limit:
             return Outcome("failed", {**base, "error": f"no result after {limit / 3600:.1f} h"})

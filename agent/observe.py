@@ -260,6 +260,7 @@ class Observer:
         self.full_check_s = full_check_s
         self._looks: dict[int, _Look] = {}
         self._ratings: dict[int, _Ratings] = {}
+        self._failed_rounds_told: set[tuple[int, str]] = set()
 
     # --- the cheap look ----------------------------------------------------------------------
     def _counters(self, project: int, summary: ProjectSummary) -> tuple[Any, ...]:
@@ -332,7 +333,22 @@ class Observer:
         )
         # What changed since this look is compared against the state *before* acting on it.
         self._looks[project] = _Look(self._counters(project, summary), now)
+        self._tell_failed_round(project, obs.last_round)
         return obs
+
+    def _tell_failed_round(self, project: int, last: LastRound | None) -> None:
+        """Say once in the agent's log that the project's last round failed, and why (issue 16)."""
+        if last is None or last.status != "failed" or (project, last.round_id) in self._failed_rounds_told:
+            return
+        self._failed_rounds_told.add((project, last.round_id))
+        logger.warning(
+            "project %s: round %s (%s) failed at %s: %s",
+            project,
+            last.round_id,
+            last.trigger,
+            last.finished_at.isoformat(timespec="seconds"),
+            last.reason,
+        )
 
     def _watch_webhook(self, project: int, now: dt.datetime) -> None:
         """Warn in the log when the project's annotations do not reach the backend (module docstring)."""
@@ -409,5 +425,6 @@ def _last_round(rounds: Sequence[Mapping[str, Any]]) -> LastRound | None:
             trigger=str(entry.get("trigger") or ""),
             finished_at=finished,
             version=str(entry.get("current_version") or ""),
+            reason=str(entry.get("reason") or ""),
         )
     return None

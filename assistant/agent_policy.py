@@ -6,7 +6,7 @@ corrections ledger, the model registry, the round lock), **decide** with :meth:`
 outcome to the decision log. This module is the *decide* step, and nothing else: a function of an
 :class:`Observation` to a list of :class:`Decision`, with all its settings in one
 :class:`PolicyConfig`. It reads no clock, no network and no disk, so it is tested exhaustively
-without services, and the offline simulation (``assistant/simulation/agent.py``) runs the very
+without services, and the offline simulation (``benchworld/simulation/agent.py``) runs the very
 same object as production.
 
 The rules, in the order the decisions are executed within one step:
@@ -216,10 +216,11 @@ class LastRound:
 
     Attributes:
         round_id: ``r0007``.
-        status: ``promoted``, ``kept``, ``skipped`` or ``busy``.
+        status: ``promoted``, ``kept``, ``skipped``, ``busy`` or ``failed``.
         trigger: ``agent``, ``threshold``, ``schedule``, ``start_training``, ``manual``.
         finished_at: When it finished (UTC).
         version: The version serving after it.
+        reason: The round's decision, or why it failed.
     """
 
     round_id: str
@@ -227,6 +228,7 @@ class LastRound:
     trigger: str
     finished_at: dt.datetime
     version: str = ""
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -401,7 +403,10 @@ class Observation:
         if self.calibration is not None:
             out["calibration"] = self.calibration
         if self.last_round is not None:
-            out["last_round"] = f"{self.last_round.round_id} {self.last_round.status} ({self.last_round.trigger})"
+            last = self.last_round
+            out["last_round"] = f"{last.round_id} {last.status} ({last.trigger})"
+            if last.status == "failed":
+                out["last_round"] += f": {last.reason[:300]}"
         if self.events:
             out["events"] = sorted(set(self.events))
         if self.saving is not None:

@@ -1,7 +1,7 @@
 """Annotator corrections as training targets, and the deterministic train / validation / held-out split.
 
 Both the fine-tuning rounds on Label Studio annotations (``workers.round_data``) and the offline
-simulated annotator (``assistant.simulation``) turn what an annotator did into a target row
+simulated annotator (``benchworld.simulation``) turn what an annotator did into a target row
 through :func:`correction_targets`, so the two follow one rule.
 
 **The target rule** for one annotated image and one vocabulary label (ML-ZSL encoding):

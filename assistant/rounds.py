@@ -22,7 +22,7 @@ The round (mkt-method.md §5, §8; issue "Learning from corrections"):
    ``edits_tolerance``. The candidate's own calibrator is then fitted on the whole held-out split.
 
 Nothing here touches the registry, Label Studio or the disk except :meth:`RoundOutcome.save_candidate`;
-``workers.rounds`` and ``assistant.simulation`` drive it.
+``workers.rounds`` and ``benchworld.simulation`` drive it.
 """
 
 from __future__ import annotations

@@ -185,6 +185,22 @@ def _shares_trunk(student: Backbone, teacher: Backbone, upto: int) -> bool:
     return True
 
 
+def _own_teacher(backbone: Backbone, teacher: Backbone | None, device: torch.device) -> Backbone:
+    """The frozen teacher stage 1 distils onto, without moving or freezing the caller's module.
+
+    Without a teacher it is a copy of the model's backbone as it is now, owned here. A caller's
+    teacher on another device is copied to the model's device (``Module.to`` would move the
+    caller's own module). One already there is used as it is: its forward runs under ``no_grad``,
+    so its ``requires_grad`` flags are left alone, and ``train_stage1`` restores its training modes.
+    """
+    if teacher is None:
+        return copy.deepcopy(backbone).to(device).eval().requires_grad_(False)
+    first = next(teacher.parameters(), None)
+    if first is not None and first.device != device:
+        return copy.deepcopy(teacher).to(device).eval().requires_grad_(False)
+    return teacher
+
+
 def train_stage1(
     model: MKTModel,
     data: Dataset[Sample],
@@ -202,8 +218,10 @@ def train_stage1(
         data: ``(uint8 CHW image, targets over labels)`` samples.
         labels: The columns of the targets (the seen labels).
         cfg: Stage-1 settings.
-        teacher: The frozen pretrained backbone to distil onto; default: a frozen copy of the
-            model's own backbone as it is now (the base model in a first round).
+        teacher: The pretrained backbone to distil onto; default: a frozen copy of the model's
+            own backbone as it is now (the base model in a first round). It is not changed: it
+            runs in eval mode without gradients and gets its training modes back; one on
+            another device than the model is copied there, not moved.
         val_fn: Called after each epoch, higher is better; the best epoch is kept.
         progress: Called after each step with (step, total steps, figures).
 
@@ -220,8 +238,8 @@ def train_stage1(
 
     with torch.no_grad():
         label_emb = model.label_embeddings(list(labels), use_cache=False).detach().float()
-    teacher_bb = copy.deepcopy(backbone) if teacher is None else teacher
-    teacher_bb = teacher_bb.to(device).eval().requires_grad_(False)
+    teacher_bb = _own_teacher(backbone, teacher, device)
+    teacher_modes = {m: m.training for m in teacher_bb.modules()}
     shared = _shares_trunk(backbone, teacher_bb, first_trainable)
 
     model.requires_grad_(False)
@@ -251,45 +269,50 @@ def train_stage1(
     history = TrainHistory("stage1", tuned_parameters=[f"backbone.{n}" for n in tuned])
     best: tuple[float, dict[str, torch.Tensor]] | None = None
 
-    step = 0
-    for epoch in range(cfg.epochs):
-        model.train()
-        teacher_bb.eval()
-        losses = []
-        for pixels, targets in loader:
+    try:
+        step = 0
+        for epoch in range(cfg.epochs):
+            model.train()
+            teacher_bb.eval()
+            losses = []
+            for pixels, targets in loader:
+                if step >= total:
+                    break
+                lr = _lr_at(step, total, cfg.lr, cfg.min_lr, warmup)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr * group["lr_scale"]
+                pixels, targets = pixels.to(device), targets.to(device)
+                with autocast_for(device, cfg.cpu_bf16):
+                    with torch.no_grad():
+                        trunk = backbone.run_visual_blocks(backbone.embed_image(pixels), 0, first_trainable)
+                        if shared:
+                            t_tokens = teacher_bb.run_visual_blocks(trunk, first_trainable)
+                        else:
+                            t_tokens = teacher_bb.run_visual_blocks(teacher_bb.embed_image(pixels))
+                        t_global = teacher_bb.project_image(t_tokens).global_emb
+                    feats = backbone.project_image(backbone.run_visual_blocks(trunk, first_trainable))
+                    scores = two_stream_scores(feats, label_emb, head_cfg).fused
+                    rank = ranking_loss(scores.float(), targets)
+                    distill = l1_distillation(feats.global_emb.float(), t_global.float())
+                    loss = rank + cfg.distill_weight * distill
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+                scaler.step(optimizer)
+                scaler.update()
+                losses.append(float(loss.item()))
+                step += 1
+                if progress is not None:
+                    progress(
+                        step, total, {"loss": losses[-1], "rank": float(rank.item()), "distill": float(distill.item())}
+                    )
+            history.epoch_losses.append(float(np.mean(losses)) if losses else float("nan"))
+            best = _select(model, val_fn, history, epoch, best, names=set(history.tuned_parameters))
             if step >= total:
                 break
-            lr = _lr_at(step, total, cfg.lr, cfg.min_lr, warmup)
-            for group in optimizer.param_groups:
-                group["lr"] = lr * group["lr_scale"]
-            pixels, targets = pixels.to(device), targets.to(device)
-            with autocast_for(device, cfg.cpu_bf16):
-                with torch.no_grad():
-                    trunk = backbone.run_visual_blocks(backbone.embed_image(pixels), 0, first_trainable)
-                    if shared:
-                        t_tokens = teacher_bb.run_visual_blocks(trunk, first_trainable)
-                    else:
-                        t_tokens = teacher_bb.run_visual_blocks(teacher_bb.embed_image(pixels))
-                    t_global = teacher_bb.project_image(t_tokens).global_emb
-                feats = backbone.project_image(backbone.run_visual_blocks(trunk, first_trainable))
-                scores = two_stream_scores(feats, label_emb, head_cfg).fused
-                rank = ranking_loss(scores.float(), targets)
-                distill = l1_distillation(feats.global_emb.float(), t_global.float())
-                loss = rank + cfg.distill_weight * distill
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
-            scaler.step(optimizer)
-            scaler.update()
-            losses.append(float(loss.item()))
-            step += 1
-            if progress is not None:
-                progress(
-                    step, total, {"loss": losses[-1], "rank": float(rank.item()), "distill": float(distill.item())}
-                )
-        history.epoch_losses.append(float(np.mean(losses)) if losses else float("nan"))
-        best = _select(model, val_fn, history, epoch, best, names=set(history.tuned_parameters))
-        if step >= total:
-            break
+    finally:
+        # A caller's teacher is used where it lies, in eval mode here; it gets its modes back.
+        for module, training in teacher_modes.items():
+            module.train(training)
 
     if best is not None:
         _restore(model, best[1])
@@ -374,7 +397,9 @@ def train_stage2(
     if model.prompt_config.tuning == "none":
         raise DataError("stage 2 needs a tunable prompt", fix="set PromptConfig.tuning to 'coop' or 'template'")
 
-    all_feats, all_targets = features if features is not None else encode_dataset(model, data, cfg.batch_size)
+    if features is None:
+        features = encode_dataset(model, data, cfg.batch_size, cpu_bf16=cfg.cpu_bf16)
+    all_feats, all_targets = features
     keep = torch.tensor(indices)
     feats, targets = all_feats.index(keep), all_targets[keep]
 

@@ -3,10 +3,12 @@
 Routes (the protocol: ``../shared/reference/label-studio.md``; ours: ``docs/backend.md``):
 
 =================  ======================================================================  =======
-``GET /health``    ``{"status": "UP", "model_class": "MKTBackend"}``; no I/O, never waits   open
+``GET /health``    ``{"status": "UP", "model_class": "MKTBackend", "workers": {...}}``;      open
+                   no I/O, never waits
 ``GET /``          same as ``/health``                                                      open
 ``POST /setup``    ``{"model_version": "<checkpoint>+<vocabulary fingerprint>"}``           Basic
 ``POST /predict``  one result per task; waits up to the inline budget, rest in background   Basic
+                   (at once, with a ``warning``, when no worker consumes the predict queue)
 ``POST /webhook``  annotation events → ledger; START_TRAINING → round; others ignored      token
 ``POST /train``    legacy alias of START_TRAINING (Label Studio < 1.12)                    Basic
 ``GET /versions``  ``{"versions": [...]}``: versions ``/setup`` served, newest first       Basic
@@ -14,7 +16,9 @@ Routes (the protocol: ``../shared/reference/label-studio.md``; ours: ``docs/back
 ``/ui/...``        the project dashboard, HTML pages (``dashboard/web.py``)                Basic
 =================  ======================================================================  =======
 
-**Never blocked by predictions.** ``/health`` is ``async`` and does no I/O. ``/predict`` waits
+**Never blocked by predictions.** ``/health`` is ``async`` and does no I/O: its ``workers`` field
+is the last answer of ``backends.presence`` (whether a worker consumes the predict queue, and how
+old the answer is), refreshed in the background; Label Studio reads only ``status``. ``/predict`` waits
 for workers in at most ``predict_concurrency`` threads (its own limiter), so the sync routes
 (``/setup``, ``/webhook``) always find a thread of the default 40-thread pool.
 
@@ -50,6 +54,7 @@ from backends.errors import BackendError
 from backends.metrics import BackendMetrics
 from backends.middleware import EdgeMiddleware, error_body
 from backends.predicting import Predictor, checkpoint_version
+from backends.presence import QueueConsumers, active_queues_of, no_worker_message
 from backends.protocol import LSPredictRequest, SetupRequest, SetupResponse, parse_project_id
 from backends.settings import BackendSettings
 from backends.state import RedisState, SharedState, redis_url_of
@@ -90,6 +95,8 @@ class Services:
             Studio when an API key is configured, else none).
         decisions: The agent's decision log, read by the dashboard (default: ``agent_log_url`` or
             SQLite under ``home``).
+        consumers: Which queues the workers consume (default: asked through the Celery app of the
+            default dispatcher; none with an injected dispatcher, which then counts as present).
     """
 
     def __init__(
@@ -103,20 +110,27 @@ class Services:
         metrics: BackendMetrics | None = None,
         webhook_watch: WebhookWatch | None = None,
         decisions: DecisionRows | None = None,
+        consumers: QueueConsumers | None = None,
     ) -> None:
         self.settings = settings
         if state is None:
             state = dispatcher.state if dispatcher is not None else _redis_state(settings)
         self.state = state
-        self.dispatcher = dispatcher or CeleryDispatcher(
-            make_celery(settings, include=()),
-            state,
-            predict_queue=settings.predict_queue,
-            publish_queue=settings.publish_queue,
-            train_queue=settings.train_queue,
-            poll_interval_s=settings.predict_poll_interval_s,
-            round_lock_ttl_s=settings.round_lock_ttl_s,
-        )
+        if dispatcher is None:
+            celery = make_celery(settings, include=())
+            dispatcher = CeleryDispatcher(
+                celery,
+                state,
+                predict_queue=settings.predict_queue,
+                publish_queue=settings.publish_queue,
+                train_queue=settings.train_queue,
+                poll_interval_s=settings.predict_poll_interval_s,
+                round_lock_ttl_s=settings.round_lock_ttl_s,
+            )
+            if consumers is None:
+                consumers = QueueConsumers(active_queues_of(celery, settings.worker_probe_timeout_s))
+        self.dispatcher = dispatcher
+        self.consumers = consumers
         self.registry = registry or Registry(settings.models_dir, settings.base_model)
         self._owns_ledger = ledger is None
         self.ledger = ledger or open_ledger(
@@ -128,7 +142,9 @@ class Services:
             effort=functools.partial(effort_figures, self.ledger, self.registry, settings),
         )
         self.auth = AuthPolicy(settings.basic_auth_user, settings.basic_auth_password, settings.webhook_token)
-        self.predictor = Predictor(settings, self.dispatcher, self.registry, self.metrics, self.ledger.effort)
+        self.predictor = Predictor(
+            settings, self.dispatcher, self.registry, self.metrics, self.ledger.effort, consumers=consumers
+        )
         self.webhooks = WebhookHandler(self.ledger, self.dispatcher, notify=_event_sink(state, settings))
         self.webhook_watch = webhook_watch or _webhook_watch(settings)
         # Projects whose /setup already logged that the offline demo model serves them (once each).
@@ -214,6 +230,23 @@ def _workers_reader(dispatcher: Dispatcher) -> Refreshed[dict[str, list[str]]] |
     if not isinstance(dispatcher, CeleryDispatcher):
         return None
     return Refreshed(functools.partial(celery_workers, dispatcher.app, 1.0), _WORKERS_TTL_S)
+
+
+def _workers_seen(svc: Services) -> dict[str, Any]:
+    """``/health``'s ``workers``: the last answer of whether a worker consumes the predict queue (no I/O)."""
+    queue = svc.settings.predict_queue
+    if svc.consumers is None:
+        return {"queue": queue, "consumed": None, "checked_s_ago": None}
+    svc.consumers.refresh_in_background()
+    snap = svc.consumers.snapshot()
+    seen: dict[str, Any] = {
+        "queue": queue,
+        "consumed": snap.consumed(queue),
+        "checked_s_ago": None if snap.age_s is None else round(snap.age_s, 1),
+    }
+    if seen["consumed"] is False:
+        seen["fix"] = no_worker_message(queue)
+    return seen
 
 
 def _rid(request: Request) -> str:
@@ -361,9 +394,9 @@ def _add_routes(app: FastAPI, svc: Services) -> None:
 
     @app.get("/health")
     @app.get("/", include_in_schema=False)
-    async def health() -> dict[str, str]:
-        """Liveness: answers at once, whatever the workers are doing."""
-        return {"status": "UP", "model_class": MODEL_CLASS}
+    async def health() -> dict[str, Any]:
+        """Liveness: answers at once, whatever the workers are doing; says whether a worker consumes the queue."""
+        return {"status": "UP", "model_class": MODEL_CLASS, "workers": _workers_seen(svc)}
 
     @app.post("/setup", dependencies=auth)
     def setup(body: SetupRequest) -> SetupResponse:
@@ -387,6 +420,8 @@ def _add_routes(app: FastAPI, svc: Services) -> None:
             limiter.append(anyio.CapacityLimiter(svc.settings.predict_concurrency))
         run = functools.partial(svc.predictor.predict, body, _rid(request))
         answer = await anyio.to_thread.run_sync(run, limiter=limiter[0])
+        if answer.warning:  # Label Studio reads `results` only; people and scripts read this
+            return {"results": answer.results, "warning": answer.warning}
         return {"results": answer.results}
 
     @app.post("/webhook")

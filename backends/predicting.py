@@ -13,6 +13,10 @@ the counts differ, and falls back to one request per task when it gets a single 
 ("ML backend returned empty prediction"); the per-task ``[]`` keeps its log clean and the shape
 the same whatever happened.
 
+With no worker consuming the predict queue (``backends.presence``), nothing is waited for: the
+answer comes at once, every task ``[]``, with a ``warning`` saying so and how to fix it (start
+``assistant worker``); the chunks stay queued for the background publisher.
+
 Failed images (and tasks whose data has no usable image) get ``[]`` as well, are logged with the
 reason and counted in ``assistant_backend_failed_tasks_total{reason}``; Label Studio sends them
 again on the next retrieval.
@@ -32,6 +36,7 @@ from backends.convert import TaskFailure, predictions_from_results
 from backends.dispatch import Dispatcher, PredictJob, plan_chunks
 from backends.errors import BackendError, LabelConfigError
 from backends.metrics import BackendMetrics
+from backends.presence import QueueConsumers, no_worker_message
 from backends.protocol import LSPredictRequest, Prediction, Task
 from backends.serving import ServedCalibrations, load_policy
 from backends.settings import BackendSettings
@@ -56,6 +61,7 @@ class PredictAnswer:
         in_flight: Tasks not queued again because an earlier job covers them.
         failures: Tasks that got no prediction, with the reason.
         job_id: The job's id (in the logs of the backend and the workers).
+        warning: Why nothing could be answered inline, for people (e.g. no worker online).
     """
 
     results: list[dict[str, Any] | list[Any]]
@@ -65,6 +71,7 @@ class PredictAnswer:
     in_flight: int = 0
     failures: list[TaskFailure] = field(default_factory=list)
     job_id: str = ""
+    warning: str | None = None
 
 
 def checkpoint_version(registry: Registry, project: int | None) -> str:
@@ -94,6 +101,8 @@ class Predictor:
         metrics: Where to count predictions, background tasks and failures.
         effort: The effort ledger: the project's refit and guard (``backends.serving``); None
             serves with the edit costs alone.
+        consumers: Which queues the workers consume (``backends.presence``); None: assume a
+            worker is there and wait.
     """
 
     def __init__(
@@ -103,8 +112,10 @@ class Predictor:
         registry: Registry,
         metrics: BackendMetrics,
         effort: EffortStore | None = None,
+        consumers: QueueConsumers | None = None,
     ) -> None:
         self.settings = settings
+        self.consumers = consumers
         self.dispatcher = dispatcher
         self.registry = registry
         self.metrics = metrics
@@ -153,13 +164,19 @@ class Predictor:
         self._count(answer)
         return answer
 
-    def _wait_s(self, n_tasks: int) -> float:
-        if n_tasks > self.settings.predict_inline_max_tasks:
+    def _wait_s(self, n_tasks: int, answer: PredictAnswer) -> float:
+        if n_tasks > self.settings.predict_inline_max_tasks or self.settings.predict_inline_budget_s <= 0:
+            return 0.0
+        queue = self.settings.predict_queue
+        if self.consumers is not None and self.consumers.consumed(queue) is False:
+            # Waiting would only run out the budget (60 s) and answer nothing (issue 16, 6c).
+            answer.warning = no_worker_message(queue)
+            logger.warning("job %s: %s", answer.job_id, answer.warning)
             return 0.0
         return self.settings.predict_inline_budget_s
 
     def _run(self, vocab: ProjectVocabulary, tasks: Sequence[Task], answer: PredictAnswer, job: PredictJob) -> None:
-        outcome = self.dispatcher.predict(job, wait_s=self._wait_s(len(tasks)))
+        outcome = self.dispatcher.predict(job, wait_s=self._wait_s(len(tasks), answer))
         chunks = {c.index: c for c in job.chunks}
         answer.background = sum(len(chunks[i].task_ids) for i in outcome.background)
         for index, error in outcome.failed.items():

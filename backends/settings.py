@@ -50,6 +50,10 @@ class BackendSettings(Settings):
     # that window is not re-queued (the first job will publish it). Longer than the predict hard
     # time limit plus queueing.
     inflight_ttl_s: int = Field(default=3600, ge=1)
+    # Seconds /predict (at most every few seconds) and /health's background refresh wait for the
+    # workers to say which queues they consume (backends.presence). Workers on the same Redis
+    # answer in milliseconds; with none, this is how long /predict takes to say so.
+    worker_probe_timeout_s: float = Field(default=0.5, gt=0.0, le=5.0)
     # Queues: the GPU predict task, the light publish task (any predict worker runs it), rounds.
     predict_queue: str = QUEUE_PREDICT
     publish_queue: str = QUEUE_PREDICT

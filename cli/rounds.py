@@ -187,7 +187,10 @@ def status(
     last: Annotated[int, typer.Option("--last", min=1, help="Rounds shown per project.")] = 5,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")] = False,
 ) -> None:
-    """Where rounds stand: the model in service, the lock, new corrections against the threshold, the last rounds."""
+    """Where rounds stand: the model in service, the lock, new corrections against the threshold, the last rounds.
+
+    Failed rounds are listed too (status ``failed``), with their reason and the version they tried to make.
+    """
     from rich.console import Console
     from rich.table import Table
 
@@ -238,17 +241,26 @@ def status(
         table = Table("round", "finished", "trigger", "status", "candidate", "mAP", "change", "reason")
         for r in entry["rounds"]:
             metrics = r.get("metrics") or {}
+            failed = r.get("status") == "failed"
             table.add_row(
                 r.get("round_id", ""),
                 str(r.get("finished_at", ""))[:19],
                 r.get("trigger", ""),
-                r.get("status", ""),
-                r.get("candidate_version") or "-",
+                "[red]failed[/red]" if failed else r.get("status", ""),
+                r.get("candidate_version") or (f"{r.get('attempted_version')} (not made)" if failed else "-"),
                 f"{metrics['mAP']:.1f}" if "mAP" in metrics else "-",
                 f"{metrics['delta_mAP']:+.1f}" if "delta_mAP" in metrics else "-",
                 str(r.get("reason", ""))[:70],
             )
         console.print(table)
+        # A failure's reason is the fix the user needs: printed whole, not cut to the column.
+        for r in entry["rounds"]:
+            if r.get("status") == "failed":
+                console.print(
+                    f"[red]Round {r.get('round_id', '?')} failed[/red] at {str(r.get('finished_at', ''))[:19]}: "
+                    f"{r.get('reason', '')}",
+                    highlight=False,
+                )
 
 
 def _safe(fn: Any) -> Any:

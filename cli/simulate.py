@@ -77,7 +77,7 @@ def rounds(
 
     from assistant.errors import AssistantError
     from assistant.rounds import RoundConfig
-    from assistant.simulation import SimulationConfig, plot_simulation, plot_simulation_effort, simulate_rounds
+    from benchworld.simulation import SimulationConfig, plot_simulation, plot_simulation_effort, simulate_rounds
     from cli.rounds import ProgressBars, _bars
     from cli.simulation_base import load_base, serving_config
 

@@ -65,7 +65,7 @@ def agent(
 
     from assistant.agent_policy import PolicyConfig
     from assistant.errors import AssistantError
-    from assistant.simulation.agent import AgentSimConfig, plot_agent_simulation, quick_config, simulate_agent
+    from benchworld.simulation.agent import AgentSimConfig, plot_agent_simulation, quick_config, simulate_agent
     from cli.rounds import ProgressBars, _bars
     from cli.simulation_base import load_base, serving_config
 

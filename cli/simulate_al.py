@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress
 
-    from assistant.simulation.active import ActiveLearningConfig, StrategyRun
+    from benchworld.simulation.active import ActiveLearningConfig, StrategyRun
 
 __all__ = ["active_learning", "label_quality", "label_quality_ceiling"]
 
@@ -79,9 +79,9 @@ def _config(
     tolerance: float,
 ) -> ActiveLearningConfig:
     from assistant.selection import list_strategies
-    from assistant.simulation import SimulationConfig
-    from assistant.simulation.active import AL_ROUND, ActiveLearningConfig
-    from assistant.world.config import Stream
+    from benchworld.simulation import SimulationConfig
+    from benchworld.simulation.active import AL_ROUND, ActiveLearningConfig
+    from benchworld.world.config import Stream
 
     if stream not in ("test", "val"):
         raise typer.BadParameter(f"--eval-stream must be test or val, got {stream!r}")
@@ -124,7 +124,7 @@ def _bars(console: Console) -> Progress:
 
 
 def _read_runs(folder: Path) -> list[StrategyRun]:
-    from assistant.simulation.active import StrategyRun
+    from benchworld.simulation.active import StrategyRun
 
     runs = []
     for path in sorted(folder.glob("*.json")):
@@ -158,7 +158,7 @@ def active_learning(
     from rich.console import Console
 
     from assistant.errors import AssistantError
-    from assistant.simulation.active import plot_active_learning, simulate_active_learning
+    from benchworld.simulation.active import plot_active_learning, simulate_active_learning
     from cli.simulation_base import load_base
 
     console = Console()
@@ -227,7 +227,7 @@ def label_quality(
     from rich.table import Table
 
     from assistant.errors import AssistantError
-    from assistant.simulation.active import simulate_label_quality
+    from benchworld.simulation.active import simulate_label_quality
     from cli.simulation_base import load_base
 
     console = Console()
@@ -288,7 +288,7 @@ def label_quality_ceiling(
 
     from assistant.errors import AssistantError
     from assistant.plots import plot_learning_curves
-    from assistant.simulation.label_quality_ceiling import label_quality_ceiling as ceiling
+    from benchworld.simulation.label_quality_ceiling import label_quality_ceiling as ceiling
 
     console = Console()
     values = _floats(separations, "--separations")

@@ -8,7 +8,7 @@ import typer
 
 if TYPE_CHECKING:
     from assistant.checkpoint import LoadedModel
-    from assistant.simulation.serving import ServingConfig
+    from benchworld.simulation.serving import ServingConfig
 
 __all__ = ["AutomationBias", "Guard", "RefitEvery", "load_base", "serving_config"]
 
@@ -41,7 +41,7 @@ def serving_config(refit_every: int | None, guard: bool) -> ServingConfig:
     """The product's pre-annotation rule with the command's refit interval (None: the default) and guard."""
     import dataclasses
 
-    from assistant.simulation.serving import ServingConfig
+    from benchworld.simulation.serving import ServingConfig
 
     default = ServingConfig()
     return dataclasses.replace(

@@ -146,7 +146,7 @@ def _demo_vocabulary(meta: dict[str, object]) -> list[str]:
     listed = meta.get("vocabulary")
     if isinstance(listed, list):
         return [str(x) for x in listed]
-    from assistant.world.vocabulary import default_vocabulary
+    from benchworld.world.vocabulary import default_vocabulary
 
     return list(default_vocabulary().names)
 

@@ -28,7 +28,7 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from assistant.prior import PriorFit
-    from assistant.world.dataset import MultiLabelSplit
+    from benchworld.world.dataset import MultiLabelSplit
 
 __all__ = ["bench", "world_app"]
 
@@ -78,7 +78,7 @@ def _world_dir(quick: bool) -> Path:
 def _splits(quick: bool) -> dict[str, MultiLabelSplit]:
     """Load the splits, building them first when missing or stale."""
     from assistant.errors import DataError
-    from assistant.world import FULL_SIZES, QUICK_SIZES, build_world, load_world
+    from benchworld.world import FULL_SIZES, QUICK_SIZES, build_world, load_world
 
     directory = _world_dir(quick)
     try:
@@ -108,7 +108,7 @@ def build(
 @world_app.command("samples")
 def samples(out: Annotated[Path, typer.Option(help="Where to write them.")] = Path("samples")) -> None:
     """Regenerate the sample images and their labels (used by `make demo`)."""
-    from assistant.world import write_samples
+    from benchworld.world import write_samples
 
     console.print(f"wrote {write_samples(out)}")
 
@@ -127,9 +127,9 @@ def pretrain(
 
     Ends by fitting the model's calibration prior on the validation split (see `world calibrate`).
     """
-    from assistant.world.bench import frozen_scores
-    from assistant.world.pretrain import PretrainConfig, save_open_clip_dir, stream_hash
-    from assistant.world.pretrain import pretrain as run_pretrain
+    from benchworld.world.bench import frozen_scores
+    from benchworld.world.pretrain import PretrainConfig, save_open_clip_dir, stream_hash
+    from benchworld.world.pretrain import pretrain as run_pretrain
 
     cfg = PretrainConfig(arch=arch, steps=steps, batch_size=batch_size, seed=seed, max_minutes=max_minutes)
     if out.exists() and any(out.iterdir()):
@@ -216,9 +216,9 @@ def reliability_command(
     from assistant.checkpoint import load_model
     from assistant.plots import plot_reliability
     from assistant.prior import check_calibration
-    from assistant.simulation.annotator import render_labeled
-    from assistant.world import WorldConfig, default_vocabulary
-    from assistant.world.config import Stream
+    from benchworld.simulation.annotator import render_labeled
+    from benchworld.world import WorldConfig, default_vocabulary
+    from benchworld.world.config import Stream
 
     vocab = default_vocabulary()
     # The prior is fitted on the seen labels; the unseen ones are scored zero-shot (a project's novel tags).
@@ -316,7 +316,7 @@ def _fit_and_write_prior(directory: Path, val: MultiLabelSplit, quick: bool, dev
 
 
 def _world_config() -> Any:
-    from assistant.world import WorldConfig
+    from benchworld.world import WorldConfig
 
     return WorldConfig()
 
@@ -326,7 +326,7 @@ def _zero_shot_summary(backbone: Any, test: MultiLabelSplit, frozen_scores: Any)
     import torch
 
     from assistant.evaluate import evaluate_gzsl, evaluate_zsl
-    from assistant.world import default_vocabulary
+    from benchworld.world import default_vocabulary
 
     vocab = default_vocabulary()
     labels = list(test.label_names)
@@ -346,7 +346,7 @@ def _zero_shot_summary(backbone: Any, test: MultiLabelSplit, frozen_scores: Any)
         idx = [i for i, n in enumerate(labels) if vocab.spec(n).kind.value == kind]
         by_kind[kind] = round(100 * float(np.mean(aps[idx])), 2)
     return {
-        "method": "class token, prompt ensemble (assistant.world.bench.WORLD_PROMPTS)",
+        "method": "class token, prompt ensemble (benchworld.world.bench.WORLD_PROMPTS)",
         "test_images": len(test),
         "test_data_hash": test.data_hash,
         "zsl": zsl,
@@ -377,7 +377,7 @@ def bench(
 ) -> None:
     """The ML-ZSL table on the world: random, frozen zero-shot, MKT stage 1, MKT stage 1 + 2."""
     from assistant.checkpoint import save_checkpoint
-    from assistant.world.bench import BenchConfig, run_bench
+    from benchworld.world.bench import BenchConfig, run_bench
 
     cfg = BenchConfig()
     if quick:

@@ -376,7 +376,10 @@ def _round_status(entry: Mapping[str, Any]) -> str:
 def _round_row(entry: Mapping[str, Any], reports: set[str]) -> RoundRow:
     metrics = dict(entry.get("metrics") or {})
     status = _round_status(entry)
-    reason = str(entry.get("error") or entry.get("reason") or "")
+    # A failed round (workers/rounds.py) logs its message as ``reason`` and the exception's class as ``error``.
+    reason, error = str(entry.get("reason") or ""), str(entry.get("error") or "")
+    if error and not reason.startswith(error):
+        reason = f"{error}: {reason}" if reason else error
     delta = metrics.get("delta_mAP")
     round_id = str(entry.get("round_id") or "")
     return RoundRow(
@@ -384,7 +387,7 @@ def _round_row(entry: Mapping[str, Any], reports: set[str]) -> RoundRow:
         status=status,
         finished_at=str(entry.get("finished_at") or "")[:19],
         trigger=str(entry.get("trigger") or ""),
-        candidate=entry.get("candidate_version") or entry.get("version_attempted"),
+        candidate=entry.get("candidate_version") or entry.get("attempted_version"),
         metric=_num(None if metrics.get("mAP") is None else float(metrics["mAP"]), 1),
         change="–" if delta is None else f"{float(delta):+.1f}",
         reason=reason,

@@ -53,7 +53,7 @@ DEMO_MODEL_FIX = (
 )
 _PRIOR_FILE = "calibration.json"
 _MANIFEST_FILE = "manifest.json"
-# What `assistant world pretrain` records in manifest.json (assistant/world/pretrain.py).
+# What `assistant world pretrain` records in manifest.json (benchworld/world/pretrain.py).
 _WORLD_MARKER = "generator_version"
 _CALIBRATION_NOTES = {
     "default": "never measured: a guess for CLIP ViT-B scores until a round fits it on this project's annotations",

@@ -18,7 +18,12 @@
 A crash or SIGKILL anywhere before step 5 leaves the registry untouched (the version in service
 keeps serving and nothing half-written is registered); the lock expires one heartbeat TTL after
 the process died, and the next round cleans the staging folder and reuses the round number.
-Workers serve the new version on their next task (they re-read the ``current`` pointer), and
+A round that raises (a label the model rejects, Label Studio unreachable, a broken checkpoint)
+appends a ``failed`` line to the round log with the reason, the time and the version it tried to
+make (``attempted_version``), so ``assistant round status``, ``assistant status`` and the agent
+see it, then raises as before (the task fails; the workers' ``assistant_rounds_total`` counts it
+``failed``). Its round number is used up; the ledger's watermark stays, so the corrections still
+count as new. Workers serve the new version on their next task (they re-read the ``current`` pointer), and
 ``/setup`` reports it, so Label Studio re-predicts.
 """
 
@@ -106,7 +111,7 @@ class RoundPaths:
 
     @property
     def log(self) -> Path:
-        """The round log (one JSON object per finished round)."""
+        """The round log (one JSON object per finished or failed round)."""
         return self.state / "rounds.jsonl"
 
     @property
@@ -149,7 +154,7 @@ def round_config(settings: Settings, stages: Sequence[str] | None = None) -> Rou
 
 
 def round_history(models_dir: Path, project: int) -> list[dict[str, Any]]:
-    """The project's finished rounds, oldest first (the round log; torn lines skipped)."""
+    """The project's finished and failed rounds, oldest first (the round log; torn lines skipped)."""
     path = RoundPaths(models_dir, project).log
     if not path.is_file():
         return []
@@ -319,14 +324,22 @@ class _Round:
     ) -> None:
         self.settings, self.request, self.registry, self.ledger = settings, request, registry, ledger
         self.fetcher, self.cache, self.beat = fetcher, cache, beat
-        self.source = source or SdkAnnotationSource(
-            settings.label_studio_url, settings.label_studio_api_key.get_secret_value()
-        )
+        self._source = source
         self.report = progress or (lambda phase, done, total: None)
         self.project = request.project
         self.paths = RoundPaths(settings.models_dir, self.project)
         self.started = dt.datetime.now(dt.UTC)
         self.counts: dict[str, int] = {}
+        self.logged = False
+
+    @property
+    def source(self) -> AnnotationSource:
+        """Label Studio; made on first use, so a missing API key fails (and is recorded) in the round."""
+        if self._source is None:
+            self._source = SdkAnnotationSource(
+                self.settings.label_studio_url, self.settings.label_studio_api_key.get_secret_value()
+            )
+        return self._source
 
     def run(self) -> RoundResult:
         _clean_leftovers(self.paths)
@@ -337,6 +350,16 @@ class _Round:
         logger.info(
             "project %s: round %s (%s) starts from %s", self.project, round_id, self.request.trigger, current.version
         )
+        try:
+            return self._attempt(round_id, watermark, current)
+        except Exception as exc:
+            # Recorded, then raised as before: a failed round is in the round log (`round status`,
+            # the agent) and fails its task (the workers' round counter counts it as failed).
+            if not self.logged:
+                self._record_failure(round_id, current, exc)
+            raise
+
+    def _attempt(self, round_id: str, watermark: int, current: VersionRecord) -> RoundResult:
         try:
             data = self._dataset()
             parent = _load(current.checkpoint, self.settings.device)
@@ -479,17 +502,48 @@ class _Round:
 
     def _finish(self, round_id: str, watermark: int, result: RoundResult) -> None:
         self.ledger.record_round(self.project, round_id, watermark)
+        self._append_log({**result.model_dump(mode="json"), "trigger": self.request.trigger, "watermark": watermark})
+        logger.info("project %s: round %s %s: %s", self.project, round_id, result.status, result.reason)
+
+    def _record_failure(self, round_id: str, current: VersionRecord, exc: Exception) -> None:
+        """Append a ``failed`` line to the round log: the reason, when, and the version it tried to make.
+
+        The ledger's round watermark does not move: the corrections still count as new, so the
+        next round (after the fix) learns from them.
+        """
+        message = getattr(exc, "message", None)
+        reason = message if isinstance(message, str) and message else f"{type(exc).__name__}: {exc}"
         entry = {
-            **result.model_dump(mode="json"),
+            "project": self.project,
+            "round_id": round_id,
+            "status": "failed",
+            "promoted": False,
+            "reason": reason,
+            "error": type(exc).__name__,
+            "attempted_version": f"mkt-p{self.project}-{round_id}",
+            "candidate_version": None,
+            "current_version": current.version,
+            "metrics": {},
+            "report_path": None,
+            "counts": self.counts,
             "trigger": self.request.trigger,
+        }
+        try:
+            self._append_log(entry)
+        except OSError as log_exc:  # the round's own error matters more than the log's
+            logger.error("project %s: could not record the failed round %s: %s", self.project, round_id, log_exc)
+        logger.error("project %s: round %s failed: %s", self.project, round_id, reason)
+
+    def _append_log(self, entry: dict[str, Any]) -> None:
+        entry = {
+            **entry,
             "started_at": self.started.isoformat(timespec="seconds"),
             "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "watermark": watermark,
         }
         self.paths.state.mkdir(parents=True, exist_ok=True)
         with open(self.paths.log, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(entry, sort_keys=True) + "\n")
-        logger.info("project %s: round %s %s: %s", self.project, round_id, result.status, result.reason)
+        self.logged = True
 
 
 @shared_task(bind=True, name=TRAIN_ROUND, acks_late=True)  # type: ignore[untyped-decorator]

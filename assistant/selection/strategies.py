@@ -37,7 +37,7 @@ world's validation stream (seed 0), 36.9 mAP with farthest-point diversity, 37.6
 sampling and 39.2 with a typical batch; on the test stream (3 seeds) the hybrid went from 0.8
 points below random sampling there to 0.6 above. Its later rounds stay level with random
 sampling within noise and do not reach random's final mAP with fewer labels; oracles that pick by
-the true loss or the true tag count (:mod:`assistant.simulation.oracles`) do no better there
+the true loss or the true tag count (:mod:`benchworld.simulation.oracles`) do no better there
 (docs/active-learning.md).
 """
 

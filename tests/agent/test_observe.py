@@ -262,3 +262,31 @@ def test_the_observation_carries_the_measured_saving_and_the_guard_events(tmp_pa
     log.append(Decision("guard", 3, f"guard:p3:e{note.seq}", "x", {"tag": "dog", "seq": note.seq}), "done")
     assert memory_from_log(log, 3).guard_seq == note.seq
     assert observer.observe(3, NOW).guard_events == ()  # logged already
+
+
+def test_a_failed_round_is_in_the_observation_and_told_once_in_the_agents_log(
+    tmp_path: Path, parts: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    _, _, _, _, observer = parts
+    rounds = tmp_path / "models" / "rounds" / "3" / "rounds.jsonl"
+    rounds.parent.mkdir(parents=True)
+    failed = {"round_id": "r0002", "status": "failed", "trigger": "start_training", "current_version": "base",
+              "reason": "Label names must not have leading or trailing spaces.",
+              "started_at": "2026-03-04T08:00:00+00:00", "finished_at": "2026-03-04T08:01:00+00:00"}  # fmt: skip
+    rounds.write_text(json.dumps(failed) + "\n")
+    caplog.set_level(logging.WARNING, logger="agent.observe")
+
+    obs = observer.observe(3, NOW)
+    observer.observe(3, NOW + dt.timedelta(seconds=60))
+
+    assert obs.last_round is not None and obs.last_round.status == "failed"
+    assert obs.summary()["last_round"] == (
+        "r0002 failed (start_training): Label names must not have leading or trailing spaces."
+    )
+    told = [r.getMessage() for r in caplog.records if "round r0002" in r.getMessage()]
+    assert told == [
+        "project 3: round r0002 (start_training) failed at 2026-03-04T08:01:00+00:00: "
+        "Label names must not have leading or trailing spaces."
+    ]

@@ -18,8 +18,8 @@ from assistant.errors import ConfigError, DataError, ModelLoadError
 from assistant.factory import create_backbone
 from assistant.inference import Tagger
 from assistant.prior import fit_backbone_prior, model_directory, prior_raw_scores, write_prior
-from assistant.world import generate_split
-from assistant.world.pretrain import save_open_clip_dir
+from benchworld.world import generate_split
+from benchworld.world.pretrain import save_open_clip_dir
 
 LABELS = ["cat", "dog", "snow"]
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 
+from assistant import train as train_module
 from assistant.checkpoint import load_model
 from assistant.config import HeadConfig, Stage1Config, Stage2Config
 from assistant.data import ArrayImageDataset
+from assistant.devices import autocast_for
 from assistant.errors import DataError
 from assistant.head import two_stream_scores
 from assistant.labels import LabelSet
@@ -89,3 +93,40 @@ def test_unusable_training_data_is_a_clear_error(tiny_loaded):
         train_stage1(tiny_loaded.model, no_negatives, LABELS, Stage1Config(epochs=1))
     with pytest.raises(DataError, match="(?i)columns"):
         train_stage2(tiny_loaded.model, _data(), LabelSet(("a",)), Stage2Config(epochs=1))
+
+
+def test_stage1_leaves_the_callers_teacher_as_it_was(tiny_loaded):
+    """Issue 16 (6e): the teacher is the caller's module; training must not freeze or switch it."""
+    model = tiny_loaded.model
+    teacher = copy.deepcopy(model.backbone).train()
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    train_stage1(model, _data(32), LABELS, Stage1Config(epochs=1, batch_size=8, max_steps=3), teacher=teacher)
+    assert all(m.training for m in teacher.modules())
+    assert all(p.requires_grad for p in teacher.parameters())
+    assert all(torch.equal(v, before[k]) for k, v in teacher.state_dict().items())
+
+
+def test_stage1_restores_the_teachers_modes_when_training_fails(tiny_loaded):
+    teacher = copy.deepcopy(tiny_loaded.model.backbone).train()
+
+    def fail(step, total, figures):
+        raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError, match="stop"):
+        train_stage1(
+            tiny_loaded.model, _data(32), LABELS, Stage1Config(epochs=1, batch_size=8), teacher=teacher, progress=fail
+        )
+    assert all(m.training for m in teacher.modules())
+
+
+def test_stage2_encodes_its_dataset_under_cpu_bf16_when_asked(tiny_loaded, monkeypatch):
+    """Issue 16 (6e): ``cpu_bf16`` also covers the image pass stage 2 makes itself."""
+    seen: list[bool] = []
+
+    def spy(device, cpu_bf16=False):
+        seen.append(cpu_bf16)
+        return autocast_for(device, cpu_bf16)
+
+    monkeypatch.setattr(train_module, "autocast_for", spy)
+    train_stage2(tiny_loaded.model, _data(16), LABELS, Stage2Config(epochs=1, batch_size=8, max_steps=1, cpu_bf16=True))
+    assert seen and all(seen)

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from backends.app import create_app
 from backends.dispatch import DispatchOutcome, PredictJob, RoundTicket, Trigger
+from backends.presence import QueueConsumers
 from backends.settings import BackendSettings
 from backends.state import MemoryState
 from workers.contracts import ImageFailure, ImageScores, PredictRequest, PredictResult
@@ -131,7 +132,13 @@ class Harness:
     settings: BackendSettings
 
 
-def make_harness(tmp_path: Path, *, dispatcher: FakeDispatcher | None = None, **settings: Any) -> Harness:
+def make_harness(
+    tmp_path: Path,
+    *,
+    dispatcher: FakeDispatcher | None = None,
+    consumers: QueueConsumers | None = None,
+    **settings: Any,
+) -> Harness:
     """A backend app with a fake dispatcher, a real registry (base model without sidecar) and ledger."""
     base = tmp_path / "base-model"
     base.mkdir(exist_ok=True)
@@ -139,5 +146,5 @@ def make_harness(tmp_path: Path, *, dispatcher: FakeDispatcher | None = None, **
     dispatcher = dispatcher or FakeDispatcher()
     registry = Registry(cfg.models_dir, cfg.base_model)
     ledger = open_ledger(None, home=cfg.home)
-    app = create_app(cfg, dispatcher=dispatcher, registry=registry, ledger=ledger)
+    app = create_app(cfg, dispatcher=dispatcher, registry=registry, ledger=ledger, consumers=consumers)
     return Harness(app, dispatcher, ledger, registry, cfg)

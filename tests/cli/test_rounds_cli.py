@@ -86,9 +86,16 @@ def test_round_status_and_a_round_without_label_studio_credentials(home: Path) -
     assert failed.exit_code == 1 and "No Label Studio API key" in failed.output
     bad = runner.invoke(app, ["round", "run", "--project", "3", "--stages", "stage3"])
     assert bad.exit_code == 1 and "unknown stages" in bad.output
-    # The failed round released the project's lock on its way out.
+    # The failed round released the project's lock on its way out, and is listed with its reason.
     status = runner.invoke(app, ["round", "status", "--project", "3", "--json"])
-    assert json.loads(status.output)[0]["lock"] is None
+    (entry,) = json.loads(status.output)
+    assert entry["lock"] is None
+    (failed_round,) = entry["rounds"]
+    assert failed_round["status"] == "failed" and failed_round["round_id"] == "r0001"
+    assert "No Label Studio API key" in failed_round["reason"] and failed_round["attempted_version"] == "mkt-p3-r0001"
+    assert failed_round["finished_at"] and failed_round["trigger"] == "manual"
+    table = runner.invoke(app, ["round", "status", "--project", "3"], env={"COLUMNS": "200"})
+    assert "Round r0001 failed" in table.output and "No Label Studio API key" in table.output
 
 
 def test_simulate_rounds_prints_the_table_and_writes_the_plot(tmp_path: Path, checkpoints) -> None:

@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 from assistant.calibration import Calibrator
 from assistant.checkpoint import PRIOR_FILE, load_model
 from assistant.factory import create_backbone
-from assistant.world import build_world, load_split
-from assistant.world.config import SplitSizes
-from assistant.world.pretrain import save_open_clip_dir
+from benchworld.world import build_world, load_split
+from benchworld.world.config import SplitSizes
+from benchworld.world.pretrain import save_open_clip_dir
 from cli.main import app
 from workers.settings import get_settings
 

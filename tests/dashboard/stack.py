@@ -56,10 +56,10 @@ def add_rounds(models_dir: Path, n: int) -> None:
             "trigger": "agent",
             "finished_at": (start + dt.timedelta(minutes=10 * i)).isoformat(timespec="seconds"),
             "metrics": {} if status == "failed" else {"mAP": 40.0 + (i % 10) / 10, "delta_mAP": (i % 5) - 2.0},
-            "reason": "" if status == "failed" else "compared with the model in service",
+            "reason": "injected failure" if status == "failed" else "compared with the model in service",
         }
         if status == "failed":
-            entry["error"] = "RuntimeError: injected failure"
+            entry.update(error="RuntimeError", attempted_version=f"mkt-p3-r{i + 100:04d}")
         lines.append(json.dumps(entry, sort_keys=True) + "\n")
     with open(log, "a", encoding="utf-8") as fh:
         fh.writelines(lines)

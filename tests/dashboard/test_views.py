@@ -95,7 +95,9 @@ ROUNDS = [
     {
         "round_id": "r0003",
         "status": "failed",
-        "error": "RuntimeError: CUDA out of memory",
+        "reason": "CUDA out of memory",
+        "error": "RuntimeError",
+        "attempted_version": "mkt-p3-r0003",
         "finished_at": "2026-12-06T12:00:00+00:00",
         "trigger": "schedule",
     },
@@ -113,7 +115,7 @@ def test_rounds_show_the_failed_round_first_with_its_error_and_the_refused_one_w
     assert [r.round_id for r in view.rounds] == ["r0003", "r0002", "r0001"]
     failed, refused, promoted = view.rounds
     assert failed.status == "failed" and failed.reason == "RuntimeError: CUDA out of memory"
-    assert not failed.has_report and failed.metric == "–"
+    assert not failed.has_report and failed.metric == "–" and failed.candidate == "mkt-p3-r0003"
     assert refused.status == "kept" and "worse" in refused.reason and refused.change == "-1.5"
     assert promoted.status == "promoted" and promoted.change == "+3.0" and promoted.has_report
     assert view.failed == 1 and view.total == 3

@@ -60,11 +60,11 @@ def _round_entry(i: int, status: str, version: str | None, map_: float | None, d
         "reason": {
             "promoted": f"mAP {map_} is better than the model in service",
             "kept": f"mAP {map_} is worse than the model in service beyond the tolerance (refused)",
-            "failed": "",
+            "failed": "the trainer rejected the label 'dog ' (whitespace)",
         }[status],
     }
-    if status == "failed":
-        entry["error"] = "RuntimeError: the trainer rejected the label 'dog ' (whitespace)"
+    if status == "failed":  # as workers/rounds.py records a failed round
+        entry.update(error="RuntimeError", attempted_version=f"mkt-p{PROJECT}-r{i:04d}")
     return entry
 
 

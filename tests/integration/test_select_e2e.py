@@ -9,6 +9,9 @@ What is proven: the chosen tasks come first, in the chosen order, in the Data Ma
 command saves, and they are what Label Studio's "Label All Tasks" serves next from that tab; a
 second selection replaces the first (same tab, old ranks cleared); the review tab lists the
 flagged annotated tasks worst first.
+
+The project and both selections are made by a module fixture (``selections``), not by a test, so
+each test passes alone and in any order (issue 16, 6d).
 """
 
 from __future__ import annotations
@@ -110,48 +113,72 @@ def _choices(labels: list[str]) -> list[dict[str, Any]]:
     return [{"from_name": "tags", "to_name": "image", "type": "choices", "value": {"choices": labels}}]
 
 
-def test_select_puts_the_chosen_tasks_first_in_a_saved_view(stack: Stack, shared_datasets: Path) -> None:
+@dataclass
+class Selection:
+    """What one `assistant select` printed and left in Label Studio, seen right after it ran."""
+
+    stdout: str
+    chosen: list[int]
+    view: int
+    view_tasks: list[int]
+    next_task: int
+    ranks: dict[int, Any]
+
+
+def _select(stack: Stack, name: str, *args: str) -> Selection:
+    out = stack.root / f"{name}.json"
+    done = stack.cli("select", "--project", str(stack.project), *args, "--json", str(out))
+    chosen = [c["task_id"] for c in json.loads(out.read_text())["chosen"]]
+    view = stack.view("Assistant: label next")
+    ranks = {t["id"]: t["data"].get("assistant_rank") for t in stack.ls.tasks(stack.project)}
+    return Selection(done.stdout, chosen, view, stack.view_tasks(view), stack.next_task(view), ranks)
+
+
+@pytest.fixture(scope="module")
+def selections(stack: Stack, shared_datasets: Path) -> tuple[Selection, Selection]:
+    """The project, two annotations, and two selections in a row (the second replaces the first).
+
+    A fixture rather than the first test, so that every test passes alone and in any order.
+    """
     photos = sorted((shared_datasets / "coco128" / "images" / "train2017").glob("*.jpg"))[:8]
     stack.project = stack.ls.create_project(CONFIG)
     stack.tasks = tuple(stack.ls.upload_images(stack.project, photos))
     stack.annotated = stack.tasks[:2]
     for task in stack.annotated:
         stack.ls.create_annotation(task, _choices(["person", "outdoor"]))
+    first = _select(stack, "select", "--k", "3", "--strategy", "uncertainty")
+    second = _select(stack, "select2", "--k", "2", "--strategy", "hybrid")
+    return first, second
 
-    out = stack.root / "select.json"
-    done = stack.cli(
-        "select", "--project", str(stack.project), "--k", "3", "--strategy", "uncertainty", "--json", str(out)
-    )
-    chosen = [c["task_id"] for c in json.loads(out.read_text())["chosen"]]
-    assert len(chosen) == 3 and not set(chosen) & set(stack.annotated), done.stdout
-    assert "Assistant: label next" in done.stdout and "borderline" in done.stdout
 
-    view = stack.view("Assistant: label next")
-    assert stack.view_tasks(view) == chosen  # exactly the chosen tasks, in the chosen order
-    assert stack.next_task(view) == chosen[0]  # what "Label All Tasks" opens first from the tab
-    ranks = {t["id"]: t["data"].get("assistant_rank") for t in stack.ls.tasks(stack.project)}
-    assert [ranks[t] for t in chosen] == [1, 2, 3]
+def test_select_puts_the_chosen_tasks_first_in_a_saved_view(
+    stack: Stack, selections: tuple[Selection, Selection]
+) -> None:
+    first, second = selections
+    assert len(first.chosen) == 3 and not set(first.chosen) & set(stack.annotated), first.stdout
+    assert "Assistant: label next" in first.stdout and "borderline" in first.stdout
+    assert first.view_tasks == first.chosen  # exactly the chosen tasks, in the chosen order
+    assert first.next_task == first.chosen[0]  # what "Label All Tasks" opens first from the tab
+    assert [first.ranks[t] for t in first.chosen] == [1, 2, 3]
 
     # A second selection replaces the first: same tab, the earlier ranks are gone.
-    out2 = stack.root / "select2.json"
-    stack.cli("select", "--project", str(stack.project), "--k", "2", "--strategy", "hybrid", "--json", str(out2))
-    second = [c["task_id"] for c in json.loads(out2.read_text())["chosen"]]
-    assert stack.view("Assistant: label next") == view
-    assert stack.view_tasks(view) == second
-    ranks = {t["id"]: t["data"].get("assistant_rank") for t in stack.ls.tasks(stack.project)}
-    assert sum(r is not None for r in ranks.values()) == 2
+    assert second.view == first.view
+    assert second.view_tasks == second.chosen
+    assert sum(r is not None for r in second.ranks.values()) == 2
     # The image URL and every other data key survive the rank updates.
     assert all(t["data"]["image"].startswith("/data/upload/") for t in stack.ls.tasks(stack.project))
 
 
-def test_dry_run_changes_nothing(stack: Stack) -> None:
+def test_dry_run_changes_nothing(stack: Stack, selections: tuple[Selection, Selection]) -> None:
     before = {t["id"]: t["data"] for t in stack.ls.tasks(stack.project)}
     done = stack.cli("select", "--project", str(stack.project), "--k", "4", "--strategy", "random", "--dry-run")
     assert "Dry run" in done.stdout
     assert {t["id"]: t["data"] for t in stack.ls.tasks(stack.project)} == before
 
 
-def test_review_lists_the_flagged_annotated_tasks_worst_first(stack: Stack) -> None:
+def test_review_lists_the_flagged_annotated_tasks_worst_first(
+    stack: Stack, selections: tuple[Selection, Selection]
+) -> None:
     out = stack.root / "review.json"
     done = stack.cli("review", "--project", str(stack.project), "--k", "2", "--json", str(out))
     flagged = json.loads(out.read_text())["flagged"]
@@ -161,11 +188,12 @@ def test_review_lists_the_flagged_annotated_tasks_worst_first(stack: Stack) -> N
     assert all(0.0 <= f["worst_tag_quality"] <= f["quality"] + 1e-9 <= 1.0 + 1e-9 for f in flagged)
     view = stack.view("Assistant: review")
     assert stack.view_tasks(view) == [f["task"] for f in flagged]
-    # The selection tab is untouched by the review.
-    assert len(stack.view_tasks(stack.view("Assistant: label next"))) == 2
+    # The selection tab is untouched by the review: the second selection's two tasks.
+    assert stack.view_tasks(stack.view("Assistant: label next")) == selections[1].chosen
 
 
-def test_the_worker_answered_every_request(stack: Stack) -> None:
+def test_the_worker_answered_every_request(stack: Stack, selections: tuple[Selection, Selection]) -> None:
+    """The selections' pool scoring ran on the worker (the fixture made them, whatever ran before)."""
     log = stack.worker.text()
     assert "score_pool" in log and "succeeded" in log
     with httpx.Client() as http:  # Label Studio is still healthy after the pushes

@@ -192,6 +192,42 @@ def test_a_crash_mid_round_leaves_the_version_in_service_and_the_next_round_star
     assert result.round_id == "r0001" and result.candidate_version == "mkt-p3-r0001"
 
 
+def test_a_failed_round_is_recorded_with_its_reason_and_keeps_the_corrections_new(
+    round_settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16 (6b): a round that raises is in the round log (reason, when, version tried), then raises."""
+    import workers.rounds as rounds
+    from assistant.errors import ConfigError
+
+    ledger = open_ledger(None, home=round_settings.home)
+    ledger.append([LedgerEvent.annotation("ANNOTATION_CREATED", project=3, annotation_id=i, task=i) for i in range(3)])
+    ledger.close()
+
+    def reject(*args: Any, **kwargs: Any) -> Any:
+        raise ConfigError("the trainer rejects the labels", why="'dog ' has a trailing space", fix="rename it")
+
+    monkeypatch.setattr(rounds, "run_round", reject)
+    locks = MemoryLocks()
+    with pytest.raises(ConfigError):
+        _run(round_settings, _project(tmp_path, 40), locks, trigger="start_training")
+    (entry,) = round_history(round_settings.models_dir, 3)
+    assert entry["status"] == "failed" and entry["round_id"] == "r0001" and entry["trigger"] == "start_training"
+    assert entry["reason"].startswith("The trainer rejects the labels. 'dog ' has a trailing space. Fix:")
+    assert entry["attempted_version"] == "mkt-p3-r0001" and entry["candidate_version"] is None
+    assert entry["current_version"] == "tiny-v1" and entry["finished_at"] >= entry["started_at"]
+    assert locks.held == {}
+    ledger = open_ledger(None, home=round_settings.home)
+    assert ledger.count_since_last_round(3) == 3  # the failed round used none of them
+    ledger.close()
+
+    # Any error, not only the project's own: its type names it.
+    monkeypatch.setattr(rounds, "run_round", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        _run(round_settings, _project(tmp_path, 40), locks)
+    last = round_history(round_settings.models_dir, 3)[-1]
+    assert last["round_id"] == "r0002" and last["reason"] == "ZeroDivisionError: division by zero"
+
+
 def test_no_promote_only_evaluates(round_settings, tmp_path: Path) -> None:
     result = _run(round_settings, _project(tmp_path, 40), promote=False)
     assert not result.promoted and result.status == "kept" and result.current_version == "tiny-v1"

@@ -1,0 +1,131 @@
+"""Whether some worker consumes a queue: asked with Celery's broadcast, remembered a while.
+
+``/predict`` waits up to its inline budget (60 s) for the workers. With no worker consuming the
+predict queue it would wait all of it and answer nothing, and Label Studio's user would see
+predictions vanish without a word (issue 16, 6c). So the predictor asks first: when no worker
+consumes the queue, it answers at once with a message that names the fix (start
+``assistant worker``) and leaves the tasks to the background publisher, which posts them when a
+worker starts. ``/health`` reports the last answer in its body; it never asks itself (Label
+Studio gives ``/health`` 1 s), it only starts a refresh in the background.
+
+Asking is Celery's ``active_queues`` broadcast: every worker answers with the queues it
+consumes, and the caller waits ``timeout_s`` (0.5 s) for answers because it cannot know how many
+workers there are. An answer is remembered for ``present_ttl_s`` (30 s) when a worker was found
+and refreshed in the background after that, so a request never waits for the broadcast while
+workers are online; an empty answer is remembered for ``absent_ttl_s`` (5 s), so a worker that
+starts is seen within seconds, and a request that asks pays at most ``timeout_s``. A broker that
+does not answer gives ``None`` (unknown): the predictor then waits as before.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+
+__all__ = ["NO_WORKER_FIX", "QueueConsumers", "QueueSnapshot", "active_queues_of", "no_worker_message"]
+
+logger = logging.getLogger(__name__)
+
+#: What to do when no worker consumes the predict queue.
+NO_WORKER_FIX = "start one: `assistant worker` (its --queues must include the queue)"
+
+
+def no_worker_message(queue: str) -> str:
+    """The message of a ``/predict`` that found no worker on ``queue``."""
+    return (
+        f"No worker is consuming the '{queue}' queue: the tasks are queued and will be predicted in "
+        f"the background once a worker runs. Fix: {NO_WORKER_FIX}."
+    )
+
+
+@dataclass(frozen=True)
+class QueueSnapshot:
+    """The last answer: the queues some worker consumes (None: unknown), and its age."""
+
+    queues: frozenset[str] | None
+    age_s: float | None
+
+    def consumed(self, queue: str) -> bool | None:
+        """Whether some worker consumes ``queue``; None when never asked or the broker did not answer."""
+        return None if self.queues is None else queue in self.queues
+
+
+def active_queues_of(app: Celery, timeout_s: float) -> Callable[[], frozenset[str]]:
+    """Asks the workers of ``app`` which queues they consume (Celery's ``active_queues`` broadcast)."""
+
+    def ask() -> frozenset[str]:
+        replies: dict[str, Any] = app.control.inspect(timeout=timeout_s).active_queues() or {}
+        return frozenset(str(q.get("name")) for queues in replies.values() for q in queues or [] if q.get("name"))
+
+    return ask
+
+
+class QueueConsumers:
+    """Which queues the workers consume, asked at most once at a time and remembered (module docstring).
+
+    Args:
+        ask: Returns the queue names some worker consumes; raises when the broker cannot be asked.
+        present_ttl_s: Seconds an answer that found workers is used before a background refresh.
+        absent_ttl_s: Seconds an empty (or failed) answer is used before asking again.
+        clock: Monotonic seconds (tests move it).
+    """
+
+    def __init__(
+        self,
+        ask: Callable[[], frozenset[str]],
+        *,
+        present_ttl_s: float = 30.0,
+        absent_ttl_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._ask = ask
+        self.present_ttl_s, self.absent_ttl_s = present_ttl_s, absent_ttl_s
+        self._clock = clock
+        self._asking = threading.Lock()
+        self._queues: frozenset[str] | None = None
+        self._at: float | None = None
+        self._refreshing = False
+
+    def snapshot(self) -> QueueSnapshot:
+        """The last answer, without asking (``/health``)."""
+        at = self._at
+        return QueueSnapshot(self._queues, None if at is None else max(0.0, self._clock() - at))
+
+    def consumed(self, queue: str) -> bool | None:
+        """Whether some worker consumes ``queue``: remembered, refreshed, or asked now (at most ``timeout_s``)."""
+        snap = self.snapshot()
+        if snap.age_s is not None and snap.queues:
+            if snap.age_s >= self.present_ttl_s:
+                self.refresh_in_background()
+            return snap.consumed(queue)
+        if snap.age_s is not None and snap.age_s < self.absent_ttl_s:
+            return snap.consumed(queue)
+        return self._refresh().consumed(queue)
+
+    def refresh_in_background(self) -> None:
+        """Ask again in a daemon thread, unless an answer is fresh or a question is under way."""
+        snap = self.snapshot()
+        ttl = self.present_ttl_s if snap.queues else self.absent_ttl_s
+        if self._refreshing or (snap.age_s is not None and snap.age_s < ttl):
+            return
+        self._refreshing = True
+        threading.Thread(target=self._refresh, name="queue-consumers", daemon=True).start()
+
+    def _refresh(self) -> QueueSnapshot:
+        wanted_at = self._clock()
+        with self._asking:
+            if self._at is not None and self._at >= wanted_at:
+                return self.snapshot()  # asked by another request while this one waited: that answer
+            try:
+                queues: frozenset[str] | None = self._ask()
+            except Exception as exc:  # a broker outage: unknown, and /predict waits as before
+                logger.warning("could not ask the workers which queues they consume: %s", exc)
+                queues = None
+            self._queues, self._at, self._refreshing = queues, self._clock(), False
+            return self.snapshot()

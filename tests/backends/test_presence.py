@@ -1,0 +1,109 @@
+"""``backends.presence``: queues the workers consume; ``/predict`` and ``/health`` with none (issue 16, 6c)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from backends.presence import QueueConsumers
+from tests.backends._app_fakes import make_harness
+from tests.backends.test_app import predict_body, tasks_for
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Workers:
+    """The broadcast's answer, counted; ``None`` raises as an unreachable broker would."""
+
+    def __init__(self, queues: frozenset[str] | None) -> None:
+        self.queues, self.asked = queues, 0
+
+    def __call__(self) -> frozenset[str]:
+        self.asked += 1
+        if self.queues is None:
+            raise ConnectionError("broker down")
+        return self.queues
+
+
+def test_an_empty_answer_is_remembered_briefly_and_a_present_one_refreshed_in_the_background() -> None:
+    clock, workers = Clock(), Workers(frozenset())
+    consumers = QueueConsumers(workers, present_ttl_s=30, absent_ttl_s=5, clock=clock)
+    assert consumers.snapshot().consumed("predict") is None  # never asked
+    assert consumers.consumed("predict") is False and workers.asked == 1
+    clock.now += 4
+    assert consumers.consumed("predict") is False and workers.asked == 1  # remembered
+    workers.queues = frozenset({"predict", "train"})
+    clock.now += 2
+    assert consumers.consumed("predict") is True and workers.asked == 2  # asked again: a worker started
+    clock.now += 29
+    assert consumers.consumed("train") is True and workers.asked == 2
+    workers.queues = frozenset()
+    clock.now += 2
+    assert consumers.consumed("predict") is True  # stale but present: answered now, refreshed behind
+    deadline = time.monotonic() + 5
+    while workers.asked < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert workers.asked == 3 and consumers.consumed("predict") is False
+
+
+def test_a_broker_that_cannot_be_asked_is_unknown_not_absent() -> None:
+    consumers = QueueConsumers(Workers(None), clock=Clock())
+    assert consumers.consumed("predict") is None
+
+
+def test_requests_that_ask_together_share_one_answer() -> None:
+    gate = threading.Event()
+    asked: list[int] = []
+
+    def slow() -> frozenset[str]:
+        asked.append(1)
+        gate.wait(5)
+        return frozenset()
+
+    consumers = QueueConsumers(slow)
+    answers: list[bool | None] = []
+    threads = [threading.Thread(target=lambda: answers.append(consumers.consumed("predict"))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    gate.set()
+    for t in threads:
+        t.join(5)
+    assert answers == [False] * 4 and len(asked) == 1
+
+
+def test_predict_with_no_worker_answers_at_once_with_the_fix_and_leaves_the_tasks_queued(tmp_path: Path) -> None:
+    consumers = QueueConsumers(Workers(frozenset({"train"})))
+    harness = make_harness(tmp_path, consumers=consumers)
+    with TestClient(harness.app) as client:
+        body = client.post("/predict", json=predict_body("multilabel", tasks_for("multilabel", 3))).json()
+        health = client.get("/health").json()
+
+    assert body["results"] == [[], [], []]
+    assert "No worker is consuming the 'predict' queue" in body["warning"] and "assistant worker" in body["warning"]
+    ((job, wait_s),) = harness.dispatcher.jobs
+    assert wait_s == 0 and len(job.chunks) == 1  # sent, not waited for: the background publisher's
+    assert health["status"] == "UP" and health["model_class"] == "MKTBackend"
+    assert health["workers"]["consumed"] is False and "assistant worker" in health["workers"]["fix"]
+
+
+@pytest.mark.parametrize("queues", [frozenset({"predict"}), None])
+def test_predict_waits_as_before_with_a_worker_or_when_nobody_can_tell(tmp_path: Path, queues) -> None:
+    harness = make_harness(tmp_path, consumers=QueueConsumers(Workers(queues)))
+    with TestClient(harness.app) as client:
+        body = client.post("/predict", json=predict_body("multilabel", tasks_for("multilabel", 2))).json()
+        health = client.get("/health").json()
+
+    assert "warning" not in body and all(r != [] for r in body["results"])
+    assert harness.dispatcher.jobs[0][1] == harness.settings.predict_inline_budget_s
+    assert health["workers"]["consumed"] is (None if queues is None else True)
