@@ -174,6 +174,14 @@ class DashboardData:
         found.update(self.decisions.projects())
         return sorted(found)
 
+    def known(self, project: int) -> bool:
+        """Whether the assistant knows the project (:meth:`projects`), answered by the cheapest source first."""
+        if any((self.models_dir / folder / str(project)).is_dir() for folder in ("projects", "rounds", "reports")):
+            return True
+        if self.decisions.has(project):
+            return True
+        return project in self.ledger.effort.projects() or project in self.ledger.projects()
+
     # --- the model ---------------------------------------------------------------------------------
     def current(self, project: int) -> VersionRecord:
         """The version serving the project."""

@@ -182,11 +182,27 @@ class DecisionRows:
             row = cur.fetchone()
         return None if row is None else _row(row)
 
-    def unfinished(self, project: int, *, limit: int = 5) -> list[DecisionRow]:
-        """Decisions whose latest state is ``pending`` or ``running`` (what the agent is doing), newest first."""
-        running = self.page(project, status="running", limit=limit).rows
-        pending = self.page(project, status="pending", limit=limit).rows
-        return sorted(running + pending, key=lambda r: -r.seq)[:limit]
+    def unfinished(self, project: int, *, limit: int = 5, window: int = 500) -> list[DecisionRow]:
+        """Decisions whose latest state is ``pending`` or ``running`` (what the agent is doing), newest first.
+
+        Only the newest ``window`` rows are read: the agent finishes what it starts before it decides
+        more (a round it follows writes nothing meanwhile), so what is open sits at the end of the log,
+        and the Now page stays one indexed read on a log of any length.
+        """
+        sql = f"SELECT {_COLUMNS} FROM {self._table} WHERE project = {self._p} ORDER BY seq DESC LIMIT {int(window)}"
+        with self._store.cursor() as cur:
+            cur.execute(sql, (project,))
+            rows = [_row(r) for r in cur.fetchall()]
+        latest: dict[str, DecisionRow] = {}
+        for row in rows:  # newest first: the first row of a key is its state
+            latest.setdefault(row.key, row)
+        return [r for r in latest.values() if r.status in ("pending", "running")][:limit]
+
+    def has(self, project: int) -> bool:
+        """Whether the project has a decision (one indexed read)."""
+        with self._store.cursor() as cur:
+            cur.execute(f"SELECT 1 FROM {self._table} WHERE project = {self._p} LIMIT 1", (project,))
+            return cur.fetchone() is not None
 
     def projects(self) -> list[int]:
         """Projects with at least one decision."""

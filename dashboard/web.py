@@ -178,7 +178,7 @@ class Dashboard:
         """A known project id, or a 400/404 page."""
         number = _int(value, "the project id")
         assert number is not None
-        if number not in self.data.projects():
+        if not self.data.known(number):
             known = ", ".join(str(p) for p in self.data.projects()[:20]) or "none yet"
             raise PageError(
                 404,

@@ -65,9 +65,37 @@ def add_rounds(models_dir: Path, n: int) -> None:
         fh.writelines(lines)
 
 
+def register_versions(registry: Registry, staging: Path, n: int) -> None:
+    """Register ``n`` more versions of project 3 (one per extra round), as rounds register them."""
+    from tests.dashboard.world import _checkpoint
+
+    parent = "mkt-p3-r0001"
+    for i in range(n):
+        version = f"mkt-p3-r{i + 100:04d}"
+        registry.register(
+            _checkpoint(staging, version),
+            parent=parent,
+            project=PROJECT,
+            round_id=f"r{i + 100:04d}",
+            metrics={"mAP": 40.0 + (i % 10) / 10},
+            move=True,
+        )
+        parent = version
+
+
 @contextlib.contextmanager
-def running_stack(tmp: Path, *, rounds: int = 0, decisions: int = 120, name: str = "dashboard") -> Iterator[Stack]:
-    """Record the project, start the backend on a free port, yield; stop it and delete the Redis keys."""
+def running_stack(
+    tmp: Path, *, rounds: int = 0, versions: int = 0, decisions: int = 120, name: str = "dashboard"
+) -> Iterator[Stack]:
+    """Record the project, start the backend on a free port, yield; stop it and delete the Redis keys.
+
+    Args:
+        tmp: Where the home, the logs and the base model go.
+        rounds: Rounds added to the three of the recorded project.
+        versions: Versions registered for project 3 besides the recorded two.
+        decisions: Decisions in the decision log (two rows each: pending, then done or failed).
+        name: Goes into the Redis key prefix.
+    """
     home = tmp / "home"
     base = tmp / "base-model"
     base.mkdir(parents=True, exist_ok=True)
@@ -80,6 +108,8 @@ def running_stack(tmp: Path, *, rounds: int = 0, decisions: int = 120, name: str
         ledger.close()
     if rounds:
         add_rounds(models_dir, rounds)
+    if versions:
+        register_versions(registry, tmp / "staging-extra", versions)
     open_decision_rows(None, home=home).close()  # creates the table, as the agent would
     for start in range(0, decisions, 10_000):
         write_decisions(home / "agent.sqlite3", decision_rows(PROJECT, min(10_000, decisions - start), start=start))
