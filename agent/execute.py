@@ -2,7 +2,8 @@
 
 =============================  ===========================================================================
 ``preannotate``, ``rescore``,  ``backends.bulk``: plan the unlabeled tasks lacking a prediction for the
-``repredict``                  decision's checkpoint and the current config, queue chunked chains
+``repredict``                  decision's checkpoint and the current config, or whose prediction an older
+                               project calibration chose (replaced in place), queue chunked chains
                                ``assistant.predict -> backends.publish_predictions``, follow them; then
                                wait for tasks another job had in flight. The workers serve image
                                features from their cache, so a re-score encodes only the label texts.
@@ -140,11 +141,14 @@ class LabelStudioExecutor:
             unlabeled_only=True,
             model_version=str(params["checkpoint"]),
             chunk_size=self.settings.predict_chunk_size,
+            store=svc.ledger.effort,
         )
         detail: dict[str, Any] = {
             "model_version": plan.model_version,
             "considered": plan.total,
             "already_predicted": len(plan.already_predicted),
+            "stale": len(plan.stale),
+            "calibration": plan.calibration,
             "in_flight": len(plan.in_flight),
             "queued": plan.queued,
             "posted": 0,
@@ -166,6 +170,7 @@ class LabelStudioExecutor:
 
             progress = run.wait(timeout_s=self.settings.agent_action_timeout_s, on_progress=check)
             detail["posted"] = progress.posted
+            detail["replaced"] = progress.replaced
             detail["skipped"] = progress.skipped
             for reason, count in progress.failed.items():
                 failed[reason] = failed.get(reason, 0) + count

@@ -15,7 +15,10 @@ decision log      the agent's memory: what it last predicted with, selected with
                   the last guard event it logged
 effort ledger     what pre-annotation saved annotators (edits per task against from scratch)
                   with the model in service, else with earlier ones; the guard's trips and
-                  resumptions not logged yet
+                  resumptions not logged yet; the project's latest calibration refit of the
+                  checkpoint in service (an unlabeled task whose prediction an older
+                  calibration chose counts as unpredicted: the agent's ``repredict`` replaces
+                  it, ``backends.bulk``)
 ================  ========================================================================
 
 **Disagreement.** An annotation is rated with :func:`assistant.label_quality.review_labels`
@@ -65,7 +68,7 @@ from assistant.agent_policy import (
 )
 from assistant.label_quality import review_labels
 from backends.controls import ProjectVocabulary, parse_label_config
-from backends.convert import SCORES_KEY, annotation_to_correction
+from backends.convert import SCORES_KEY, annotation_to_correction, recalibration_of
 from backends.predicting import checkpoint_version
 from backends.protocol import Annotation
 from backends.webhook_check import WebhookCheck
@@ -152,10 +155,15 @@ def memory_from_log(log: DecisionLog, project: int) -> Memory:
     return Memory(
         predicted_checkpoint=str(predicted.decision.params.get("checkpoint")) if predicted else None,
         predicted_labels=tuple(str(x) for x in labels) if isinstance(labels, list) else None,
+        predicted_calibration=_text(predicted.decision.params.get("calibration")) if predicted else None,
         selected_version=str(selected.decision.params.get("model_version")) if selected else None,
         flagged=frozenset(flagged),
         guard_seq=int(guard.decision.params.get("seq", 0)) if guard else 0,
     )
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def measured_saving(ledger: Ledger, project: int, checkpoint: str) -> Saving:
@@ -271,6 +279,7 @@ class Observer:
             checkpoint_version(self.registry, project),
             self.ledger.count(project),
             self.ledger.effort.last_guard_event(project),
+            self._calibration(project, checkpoint_version(self.registry, project)),
             log_path.stat().st_size if log_path.is_file() else 0,
             self.locks.holder(project),
             last[0].seq if last else 0,
@@ -297,9 +306,12 @@ class Observer:
         version = vocab.model_version(checkpoint)
         tasks = self.reader.tasks(project)
         predictions = self.reader.predictions(project)
-        versions: dict[int, set[str]] = {}
-        for pred in predictions:
-            versions.setdefault(pred.task, set()).add(pred.model_version)
+        calibration = self._calibration(project, checkpoint)
+        # An unlabeled task is predicted when it has a prediction for the version that the
+        # project's latest calibration refit chose (None: the checkpoint's own calibration).
+        current: set[int] = {
+            p.task for p in predictions if p.model_version == version and recalibration_of(p.result) == calibration
+        }
         unlabeled = [t for t in tasks if not t.labeled]
         rounds = read_round_log(self.models_dir, project)
         holder = self.locks.holder(project)
@@ -313,7 +325,8 @@ class Observer:
             labels=tuple(vocab.labels),
             tasks=len(tasks),
             unlabeled=len(unlabeled),
-            unpredicted=tuple(sorted(t.id for t in unlabeled if version not in versions.get(t.id, set()))),
+            calibration=calibration,
+            unpredicted=tuple(sorted(t.id for t in unlabeled if t.id not in current)),
             queue=sum(1 for t in unlabeled if t.rank is not None),
             new_corrections=self.ledger.count_since_last_round(project),
             watermark=self._ratings[project].upto,
@@ -367,6 +380,11 @@ class Observer:
     def tasks(self, project: int) -> list[TaskRow]:
         """The project's tasks (the executors re-read them before acting)."""
         return self.reader.tasks(project)
+
+    def _calibration(self, project: int, checkpoint: str) -> str | None:
+        """The id of the project's latest fitted refit of ``checkpoint`` (None: its own calibration)."""
+        refit = self.ledger.effort.last_refit(project, checkpoint, fitted_only=True)
+        return None if refit is None else refit.id
 
     def _memory(self, project: int) -> Memory:
         return memory_from_log(self.log, project)

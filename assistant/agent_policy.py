@@ -336,7 +336,8 @@ class Observation:
         labels: The labeling config's model labels, in order.
         tasks: Tasks in the project.
         unlabeled: Tasks without an annotation.
-        unpredicted: Unlabeled tasks without a prediction for the current version.
+        unpredicted: Unlabeled tasks without a prediction for the current version made with
+            ``calibration`` (a prediction an older calibration chose is stale).
         queue: Unlabeled tasks of the last selection (the queue in front of the annotators).
         new_corrections: Corrections-ledger rows since the last round.
         watermark: The ledger's newest row (a round decision's identity).

@@ -5,7 +5,12 @@
 2. Work out the version: the registry's current one for the project (or ``--model-version``),
    plus the config's fingerprint, exactly what ``/setup`` answers.
 3. Skip tasks that already have a prediction for that version, and tasks another job already
-   covers (in flight); mark the rest in flight.
+   covers (in flight); mark the rest in flight. Given the effort store, a prediction for the
+   version counts only when it was served with the project's latest calibration refit of the
+   checkpoint (its refit mark, ``backends.convert.recalibration_of``): an unlabeled task whose
+   prediction an older calibration chose is **stale** and queued again, and the publish task
+   replaces that prediction in place (``backends.tasks``). Labeled tasks keep theirs: they are
+   what their annotators started from.
 4. Queue chunked chains ``assistant.predict → backends.publish_predictions`` (no inline claim:
    the publish task posts everything), and follow them until every chunk is posted or failed.
 
@@ -48,12 +53,13 @@ from celery.result import AsyncResult
 from celery.states import PENDING, READY_STATES, SUCCESS
 
 from backends.controls import parse_label_config
-from backends.convert import TaskFailure
+from backends.convert import TaskFailure, recalibration_of
 from backends.dispatch import CeleryDispatcher, PredictJob, plan_chunks
 from backends.errors import BackendError
 from backends.ls_client import LabelStudioClient
 from backends.predicting import checkpoint_version
 from backends.state import SharedState
+from workers.effort import EffortStore
 from workers.registry import Registry
 
 __all__ = [
@@ -94,8 +100,11 @@ class BulkPlan:
         project: The Label Studio project.
         model_version: The full version posted (``<checkpoint>+<fingerprint>``).
         total: Tasks considered (all, or the unlabeled ones).
-        already_predicted: Tasks that already have a prediction for the version.
+        already_predicted: Tasks that already have a prediction for the version (and calibration).
+        stale: Unlabeled tasks queued again because an older calibration chose their prediction
+            (replaced in place).
         in_flight: Tasks another job already covers.
+        calibration: The project's refit serving the version (``r<seq>``; None: the model's own).
         failures: Tasks whose data has no usable image.
         job: The chunks to queue (None when there is nothing to do).
     """
@@ -104,7 +113,9 @@ class BulkPlan:
     model_version: str
     total: int
     already_predicted: list[int] = field(default_factory=list)
+    stale: list[int] = field(default_factory=list)
     in_flight: list[int] = field(default_factory=list)
+    calibration: str | None = None
     failures: list[TaskFailure] = field(default_factory=list)
     job: PredictJob | None = None
 
@@ -147,8 +158,13 @@ def plan_preannotation(
     unlabeled_only: bool = False,
     model_version: str | None = None,
     chunk_size: int = 32,
+    store: EffortStore | None = None,
 ) -> BulkPlan:
     """Steps 1–3 of the module docstring; marks the queued tasks in flight.
+
+    Args:
+        store: The effort store: with it, predictions an older project calibration chose are
+            replaced; without it, any prediction for the version counts.
 
     Raises:
         LabelConfigError: The project's config has no usable image-tagging control.
@@ -159,10 +175,18 @@ def plan_preannotation(
     checkpoint = resolve_version(registry, project, vocab.fingerprint, model_version)
     version = vocab.model_version(checkpoint)
     tasks = client.tasks(project, unlabeled_only=unlabeled_only)
-    existing = client.prediction_versions(project)
+    marks = _calibration_marks(client.predictions(project), version)
     plan = BulkPlan(project=project, model_version=version, total=len(tasks))
-    plan.already_predicted = [t.id for t in tasks if version in existing.get(t.id, set())]
-    candidates = [t for t in tasks if version not in existing.get(t.id, set())]
+    stale: set[int] = set()
+    if store is not None:
+        refit = store.last_refit(project, checkpoint, fitted_only=True)
+        plan.calibration = None if refit is None else refit.id
+        stale = {t.id for t in tasks if t.id in marks and plan.calibration not in marks[t.id]}
+        if stale and not unlabeled_only:
+            stale &= {t.id for t in client.tasks(project, unlabeled_only=True)}
+        plan.stale = sorted(stale)
+    plan.already_predicted = [t.id for t in tasks if t.id in marks and t.id not in stale]
+    candidates = [t for t in tasks if t.id not in marks or t.id in stale]
     fresh = set(state.reserve(project, version, [t.id for t in candidates]))
     plan.in_flight = [t.id for t in candidates if t.id not in fresh]
     todo = [t for t in candidates if t.id in fresh]
@@ -181,6 +205,15 @@ def plan_preannotation(
     return plan
 
 
+def _calibration_marks(predictions: list[dict[str, Any]], version: str) -> dict[int, set[str | None]]:
+    """Task id → the refit marks of its predictions for ``version`` (None: the model's own calibration)."""
+    out: dict[int, set[str | None]] = {}
+    for pred in predictions:
+        if str(pred.get("model_version") or "") == version and pred.get("task") is not None:
+            out.setdefault(int(pred["task"]), set()).add(recalibration_of(pred.get("result") or []))
+    return out
+
+
 @dataclass
 class BulkProgress:
     """Where a run stands (the CLI draws its progress bar from it)."""
@@ -190,6 +223,7 @@ class BulkProgress:
     done_chunks: int = 0
     done_tasks: int = 0
     posted: int = 0
+    replaced: int = 0
     skipped: int = 0
     failed: Counter[str] = field(default_factory=Counter)
     failures: list[dict[str, Any]] = field(default_factory=list)
@@ -332,6 +366,7 @@ class BulkRun:
     def _report(self, index: int, result: Any) -> None:
         report = result if isinstance(result, dict) else {}
         self.progress.posted += int(report.get("posted", 0))
+        self.progress.replaced += int(report.get("replaced", 0))
         self.progress.skipped += int(report.get("skipped", 0))
         self.progress.failed.update({str(k): int(v) for k, v in (report.get("failed") or {}).items()})
         self.progress.failures.extend(report.get("failures") or [])

@@ -283,6 +283,21 @@ class ProjectVocabulary:
         """The task data keys holding the active controls' images, without repeats."""
         return tuple(dict.fromkeys(c.value_key for c in self.active))
 
+    def tag_costs(self, default: EditCosts) -> dict[str, EditCosts]:
+        """Target key → its control's edit costs, for the active controls that set their own.
+
+        Tags of the other controls are served (and judged by the guard) under ``default``, the
+        project's costs. Two controls with a target of the same key: the first control wins, as
+        tags are counted by key.
+        """
+        out: dict[str, EditCosts] = {}
+        for control in self.active:
+            costs = control.knobs.edit_costs(default)
+            if costs != default:
+                for target in control.targets:
+                    out.setdefault(target.key, costs)
+        return out
+
     def model_version(self, checkpoint_version: str) -> str:
         """The ``model_version`` Label Studio sees: ``<checkpoint>+<fingerprint>``."""
         return f"{checkpoint_version}+{self.fingerprint}"

@@ -80,6 +80,7 @@ __all__ = [
     "image_key",
     "keys_by_control",
     "predictions_from_results",
+    "recalibration_of",
     "task_image_refs",
 ]
 
@@ -399,6 +400,20 @@ class PredictionBatch:
     def response(self) -> LSPredictResponse:
         """The ``/predict`` answer as a model."""
         return LSPredictResponse(results=[[] if p is None else p for p in self.predictions])
+
+
+def recalibration_of(result: Iterable[ResultItem | Mapping[str, Any]]) -> str | None:
+    """The project refit a prediction was served through (``"r<seq>"``), None: the model's own calibration.
+
+    Read from the prediction's result items (as stored in Label Studio, or as built here): the
+    first item that names one. A refit's predictions all name it, so a prediction whose mark is
+    not the project's latest refit of its checkpoint shows what an older calibration expected.
+    """
+    for item in result:
+        extras = item.assistant if isinstance(item, ResultItem) else item.get(SCORES_KEY)
+        if isinstance(extras, Mapping) and extras.get("recalibration"):
+            return str(extras["recalibration"])
+    return None
 
 
 def predictions_from_results(

@@ -13,7 +13,10 @@ runs it for every project every ``ASSISTANT_EFFORT_CHECK_INTERVAL_S`` as a safet
 4. store the counts and move the cursor, in one transaction (``EffortStore.record``): an update
    replaces the annotation's counts, a deletion removes them, a skipped task or one without a
    prediction is counted as such;
-5. refit the project's calibration when due and judge the guard (``workers.effort_upkeep``).
+5. refit the project's calibration when due and judge the guard (``workers.effort_upkeep``), each
+   tag under the edit costs its predictions are served with (its control's ``model_cost_*``
+   knobs, else the project's); when the labeling config cannot be read, the guard waits for the
+   next pass (the refit does not need the config).
 
 **Nothing is lost.** The cursor moves only with the counts. When Label Studio cannot be reached
 the pass stops where it is, records the failure (``assistant status`` and ``/metrics`` show the
@@ -50,7 +53,7 @@ from workers.celery_app import settings_of
 from workers.contracts import COUNT_EFFORT
 from workers.effort import EffortStore
 from workers.effort_records import CountedAnnotation, TagAnswer
-from workers.effort_upkeep import UpkeepReport, upkeep
+from workers.effort_upkeep import UpkeepReport, refit_if_due, upkeep
 from workers.ledger import Ledger, LedgerEntry
 from workers.registry import Registry
 from workers.settings import Settings
@@ -260,7 +263,7 @@ class EffortCounter:
         """
         report = CountReport(project)
         try:
-            self._count(project, report)
+            vocab = self._count(project, report)
         except BackendError as exc:
             state = self.store.note_failure(project, exc.message)
             logger.warning(
@@ -272,17 +275,26 @@ class EffortCounter:
             )
             raise
         checkpoint = self.registry.current(project).version
-        report.upkeep = upkeep(self.store, project, checkpoint, self.settings)
+        if self.settings.guard_enabled and vocab is None:
+            try:
+                vocab = parse_label_config(self.source.label_config(project))
+            except BackendError as exc:  # the guard judges under the right costs or not at all
+                logger.warning("project %s: the guard waits for the next pass: %s", project, exc.message)
+                report.upkeep = UpkeepReport(refit_if_due(self.store, project, checkpoint, self.settings), [])
+                return report
+        tag_costs = None if vocab is None else vocab.tag_costs(self.settings.edit_costs(project))
+        report.upkeep = upkeep(self.store, project, checkpoint, self.settings, tag_costs)
         return report
 
-    def _count(self, project: int, report: CountReport) -> None:
+    def _count(self, project: int, report: CountReport) -> ProjectVocabulary | None:
+        """Count the pending rows; the labeling config it parsed, if it needed one."""
         vocab: ProjectVocabulary | None = None
         costs = self.settings.edit_costs(project)
         while True:
             since = self.store.state(project).counted_through
             entries = self.ledger.entries(project, since=since, limit=self.batch)
             if not entries:
-                return
+                return vocab
             latest: dict[int, LedgerEntry] = {}
             for entry in entries:  # an annotation's latest revision in the batch is what counts
                 if entry.event.annotation_id is not None:

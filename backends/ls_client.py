@@ -146,6 +146,14 @@ class LabelStudioClient:
 
         return _call(f"GET predictions of project {project}", fetch)
 
+    def predictions(self, project: int) -> list[dict[str, Any]]:
+        """Every prediction of a project (one request): id, task, model_version, result, created_at."""
+
+        def fetch() -> list[dict[str, Any]]:
+            return [pred for pred in map(_as_dict, self.sdk.predictions.list(project=project)) if pred.get("task")]
+
+        return _call(f"GET predictions of project {project}", fetch)
+
     def prediction(self, prediction: int) -> dict[str, Any] | None:
         """One prediction (``GET /api/predictions/{id}/``): id, task, result, model_version, created_at.
 
@@ -196,6 +204,20 @@ class LabelStudioClient:
             ),
         )
         return getattr(created, "id", None)
+
+    def update_prediction(self, prediction_id: int, prediction: Prediction) -> None:
+        """Replace a stored prediction's result, score and version in place (``PATCH /api/predictions/{id}/``).
+
+        Its id and creation time stay, so an annotation that starts from it later still names it
+        (``parent_prediction``). Idempotent: sending the same content twice stores it once.
+        """
+        result = [item.model_dump(mode="json", exclude_none=True) for item in prediction.result]
+        _call(
+            f"PATCH prediction {prediction_id}",
+            lambda: self.sdk.predictions.update(
+                id=prediction_id, result=result, score=prediction.score, model_version=prediction.model_version
+            ),
+        )
 
     def import_predictions(self, project: int, predictions: Sequence[tuple[int, Prediction]]) -> int:
         """Store several predictions in one request (``POST /api/projects/{id}/import/predictions``).

@@ -15,7 +15,7 @@ background samples rather than a failed scrape.
 ``assistant_backend_failed_tasks_total``       tasks that got no prediction, per reason
 ``assistant_backend_webhook_events_total``     webhook events per action and outcome
 ``assistant_backend_errors_total``             error answers per route and kind (4xx/5xx)
-``assistant_background_<counter>_total``       publish task counters: published, skipped, failed_<reason>
+``assistant_background_<counter>_total``       publish task counters: published, replaced, skipped, failed_<reason>
 ``assistant_queue_messages``                   messages waiting per queue, read from the broker at scrape
                                                time (with ``assistant_queue_unacked_messages`` and
                                                ``assistant_broker_up``: :mod:`workers.metrics`)

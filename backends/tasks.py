@@ -10,9 +10,14 @@ Delivered exactly once per chunk and idempotent per task:
 
 - for ``/predict`` chunks it first claims the chunk for the background; when ``/predict`` already
   claimed it for its inline answer, it posts nothing;
-- a task that already has a prediction for the job's version is skipped, so a retry (Label
-  Studio down: retried with backoff), a redelivery or a second ``preannotate`` run posts nothing
-  twice;
+- a task that already has a prediction for the job's version, served with the same project
+  calibration (the refit mark, ``backends.convert.recalibration_of``), is skipped, so a retry
+  (Label Studio down: retried with backoff), a redelivery or a second ``preannotate`` run posts
+  nothing twice;
+- a task whose prediction for the version was served with an older calibration (the project's
+  calibration was refit since, and the bulk plan queued the task again) gets that prediction
+  **replaced in place** (``PATCH``: same id, so the task never shows two predictions of one
+  version), and a retry finds the new mark and skips it;
 - a chunk's missing predictions are stored in one request (``import_predictions``) for a
   ``preannotate`` job on a project small enough, else with one POST each;
 - the check and the post of one (task, version) happen under a short Redis lock
@@ -47,7 +52,7 @@ from celery import Task, shared_task
 from pydantic import BaseModel, ConfigDict, Field
 
 from backends.controls import parse_label_config
-from backends.convert import TaskFailure, predictions_from_results
+from backends.convert import TaskFailure, predictions_from_results, recalibration_of
 from backends.dispatch import BACKGROUND, PUBLISH_PREDICTIONS, PublishJob, claim_key
 from backends.errors import BackendError
 from backends.ls_client import LabelStudioClient, LabelStudioUnavailable
@@ -101,7 +106,9 @@ class PublishReport(BaseModel):
         model_version: The version posted.
         claimed: False when ``/predict`` delivered the chunk inline (nothing posted).
         posted: Predictions created in Label Studio.
-        skipped: Tasks that already had a prediction for the version.
+        replaced: Predictions of the version served with an older project calibration, replaced
+            in place.
+        skipped: Tasks that already had a prediction for the version and calibration.
         failed: Reason → number of tasks that got no prediction.
         failures: The first failures in full: ``{"task", "reason", "message"}``.
     """
@@ -113,6 +120,7 @@ class PublishReport(BaseModel):
     model_version: str
     claimed: bool = True
     posted: int = 0
+    replaced: int = 0
     skipped: int = 0
     failed: dict[str, int] = Field(default_factory=dict)
     failures: list[dict[str, Any]] = Field(default_factory=list)
@@ -134,6 +142,21 @@ def _lock_or_wait(state: SharedState, name: str, owner: str, *, ttl_s: float, wa
         time.sleep(_LOCK_POLL_S)
 
 
+def _stale(stored: list[dict[str, Any]], prediction: Prediction) -> tuple[bool, int | None]:
+    """Whether the task has ``prediction``'s version and calibration already; else its stale one to replace.
+
+    Returns:
+        (done, stale id): done when a stored prediction has the same version and refit mark; else
+        the newest stored prediction of the version (another mark), if any.
+    """
+    mine = [p for p in stored if str(p.get("model_version") or "") == prediction.model_version]
+    mark = recalibration_of(prediction.result)
+    if any(recalibration_of(p.get("result") or []) == mark for p in mine):
+        return True, None
+    ids = [int(p["id"]) for p in mine if p.get("id") is not None]
+    return False, max(ids) if ids else None
+
+
 def _post_once(
     job: PublishJob,
     ready: list[tuple[int, Prediction]],
@@ -142,12 +165,13 @@ def _post_once(
     state: SharedState,
     owner: str,
     lock_wait_s: float,
-) -> tuple[int, int]:
-    """Post each prediction unless Label Studio has one for the version already; (posted, skipped).
+) -> tuple[int, int, int]:
+    """Post each prediction unless Label Studio has it already; (posted, replaced, skipped).
 
     Every task's posting lock is taken first, in ascending task order (two publishers of
     overlapping chunks then never wait on each other in a circle), then Label Studio is asked
-    per task, and what is missing is stored: in one request when the job says so
+    per task. A prediction of the version served with an older calibration is replaced in place
+    (one PATCH each); what is missing is stored: in one request when the job says so
     (``import_predictions``), else with one POST per task.
     """
     held: list[str] = []
@@ -157,13 +181,21 @@ def _post_once(
             lock = _post_lock(job, task_id)
             _lock_or_wait(state, lock, owner, ttl_s=ttl_s, wait_s=lock_wait_s)
             held.append(lock)
-        todo = [(t, p) for t, p in ready if job.model_version not in client.task_prediction_versions(t)]
+        todo: list[tuple[int, Prediction]] = []
+        replaced = 0
+        for task_id, prediction in ready:
+            done, stale = _stale(client.task_predictions(task_id), prediction)
+            if stale is not None:
+                client.update_prediction(stale, prediction)
+                replaced += 1
+            elif not done:
+                todo.append((task_id, prediction))
         if todo and job.bulk_import and job.project is not None:
             client.import_predictions(job.project, todo)
         else:
             for task_id, prediction in todo:
                 client.create_prediction(task_id, prediction)
-        return len(todo), len(ready) - len(todo)
+        return len(todo), replaced, len(ready) - len(todo) - replaced
     finally:
         for lock in held:
             state.release_lock(lock, owner)
@@ -218,20 +250,28 @@ def publish(
             failures.append(TaskFailure(task.id, "version_mismatch", f"scored with {prediction.model_version}"))
             continue
         ready.append((task.id, prediction))
-    posted, skipped = _post_once(job, ready, client=client, state=state, owner=owner, lock_wait_s=lock_wait_s)
+    posted, replaced, skipped = _post_once(job, ready, client=client, state=state, owner=owner, lock_wait_s=lock_wait_s)
     state.release(job.project, job.model_version, job.task_ids)
     counts = Counter(f.reason for f in failures)
     for failure in failures[:_FAILURES_KEPT]:
         logger.warning("task %d got no prediction (%s): %s", failure.task_id, failure.reason, failure.message)
     try:
-        state.add_stats({"published": posted, "skipped": skipped, **{f"failed_{r}": n for r, n in counts.items()}})
+        state.add_stats(
+            {
+                "published": posted,
+                "skipped": skipped,
+                **({"replaced": replaced} if replaced else {}),
+                **{f"failed_{r}": n for r, n in counts.items()},
+            }
+        )
     except redis.RedisError as exc:  # counters are for /metrics only
         logger.warning("could not update the background counters: %s", exc)
     logger.info(
-        "job %s chunk %d: posted %d, skipped %d, failed %d (%s)",
+        "job %s chunk %d: posted %d, replaced %d, skipped %d, failed %d (%s)",
         job.job_id,
         job.chunk,
         posted,
+        replaced,
         skipped,
         len(failures),
         job.model_version,
@@ -241,6 +281,7 @@ def publish(
         chunk=job.chunk,
         model_version=job.model_version,
         posted=posted,
+        replaced=replaced,
         skipped=skipped,
         failed=dict(counts),
         failures=[{"task": f.task_id, "reason": f.reason, "message": f.message} for f in failures[:_FAILURES_KEPT]],

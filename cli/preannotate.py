@@ -2,7 +2,9 @@
 
 Tasks that already have a prediction for the current version (checkpoint + labeling-config
 fingerprint, what the backend's /setup answers) are skipped, so running it twice posts nothing
-new, and an interrupted run resumes where it stopped. Needs running workers (`assistant worker`)
+new, and an interrupted run resumes where it stopped. After the project's calibration was refit
+from its annotations, an unlabeled task whose prediction an older calibration chose is predicted
+again and its prediction replaced in place (docs/preannotation.md). Needs running workers (`assistant worker`)
 that include the publishing task.
 
 While it follows the run, Redis may go away: the command waits for it, and when Redis comes back
@@ -29,6 +31,7 @@ if TYPE_CHECKING:  # the heavy-ish imports happen inside the command (fast `assi
     from backends.dispatch import CeleryDispatcher
     from backends.ls_client import LabelStudioClient
     from backends.settings import BackendSettings
+    from workers.ledger import Ledger
     from workers.registry import Registry
 
 __all__ = ["preannotate"]
@@ -62,15 +65,21 @@ def preannotate(
     console = Console()
     try:
         settings, dispatcher, client, registry = _services()
-        plan = plan_preannotation(
-            client,
-            registry,
-            dispatcher.state,
-            project=project,
-            unlabeled_only=unlabeled,
-            model_version=model_version,
-            chunk_size=chunk_size or settings.predict_chunk_size,
-        )
+        ledger = _ledger(console, settings)
+        try:
+            plan = plan_preannotation(
+                client,
+                registry,
+                dispatcher.state,
+                project=project,
+                unlabeled_only=unlabeled,
+                model_version=model_version,
+                chunk_size=chunk_size or settings.predict_chunk_size,
+                store=None if ledger is None else ledger.effort,
+            )
+        finally:
+            if ledger is not None:
+                ledger.close()
         _print_plan(console, plan)
         if plan.job is None:
             _print_summary(console, plan, None)
@@ -124,11 +133,27 @@ def _services() -> tuple[BackendSettings, CeleryDispatcher, LabelStudioClient, R
     return settings, dispatcher, client, Registry(settings.models_dir, settings.base_model)
 
 
+def _ledger(console: Console, settings: BackendSettings) -> Ledger | None:
+    """The effort ledger (the project's calibration refits), or None with a note when it cannot be opened."""
+    from workers.ledger import open_ledger
+
+    try:
+        return open_ledger(settings.ledger_url, home=settings.home, table_prefix=settings.ledger_table_prefix)
+    except Exception as exc:  # without it, any prediction for the version counts (nothing is replaced)
+        console.print(
+            f"[yellow]Note:[/yellow] the effort ledger cannot be opened ({type(exc).__name__}: {exc}); predictions "
+            "made before the project's last calibration refit are kept. Fix: check ASSISTANT_LEDGER_URL.",
+            highlight=False,
+        )
+        return None
+
+
 def _print_plan(console: Console, plan: BulkPlan) -> None:
+    stale = f" ({len(plan.stale)} of them predicted before refit {plan.calibration}: replaced)" if plan.stale else ""
     console.print(
         f"Project {plan.project}, model version [bold]{plan.model_version}[/bold]: {plan.total} tasks; "
         f"{len(plan.already_predicted)} already predicted, {len(plan.in_flight)} in flight elsewhere, "
-        f"{len(plan.failures)} without a usable image; {plan.queued} to predict.",
+        f"{len(plan.failures)} without a usable image; {plan.queued} to predict{stale}.",
         highlight=False,
     )
 
@@ -165,14 +190,16 @@ def _print_summary(console: Console, plan: BulkPlan, progress: BulkProgress | No
     from rich.table import Table
 
     failed: Counter[str] = Counter(f.reason for f in plan.failures)
-    posted = skipped = 0
+    posted = replaced = skipped = 0
     examples: dict[str, str] = {f.reason: f.message for f in plan.failures}
     if progress is not None:
         failed.update(progress.failed)
-        posted, skipped = progress.posted, progress.skipped
+        posted, replaced, skipped = progress.posted, progress.replaced, progress.skipped
         examples.update({str(f["reason"]): str(f["message"]) for f in progress.failures})
     table = Table(title=f"Pre-annotation of project {plan.project}", show_header=False)
     table.add_row("Predicted", str(posted))
+    if replaced or plan.stale:
+        table.add_row("Replaced: predicted before the last calibration refit", str(replaced))
     table.add_row("Skipped: already predicted", str(len(plan.already_predicted) + skipped))
     table.add_row("Skipped: in flight (another run)", str(len(plan.in_flight)))
     table.add_row("Failed", str(sum(failed.values())))

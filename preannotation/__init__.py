@@ -21,11 +21,12 @@ from __future__ import annotations
 from preannotation.costs import EditCosts, PreannotationError
 from preannotation.effort import EffortTotals, TagEffort, TaskEdits
 from preannotation.guard import GuardConfig, GuardVerdict, judge_tag, keep_rate_interval
-from preannotation.recalibration import LogitMap, Recalibration, RecalibrationConfig, fit_recalibration
+from preannotation.recalibration import REFIT_EVERY, LogitMap, Recalibration, RecalibrationConfig, fit_recalibration
 from preannotation.reliability import Reliability, ReliabilityBin, reliability
 from preannotation.rule import expected_cost, scratch_cost, show_mask
 
 __all__ = [
+    "REFIT_EVERY",
     "EditCosts",
     "EffortTotals",
     "GuardConfig",

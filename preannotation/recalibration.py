@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -37,9 +37,14 @@ from preannotation.costs import PreannotationError
 from preannotation.logistic import fit_monotone, logit, sigmoid
 from preannotation.rule import probabilities_of
 
-__all__ = ["LogitMap", "Recalibration", "RecalibrationConfig", "fit_recalibration"]
+__all__ = ["REFIT_EVERY", "LogitMap", "Recalibration", "RecalibrationConfig", "fit_recalibration"]
 
 Floats = NDArray[np.float64]
+#: Annotations between two refits of a project's calibration, live (``ASSISTANT_RECALIBRATION_EVERY``)
+#: and in the simulations (``ServingConfig.refit_every``). Selected on the agent simulation's tuning
+#: seeds: every 10 or 25 annotations changed the last quarter's edits by less than the spread between
+#: seeds, and 25 needs fewer refits for the same figure (docs/preannotation.md).
+REFIT_EVERY: Final = 25
 _FORMAT = "preannotation.recalibration/1"
 # A whisper of L2 toward the prior mean: keeps the Newton system solvable when every answer has
 # the same probability (the slope is then not identified and stays at the prior's).

@@ -16,7 +16,9 @@ tried after as many new annotations again.
 **Guard** (:func:`judge_guard`). Per tag, the showings of the serving checkpoint (kept +
 removed, from ``effort_totals``) since the tag's current judgement started are judged by
 :func:`preannotation.judge_tag`: a tag whose keep rate is confidently below the break-even point
-trips, and the backend stops showing it. A tripped tag resumes when
+of **its** edit costs trips, and the backend stops showing it. A tag's costs are those its
+predictions are served with: its control's ``model_cost_*`` knobs in the labeling config, else
+the project's costs. A tripped tag resumes when
 
 - another checkpoint serves the project (a promotion or a rollback): its counts start again under
   the new one; or
@@ -31,6 +33,7 @@ into its decision log.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from preannotation import EditCosts, GuardConfig, RecalibrationConfig, fit_recalibration, judge_tag
@@ -107,6 +110,7 @@ def judge_guard(
     costs: EditCosts,
     config: GuardConfig,
     refit: RefitRecord | None = None,
+    tag_costs: Mapping[str, EditCosts] | None = None,
 ) -> list[GuardEvent]:
     """Trip or resume tags for the serving ``checkpoint`` (module docstring).
 
@@ -117,6 +121,8 @@ def judge_guard(
         costs: The project's edit costs (the break-even point a shown tag must reach).
         config: Minimum showings and the interval's confidence.
         refit: A refit just made: tripped tags it predicts better resume.
+        tag_costs: Tag key → the costs of its control where the labeling config sets its own
+            (``model_cost_*``); other tags are judged under ``costs``.
 
     Returns:
         The events written, oldest first.
@@ -136,7 +142,7 @@ def judge_guard(
             if refit is not None and refit.recalibration is not None:
                 _resume_if_refit_better(store, project, state, refit, kept, removed, kept_now, removed_now)
             continue
-        verdict = judge_tag(kept_now, removed_now, costs, config)
+        verdict = judge_tag(kept_now, removed_now, (tag_costs or {}).get(tag, costs), config)
         if verdict.tripped:
             tripped = replace(
                 state,
@@ -204,11 +210,17 @@ def _resume_if_refit_better(
     logger.info("project %s: the guard shows %r again: %s", project, state.tag, reason)
 
 
-def upkeep(store: EffortStore, project: int, checkpoint: str, settings: Settings) -> UpkeepReport:
-    """Refit when due, then judge the guard (module docstring)."""
+def upkeep(
+    store: EffortStore,
+    project: int,
+    checkpoint: str,
+    settings: Settings,
+    tag_costs: Mapping[str, EditCosts] | None = None,
+) -> UpkeepReport:
+    """Refit when due, then judge the guard (module docstring); ``tag_costs`` as :func:`judge_guard`'s."""
     refit = refit_if_due(store, project, checkpoint, settings)
     if not settings.guard_enabled:
         return UpkeepReport(refit, [])
     config = GuardConfig(min_shown=settings.guard_min_shown, confidence=settings.guard_confidence)
-    events = judge_guard(store, project, checkpoint, settings.edit_costs(project), config, refit)
+    events = judge_guard(store, project, checkpoint, settings.edit_costs(project), config, refit, tag_costs)
     return UpkeepReport(refit, events)

@@ -125,8 +125,13 @@ class RoundPaths:
         return self.models_dir / "reports" / str(self.project)
 
 
-def round_config(settings: Settings, stages: Sequence[str] | None = None) -> RoundConfig:
-    """The round configuration from settings (``ASSISTANT_ROUND_*``), with the request's stages."""
+def round_config(settings: Settings, stages: Sequence[str] | None = None, project: int | None = None) -> RoundConfig:
+    """The round configuration from settings (``ASSISTANT_ROUND_*``), with the request's stages.
+
+    The promotion gate counts the held-out edits under ``project``'s edit costs (its entry of
+    ``ASSISTANT_PROJECT_EDIT_COSTS``, else ``ASSISTANT_EDIT_COST_*``), the costs its predictions
+    are served with, so a candidate is judged by the break-even point annotators actually meet.
+    """
     chosen = tuple(stages or settings.round_stages)
     return RoundConfig(
         stages=chosen,  # type: ignore[arg-type]
@@ -150,6 +155,7 @@ def round_config(settings: Settings, stages: Sequence[str] | None = None) -> Rou
         min_train_images=settings.round_min_train_images,
         min_heldout_images=settings.round_min_heldout_images,
         calibration=FitConfig(),
+        costs=settings.edit_costs(project),
     )
 
 
@@ -366,7 +372,7 @@ class _Round:
             outcome = run_round(
                 parent,
                 data,
-                round_config(self.settings, self.request.stages),
+                round_config(self.settings, self.request.stages, self.project),
                 teacher=self._teacher(current, parent),
                 features_fn=cached_features(self.cache),
                 progress=self.report,

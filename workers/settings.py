@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, computed_field, model_validator
 from pydantic_settings import BaseSettings, DotEnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
-from preannotation import EditCosts, PreannotationError
+from preannotation import REFIT_EVERY, EditCosts, PreannotationError
 
 __all__ = [
     "BUNDLED_MODEL_DIR",
@@ -277,10 +277,11 @@ class Settings(BaseSettings):
     # model_cost_add / model_cost_remove in the labeling config overrides both.
     project_edit_costs: dict[int, dict[str, float]] = Field(default_factory=dict)
     # A project's calibration is refit from its own annotations every this many newly counted
-    # annotations of the model version in service (0: never). 20 annotations of ~10 scored tags
-    # each are ~200 (probability, answer) pairs; the refit stays near the model's own calibration
-    # until answers outweigh recalibration_prior_answers.
-    recalibration_every: int = Field(default=20, ge=0)
+    # annotations of the model version in service (0: never); the default is the simulations' too
+    # (preannotation.REFIT_EVERY). 25 annotations of ~10 scored tags each are ~250 (probability,
+    # answer) pairs; the refit stays near the model's own calibration until answers outweigh
+    # recalibration_prior_answers.
+    recalibration_every: int = Field(default=REFIT_EVERY, ge=0)
     recalibration_prior_answers: float = Field(default=30.0, gt=0)
     # The newest pairs a refit reads: a long-running project's older answers say less about today.
     recalibration_max_pairs: int = Field(default=50_000, ge=100)

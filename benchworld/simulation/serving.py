@@ -40,6 +40,7 @@ from assistant.corrections import AnnotatedImage
 from assistant.errors import ConfigError
 from benchworld.simulation.annotator import SimulatedAnnotator
 from preannotation import (
+    REFIT_EVERY,
     EditCosts,
     EffortTotals,
     GuardConfig,
@@ -65,14 +66,15 @@ class ServingConfig:
     Attributes:
         costs: Edit costs; equal costs show tags from p = 0.5.
         max_tags: At most this many tags shown per task (the backend's default cap is 50).
-        refit_every: Annotations between two refits of the project's calibration; 0: never.
+        refit_every: Annotations between two refits of the project's calibration; 0: never
+            (default: :data:`preannotation.REFIT_EVERY`, the live default too).
         recalibration: Shrinkage and minimum counts of the refit.
         guard: When a tag stops being shown; None: no guard.
     """
 
     costs: EditCosts = EditCosts()
     max_tags: int | None = 50
-    refit_every: int = 25
+    refit_every: int = REFIT_EVERY
     recalibration: RecalibrationConfig = RecalibrationConfig()
     guard: GuardConfig | None = GuardConfig()
 

@@ -290,3 +290,39 @@ def test_a_failed_round_is_in_the_observation_and_told_once_in_the_agents_log(
         "project 3: round r0002 (start_training) failed at 2026-03-04T08:01:00+00:00: "
         "Label names must not have leading or trailing spaces."
     ]
+
+
+def test_a_refit_makes_the_unlabeled_tasks_predicted_under_the_old_calibration_unpredicted(
+    tmp_path: Path, parts: Any
+) -> None:
+    import numpy as np
+
+    from assistant.agent_policy import Policy
+    from preannotation import fit_recalibration
+
+    reader, ledger, log, _, observer = parts
+    checkpoint = Registry(tmp_path / "models", "spec:tiny").base_version()
+    version = parse_label_config(CONFIG).model_version(checkpoint)
+    reader.tasks_ = [TaskRow(1, {"image": "a"}, labeled=False), TaskRow(2, {"image": "b"}, labeled=True)]
+    reader.predictions_ = [scored(t, 10 + t, version, {"cat": 0.9, "dog": 0.1, "snow": 0.1}) for t in (1, 2)]
+    obs = observer.observe(3, NOW)
+    assert obs.calibration is None and obs.unpredicted == ()
+    labels = ["cat", "dog", "snow"]
+    log.append(Decision("preannotate", 3, "p", "x", {"checkpoint": checkpoint, "labels": labels}), "done")
+
+    p = np.linspace(0.05, 0.95, 200)
+    refit = ledger.effort.save_refit(
+        3, checkpoint, recalibration=fit_recalibration(["cat"] * 200, p, p > 0.7), annotations=25, through_seq=25
+    )
+    assert observer.changed(3, NOW + dt.timedelta(seconds=5))  # a refit is worth a look
+    obs = observer.observe(3, NOW + dt.timedelta(seconds=5))
+    assert obs.calibration == refit.id and obs.unpredicted == (1,)  # the labeled task keeps its prediction
+    repredict = [d for d in Policy().decide(obs) if d.action == "repredict"]
+    assert len(repredict) == 1 and repredict[0].params["calibration"] == refit.id
+    log.append(repredict[0], "done")
+    assert memory_from_log(log, 3).predicted_calibration == refit.id
+
+    # Once the task's prediction is replaced under the refit, nothing is left to re-predict.
+    reader.predictions_[0].result[0]["assistant"]["recalibration"] = refit.id
+    obs = observer.observe(3, NOW + dt.timedelta(seconds=10))
+    assert obs.unpredicted == () and not [d for d in Policy().decide(obs) if d.action in ("repredict", "preannotate")]

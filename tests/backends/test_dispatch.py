@@ -16,21 +16,26 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from backends.bulk import BulkRun, plan_preannotation, resolve_version
 from backends.controls import parse_label_config
-from backends.convert import SCORES_KEY
+from backends.convert import SCORES_KEY, recalibration_of
 from backends.dispatch import INLINE, CeleryDispatcher, PredictJob, PublishJob, claim_key, plan_chunks
 from backends.errors import BackendError
 from backends.ls_client import LabelStudioClient, LabelStudioUnavailable
 from backends.protocol import Task
+from backends.serving import load_policy
 from backends.state import MemoryState, RedisState
 from backends.tasks import publish
+from preannotation import fit_recalibration
 from tests.backends._app_fakes import fake_result
 from tests.backends._fixtures import config
 from workers.contracts import PredictRequest
+from workers.ledger import open_ledger
 from workers.registry import Registry
+from workers.settings import Settings
 
 VERSION = "base-abc"
 
@@ -89,6 +94,11 @@ class FakeLS:
             stored = {**body, "id": len(self.predictions) + 1}
             self.predictions.append(stored)
             return httpx.Response(201, json=stored)
+        if path.startswith("/api/predictions/") and request.method == "PATCH":
+            pid = int(path.rstrip("/").rsplit("/", 1)[1])
+            stored = next(p for p in self.predictions if p["id"] == pid)
+            stored.update(json.loads(request.content))
+            return httpx.Response(200, json=stored)
         if path.endswith("/import/predictions") and request.method == "POST":  # bulk: all or nothing
             for body in json.loads(request.content):
                 self.predictions.append({**body, "id": len(self.predictions) + 1})
@@ -267,6 +277,60 @@ def test_bulk_plan_unlabeled_only(registry: Registry) -> None:
     plan = plan_preannotation(ls.client(), registry, MemoryState(), project=1, unlabeled_only=True)
 
     assert plan.total == 2 and plan.job is not None and plan.job.chunks[0].task_ids == (1, 3)
+
+
+def test_a_refit_makes_unlabeled_predictions_stale_and_publish_replaces_them_in_place(
+    registry: Registry, tmp_path: Path
+) -> None:
+    ls = FakeLS(config("multilabel"), tasks(4))  # tasks 2 and 4 are labeled
+    client, state = ls.client(), MemoryState()
+    ledger = open_ledger(None, home=tmp_path)
+    settings = Settings(home=tmp_path, base_model=str(tmp_path / "base"), _env_file=None)
+    checkpoint = registry.current(1).version
+    try:
+        first = plan_preannotation(client, registry, state, project=1, chunk_size=8, store=ledger.effort)
+        assert first.job is not None and first.calibration is None and first.stale == []
+        job = PublishJob(job_id="j1", chunk=0, project=1, model_version=first.model_version,
+                         label_config=ls.label_config, task_ids=[1, 2, 3, 4], claim=False)  # fmt: skip
+        request = first.job.chunks[0].request
+        policy, _ = load_policy(ledger.effort, settings, 1, checkpoint)
+        assert publish(job, fake_result(request), client=client, state=state, policy=policy).posted == 4
+        before = {p["task"]: (p["id"], recalibration_of(p["result"])) for p in ls.predictions}
+        assert set(before.values()) == {(1, None), (2, None), (3, None), (4, None)}
+
+        # The project's calibration is refit: annotators keep tags the model calls 0.3 most of the time.
+        rng = np.random.default_rng(0)
+        p = rng.uniform(0.05, 0.95, 400)
+        refit = ledger.effort.save_refit(
+            1,
+            checkpoint,
+            recalibration=fit_recalibration(["x"] * 400, p, rng.random(400) < np.sqrt(p)),
+            annotations=40,
+            through_seq=40,
+        )
+        plan = plan_preannotation(client, registry, state, project=1, chunk_size=8, store=ledger.effort)
+        assert plan.calibration == refit.id and plan.stale == [1, 3]  # labeled tasks keep theirs
+        assert plan.already_predicted == [2, 4] and plan.job is not None
+        assert [c.task_ids for c in plan.job.chunks] == [(1, 3)]
+        job = PublishJob(job_id="j2", chunk=0, project=1, model_version=job.model_version,
+                         label_config=ls.label_config, task_ids=[1, 3], claim=False)  # fmt: skip
+        request = plan.job.chunks[0].request
+        policy, _ = load_policy(ledger.effort, settings, 1, checkpoint)
+        report = publish(job, fake_result(request), client=client, state=state, policy=policy)
+        assert (report.posted, report.replaced, report.skipped) == (0, 2, 0)
+        after = {p["task"]: (p["id"], recalibration_of(p["result"])) for p in ls.predictions}
+        assert after == {1: (1, refit.id), 2: (2, None), 3: (3, refit.id), 4: (4, None)}  # same ids
+        assert sum(r == "PATCH /api/predictions/1/" for r in ls.requests) == 1
+
+        # Replaced once: a redelivery skips them, and the next plan finds nothing stale.
+        again = publish(job, fake_result(request), client=client, state=state, policy=policy)
+        assert (again.posted, again.replaced, again.skipped) == (0, 0, 2)
+        settled = plan_preannotation(client, registry, state, project=1, chunk_size=8, store=ledger.effort)
+        assert settled.stale == [] and settled.job is None
+        # Without the effort store the plan cannot tell calibrations apart: any prediction counts.
+        assert plan_preannotation(client, registry, state, project=1).already_predicted == [1, 2, 3, 4]
+    finally:
+        ledger.close()
 
 
 def test_resolve_version_checks_the_fingerprint_and_the_registry(registry: Registry) -> None:

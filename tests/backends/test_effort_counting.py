@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from backends.effort import EffortCounter, compare, count_projects
+from backends.effort import CountReport, EffortCounter, compare, count_projects
 from backends.errors import BackendError
 from backends.ls_client import LabelStudioUnavailable
 from backends.state import MemoryState
@@ -35,6 +35,7 @@ class FakeStudio:
     predictions: dict[int, dict[str, Any]] = field(default_factory=dict)
     down: bool = False
     calls: int = 0
+    config: str = CONFIG
 
     def _check(self) -> None:
         self.calls += 1
@@ -43,7 +44,7 @@ class FakeStudio:
 
     def label_config(self, project: int) -> str:
         self._check()
-        return CONFIG
+        return self.config
 
     def prediction(self, prediction: int) -> dict[str, Any] | None:
         self._check()
@@ -276,6 +277,39 @@ def test_the_guard_trips_a_tag_removed_more_than_it_pays_and_resumes_under_a_new
     assert resumed.event == "resumed" and "mkt-p3-r0001" in resumed.reason
     assert ledger.effort.suppressed(PROJECT, record.version) == frozenset()
     assert ledger.effort.guard(PROJECT)["dog"].checkpoint == record.version
+
+
+def test_the_guard_judges_a_tag_under_its_controls_costs(tmp_path: Path) -> None:
+    # dog kept 10 of 20 showings: a keep rate of 50% (95% interval 30%-70%) pays at equal costs,
+    # but not where the control says a remove costs three adds (break-even 75%).
+    costly_removes = CONFIG.replace('choice="multiple">', 'choice="multiple" model_cost_remove="3">', 1)
+    for config, tripped in ((CONFIG, False), (costly_removes, True)):
+        own = open_ledger(None, home=tmp_path / f"ledger-{tripped}")
+        try:
+            studio = FakeStudio(config=config)
+            v = version(tmp_path)
+            counter = make_counter(own, studio, tmp_path, guard_min_shown=10, recalibration_every=0)
+            _remove_dog(studio, own, v, 1, 20, keep_every=2)
+            events = counter.run(PROJECT).upkeep.events
+        finally:
+            own.close()
+        expected = [("dog", "tripped", 10, 10)] if tripped else []
+        assert [(e.tag, e.event, e.kept, e.removed) for e in events] == expected
+        assert all("below the break-even 75%" in e.reason for e in events)
+
+
+def test_the_guard_waits_when_the_labeling_config_cannot_be_read(ledger: Ledger, tmp_path: Path) -> None:
+    studio = FakeStudio(config=CONFIG.replace('choice="multiple">', 'choice="multiple" model_cost_remove="3">', 1))
+    v = version(tmp_path)
+    counter = make_counter(ledger, studio, tmp_path, guard_min_shown=10, recalibration_every=0)
+    _remove_dog(studio, ledger, v, 1, 20, keep_every=2)
+    counter._count(PROJECT, CountReport(PROJECT))  # counted while Label Studio answered
+    studio.down = True
+    assert counter.run(PROJECT).upkeep.events == []  # not judged under the project's costs instead
+    assert ledger.effort.suppressed(PROJECT, v.partition("+")[0]) == frozenset()
+    studio.down = False
+    (event,) = counter.run(PROJECT).upkeep.events
+    assert (event.tag, event.event) == ("dog", "tripped")
 
 
 def test_a_tripped_tag_resumes_when_a_refit_predicts_it_better(ledger: Ledger, tmp_path: Path) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from assistant.errors import ConfigError
 from benchworld.simulation.serving import EffortLog, ProjectServing, ServingConfig
-from preannotation import EditCosts, GuardConfig, RecalibrationConfig
+from preannotation import REFIT_EVERY, EditCosts, GuardConfig, RecalibrationConfig
+from workers.settings import Settings
 
 LABELS = ("cat", "dog", "car")
 
@@ -98,3 +101,8 @@ def test_unusable_settings_are_refused() -> None:
     with pytest.raises(ConfigError, match="refit_every"):
         ServingConfig(refit_every=-1)
     assert ServingConfig().as_dict()["break_even"] == pytest.approx(0.5)
+
+
+def test_live_and_simulated_projects_refit_on_one_default(tmp_path: Path) -> None:
+    live = Settings(home=tmp_path, base_model="ViT-B-32:random-for-tests", _env_file=None)
+    assert live.recalibration_every == ServingConfig().refit_every == REFIT_EVERY

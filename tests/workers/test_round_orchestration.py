@@ -239,3 +239,20 @@ def test_the_round_config_follows_the_settings(round_settings) -> None:
     cfg = round_config(round_settings.model_copy(update={"round_tolerance": 1.5, "round_max_steps": 7}), ["stage2"])
     assert cfg.stages == ("stage2",) and cfg.tolerance == 1.5 and cfg.stage2.max_steps == 7
     assert round_config(round_settings).stages == ("stage1", "stage2")
+
+
+def test_the_round_config_counts_edits_under_the_projects_costs(round_settings) -> None:
+    settings = round_settings.model_copy(
+        update={"edit_cost_add": 1.0, "edit_cost_remove": 3.0, "project_edit_costs": {3: {"add": 3, "remove": 1}}}
+    )
+    assert round_config(settings, project=3).costs.break_even == pytest.approx(0.25)  # the project's entry
+    assert round_config(settings, project=4).costs.break_even == pytest.approx(0.75)  # the settings' costs
+    assert round_config(settings).costs.break_even == pytest.approx(0.75)
+
+
+def test_a_live_round_gates_promotion_on_the_projects_edit_costs(round_settings, tmp_path: Path) -> None:
+    settings = round_settings.model_copy(update={"project_edit_costs": {3: {"add": 3, "remove": 1}}})
+    result = _run(settings, _project(tmp_path, 40), promote=False)
+    summary = json.loads((Path(result.report_path or "").parent / "round.json").read_text())
+    assert summary["preannotation"]["costs"] == {"add": 3.0, "remove": 1.0}
+    assert "break-even 0.25" in Path(result.report_path or "").read_text()
