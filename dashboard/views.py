@@ -385,7 +385,7 @@ def _round_row(entry: Mapping[str, Any], reports: set[str]) -> RoundRow:
     return RoundRow(
         round_id=round_id,
         status=status,
-        finished_at=str(entry.get("finished_at") or "")[:19],
+        finished_at=str(entry.get("finished_at") or "")[:19].replace("T", " "),
         trigger=str(entry.get("trigger") or ""),
         candidate=entry.get("candidate_version") or entry.get("attempted_version"),
         metric=_num(None if metrics.get("mAP") is None else float(metrics["mAP"]), 1),
@@ -428,7 +428,7 @@ def rounds_view(
             version=str(v.get("version")),
             parent=v.get("parent"),
             round_id=v.get("round_id"),
-            created_at=str(v.get("created_at") or "")[:19],
+            created_at=str(v.get("created_at") or "")[:19].replace("T", " "),
             map=_num(dict(v.get("metrics") or {}).get("mAP"), 1),
             current=v.get("version") == current,
         )

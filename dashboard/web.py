@@ -27,6 +27,7 @@ import base64
 import functools
 import hashlib
 import hmac
+import json
 import logging
 import secrets
 import time
@@ -108,8 +109,16 @@ def _templates() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["age"] = views.age
+    env.filters["show"] = _show
+    env.filters["when"] = lambda at: f"{str(at)[:19].replace('T', ' ')} UTC" if at else "–"
     env.globals["prefix"] = PREFIX
     return env
+
+
+def _show(value: Any, limit: int = 2000) -> str:
+    """A value of the decision log for people: text as it is, structures as indented JSON (cut at ``limit``)."""
+    text = value if isinstance(value, str) else json.dumps(value, indent=1, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[:limit] + " …"
 
 
 @functools.cache

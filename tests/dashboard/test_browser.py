@@ -72,9 +72,19 @@ def page(browser: Any, stack: Stack) -> Iterator[Any]:
         context.close()
 
 
-def _shot(page: Any, out: Path, name: str) -> None:
+def _follow(page: Any, selector: str, url: str) -> None:
+    """Click a link or button and wait until the page it opens has loaded, images included.
+
+    (``locator.count()`` does not wait: counting right after a click could count the old page.)
+    """
+    page.click(selector)
+    page.wait_for_url(url)
+    page.wait_for_load_state("load")
+
+
+def _shot(page: Any, out: Path, name: str, *, full_page: bool = True) -> None:
     path = out / f"dashboard-{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    page.screenshot(path=str(path), full_page=full_page)
     assert path.stat().st_size > 10_000  # a rendered page, not a blank one
     if os.environ.get("ASSISTANT_UPDATE_SCREENSHOTS") == "1":
         DOCS_IMG.mkdir(exist_ok=True)
@@ -107,46 +117,45 @@ def test_auth_is_enforced(browser: Any, stack: Stack):
 def test_every_page_opens_and_shows_the_project(page: Any, stack: Stack, tmp_path: Path):
     response = page.goto("/ui/")
     assert response.status == 200
-    page.click(f"a[href='/ui/p/{PROJECT}/']")
+    _follow(page, f"a[href='/ui/p/{PROJECT}/']", f"**/ui/p/{PROJECT}/")
     assert page.locator("#model .big").inner_text().startswith("mkt-p3-r0001")
     assert "held by round r0004 on worker-1" in page.locator("#round-lock").inner_text()
     assert "predict" in page.locator("#workers table").inner_text()
     _shot(page, tmp_path, "now")
 
-    page.click("nav >> text=Value")
+    _follow(page, "nav >> text=Value", "**/value")
     headline = page.locator("#headline")
     assert "more edits than labeling from scratch" in headline.inner_text()
     assert "negative" in (headline.get_attribute("class") or "")
-    page.wait_for_load_state("load")  # images included
     assert page.locator("figure img").evaluate("img => img.naturalWidth") > 100  # the report's plot loaded
     assert page.locator("#tags tbody tr").first.locator("td").first.inner_text().startswith(("sofa", "tree"))
     _shot(page, tmp_path, "value")
 
-    page.click("nav >> text=Rounds")
+    _follow(page, "nav >> text=Rounds", "**/rounds")
     rows = page.locator("#rounds tbody tr")
     assert rows.count() == 3
     assert "RuntimeError: the trainer rejected" in rows.nth(0).inner_text()
     assert "refused" in rows.nth(1).inner_text()
     _shot(page, tmp_path, "rounds")
-    page.click("#rounds >> text=r0001")
+    _follow(page, "#rounds >> text=r0001", "**/rounds/r0001/")
     assert page.locator("article.report table").count() >= 1
-    page.wait_for_load_state("load")
     assert page.locator("article.report img").first.evaluate("img => img.naturalWidth") > 100
     _shot(page, tmp_path, "round")
 
-    page.click("nav >> text=Agent")
+    _follow(page, "nav >> text=Agent", "**/agent")
     assert page.locator("#story > li").count() == 50
     page.select_option("select[name=action]", "review")
     page.wait_for_url("**/agent?action=review")
+    page.wait_for_load_state("load")
     first = page.locator("#story details").first
     assert not first.evaluate("d => d.open")
     first.locator("summary").click()
     assert first.evaluate("d => d.open") and "what the policy saw" in first.inner_text()
+    _shot(page, tmp_path, "agent", full_page=False)  # the story with one decision expanded
     page.click("[data-expand-all]")
     assert page.locator("#story details[open]").count() == page.locator("#story details").count()
-    _shot(page, tmp_path, "agent")
 
-    page.click("nav >> text=Queue and review")
+    _follow(page, "nav >> text=Queue and review", "**/queue")
     link = page.locator("#flags a").first
     assert link.get_attribute("href").startswith(f"http://label-studio.invalid:8080/projects/{PROJECT}/data?task=")
     assert "label quality" in page.locator("#flags").inner_text()
@@ -162,18 +171,16 @@ def test_bad_input_gets_a_friendly_page(page: Any):
 
 def test_promote_and_rollback_change_the_registry(page: Any, stack: Stack, tmp_path: Path):
     page.goto(f"/ui/p/{PROJECT}/rounds")
-    page.click("a[data-version='mkt-p3-r0002']")
+    _follow(page, "a[data-version='mkt-p3-r0002']", "**/confirm?*")
     assert "Confirm the promotion" in page.inner_text("h1")
     _shot(page, tmp_path, "confirm")
-    page.click("#confirm")
-    page.wait_for_url("**/rounds?done=*")
+    _follow(page, "#confirm", "**/rounds?done=*")
     assert stack.registry.current(PROJECT).version == "mkt-p3-r0002"
     assert "lead promoted mkt-p3-r0002 (was mkt-p3-r0001)" in page.inner_text("#done")
     assert page.inner_text("#current") == "mkt-p3-r0002"
 
-    page.click("#rollback")
-    page.click("#confirm")
-    page.wait_for_url("**/rounds?done=*")
+    _follow(page, "#rollback", "**/confirm?*")
+    _follow(page, "#confirm", "**/rounds?done=*")
     assert stack.registry.current(PROJECT).version == "mkt-p3-r0001"
     page.goto(f"/ui/p/{PROJECT}/agent?action=rollback")
     assert "lead rolled back to mkt-p3-r0001 (was mkt-p3-r0002) from the dashboard" in page.inner_text("#story")

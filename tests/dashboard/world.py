@@ -129,6 +129,18 @@ def record_effort(ledger: Ledger, project: int, versions: list[str], *, costly: 
     ledger.effort.record(project, through=n, counted=batch)
 
 
+# What the agent writes for each action (docs/agent.md), numbered by step so that tests can find a row.
+_REASONS = {
+    "preannotate": "unlabeled tasks have no prediction for mkt-p3-r0001+abc (new imports), step {i}",
+    "select": "the queue is below its low water (12 < 20): choosing 100 more (hybrid), step {i}",
+    "train": "{n} new corrections since the last round (threshold 50), step {i}",
+    "review": "4 annotations the model strongly disagrees with (label quality below 0.3), step {i}",
+    "guard": "the guard tripped 'sofa': it cost more than it saved, step {i}",
+    "rescore": "the vocabulary changed: added 'tree', step {i}",
+    "repredict": "the model in service changed from base to mkt-p3-r0001, step {i}",
+}
+
+
 def decision_rows(project: int, n: int, *, start: int = 0) -> list[tuple[Any, ...]]:
     """``n`` decisions in the agent's row format (``agent/log.py``): each key pending then done."""
     actions = ("preannotate", "select", "train", "review", "guard", "rescore", "repredict")
@@ -162,7 +174,7 @@ def decision_rows(project: int, n: int, *, start: int = 0) -> list[tuple[Any, ..
             status = "done"
         saw = {"tasks": 400 + i % 50, "unlabeled": 120, "queue": 12, "new_corrections": i % 40, "round": "free"}
         body = json.dumps(
-            {"reason": f"{action} because of step {i}", "params": params, "saw": saw, "status": "decided"},
+            {"reason": _REASONS[action].format(i=i, n=i % 40 + 50), "params": params, "saw": saw, "status": "decided"},
             sort_keys=True,
         )
         at = (t0 + dt.timedelta(seconds=30 * i)).isoformat()
