@@ -14,7 +14,7 @@
 # No secret enters an image: every credential (Label Studio token, database and Redis passwords)
 # comes from the environment at run time, and .dockerignore keeps .env files out of the context.
 # The repository is copied whole to /app and installed editable, so the bundled assets/ and
-# prompts/ sit where workers/settings.py (PROJECT_ROOT) looks for them.
+# prompts/ sit where state/settings.py (PROJECT_ROOT) looks for them.
 
 ARG PYTHON_VERSION=3.11
 ARG SLIM_IMAGE=python:3.11-slim-bookworm

@@ -17,7 +17,7 @@
                                "Assistant: review" tab: earlier flags not yet reviewed first, then the new
                                ones, worst first. No model runs (the flags come from the observation).
 ``guard``                      nothing: the guard acted when the annotations were counted
-                               (``workers.effort_upkeep``); the decision records why in the log.
+                               (``state.effort_upkeep``); the decision records why in the log.
 =============================  ===========================================================================
 
 Every action is idempotent, so a decision resumed after a crash runs again safely: a bulk plan skips
@@ -49,8 +49,8 @@ from backends.convert import task_image_refs
 from backends.errors import TaskDataError
 from backends.ordering import REVIEW_FIELD, REVIEW_VIEW, RankedTask, push_order
 from backends.protocol import Task
+from state.contracts import SCORE_POOL, ImageRef, RoundResult, ScorePoolRequest, ScorePoolResult
 from workers.beat import queue_round
-from workers.contracts import SCORE_POOL, ImageRef, RoundResult, ScorePoolRequest, ScorePoolResult
 
 __all__ = ["Executor", "Interrupted", "LabelStudioExecutor", "Outcome"]
 

@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from agent.execute import Executor, Interrupted, Outcome
-from agent.log import DecisionLog, Record
 from agent.report import add_to_round_report
 from assistant.agent_policy import Decision, Observation, Policy
+from state.decision_log import DecisionLog, Record
 
 __all__ = ["Agent", "Looker", "StepReport", "run_forever"]
 

@@ -54,7 +54,6 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from agent.log import DecisionLog
 from agent.studio import PredictionRow, ProjectSummary, StudioReader, TaskRow
 from assistant.agent_policy import (
     PREDICTION_ACTIONS,
@@ -72,11 +71,12 @@ from backends.convert import SCORES_KEY, annotation_to_correction, recalibration
 from backends.predicting import checkpoint_version
 from backends.protocol import Annotation
 from backends.webhook_check import WebhookCheck
-from workers.effort_summary import totals_of
-from workers.ledger import Ledger, LedgerEntry
-from workers.locks import RoundLocks
-from workers.registry import Registry
-from workers.schedule import parse_cron
+from state.decision_log import DecisionLog
+from state.effort_summary import totals_of
+from state.ledger import Ledger, LedgerEntry
+from state.locks import RoundLocks
+from state.registry import Registry
+from state.schedule import parse_cron
 
 __all__ = [
     "Observer",
@@ -125,7 +125,7 @@ def parse_time(text: Any) -> dt.datetime | None:
 def last_fire(cron: str, now: dt.datetime, lookback: dt.timedelta = _SCHEDULE_LOOKBACK) -> dt.datetime | None:
     """The latest minute at or before ``now`` (UTC) that a 5-field cron line matches, within ``lookback``.
 
-    Celery's parser and field semantics (``workers.schedule.parse_cron``; day of week 0 = Sunday,
+    Celery's parser and field semantics (``state.schedule.parse_cron``; day of week 0 = Sunday,
     every field must match).
     """
     spec = parse_cron(cron)

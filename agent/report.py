@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from agent.log import DecisionLog, Record
+from state.decision_log import DecisionLog, Record
 
 __all__ = ["add_to_round_report", "describe_outcome", "story"]
 

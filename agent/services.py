@@ -21,17 +21,17 @@ from typing import Any
 import redis
 from celery import Celery
 
-from agent.log import DecisionLog, open_decision_log
 from agent.settings import AgentSettings
 from agent.studio import StudioReader
 from backends.dispatch import CeleryDispatcher
 from backends.ls_client import LabelStudioClient
-from backends.state import RedisState, redis_url_of
+from backends.state import RedisState
 from backends.webhook import AGENT_EVENTS_KEY
+from state.decision_log import DecisionLog, open_decision_log
+from state.ledger import Ledger, open_ledger
+from state.locks import NAMESPACE, Heartbeat, RoundLocks, redis_url
+from state.registry import Registry
 from workers.celery_app import make_celery
-from workers.ledger import Ledger, open_ledger
-from workers.locks import NAMESPACE, Heartbeat, RoundLocks
-from workers.registry import Registry
 
 __all__ = ["AgentLocks", "AgentServices", "EventInbox", "LockKeeper", "build_services"]
 
@@ -146,7 +146,7 @@ class AgentServices:
 def build_services(settings: AgentSettings, *, log: DecisionLog | None = None) -> AgentServices:
     """Open every service from the settings (no network until the first call)."""
     client = LabelStudioClient(settings.label_studio_url, settings.label_studio_api_key.get_secret_value())
-    url = redis_url_of(settings.broker_url, settings.result_backend)
+    url = redis_url(settings.broker_url, settings.result_backend)
     # The agent is no request path: a few retries with backoff ride out a Redis restart.
     state = RedisState.from_url(
         url,

@@ -19,7 +19,7 @@ from pydantic import Field, model_validator
 
 from assistant.agent_policy import PolicyConfig
 from backends.settings import BackendSettings
-from workers.settings import url_has_placeholder_password
+from state.settings import url_has_placeholder_password
 
 __all__ = ["AgentSettings", "get_agent_settings"]
 
@@ -98,7 +98,7 @@ class AgentSettings(BackendSettings):
     @model_validator(mode="after")
     def _check_agent(self) -> Self:
         if self.agent_round_schedule.strip():
-            from workers.schedule import parse_cron  # celery's parser: the same rules as the beat
+            from state.schedule import parse_cron  # celery's parser: the same rules as the beat
 
             parse_cron(self.agent_round_schedule)
         if self.environment != "development" and url_has_placeholder_password(self.agent_log_url):

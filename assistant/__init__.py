@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 _WHERE = {
-    "AssistantError": "assistant.errors",
+    "AssistantError": "errors",
     "BackboneSpec": "assistant.factory",
     "Calibrator": "assistant.calibration",
     "HeadConfig": "assistant.config",

@@ -125,7 +125,7 @@ _IDS_SHOWN: Final = 20
 
 
 def vocabulary_fingerprint(labels: Sequence[str]) -> str:
-    """The 8-hex fingerprint of an ordered label list (as ``workers.contracts.vocabulary_fingerprint``).
+    """The 8-hex fingerprint of an ordered label list (as ``state.contracts.vocabulary_fingerprint``).
 
     Duplicated here because ``assistant`` imports nothing from ``workers``; a test checks that
     both agree.

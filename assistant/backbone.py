@@ -7,7 +7,7 @@ operations MKT needs:
   stage 1 can fine-tune the last blocks while a frozen teacher shares the lower ones;
 - :meth:`Backbone.encode_image` returning the global (class token) embedding **and** the patch
   tokens, both already through the visual projection (open_clip's ``output_tokens`` gives
-  un-projected patches: see mkt-method.md §6);
+  un-projected patches: see docs/method.md §6);
 - the text side, including :meth:`Backbone.encode_text_embeddings`, which runs the text tower on
   token embeddings so that a prompt learner can inject learnable context vectors.
 

@@ -1,7 +1,7 @@
 """Map raw model scores to probabilities, and hold the decision thresholds for pre-annotation.
 
 The model's raw scores (a vocabulary-independent fused cosine score per image and label, roughly
-in [-1, 1]) are ranking scores, not probabilities (mkt-method.md §2.3, §11.1): a fixed cut-off
+in [-1, 1]) are ranking scores, not probabilities (docs/method.md §2.3, §9.1): a fixed cut-off
 means something different for every label. A :class:`Calibrator` turns them into probabilities
 with a logistic map ``p = sigmoid(slope · s + intercept)`` and keeps a decision threshold on p.
 

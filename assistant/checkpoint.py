@@ -32,10 +32,11 @@ from safetensors.torch import load_file, save_file
 from assistant.calibration import Calibrator
 from assistant.config import HeadConfig, PromptConfig, from_dict, to_dict
 from assistant.devices import resolve_device
-from assistant.errors import AssistantError, CheckpointError, ModelLoadError
+from assistant.errors import CheckpointError, ModelLoadError
 from assistant.factory import BackboneSpec, create_backbone
 from assistant.labels import LabelSet
 from assistant.model import MKTModel
+from errors import AssistantError
 
 __all__ = [
     "FORMAT",
@@ -383,7 +384,7 @@ def load_model(
     spec = BackboneSpec.parse(str(source))
     backbone = create_backbone(spec, device=device, allow_random=allow_random)
     # Only local model directories can carry a prior; a hub tag's weights keep the default.
-    prior = read_prior(spec.name) if spec.kind in ("open_clip_dir", "hf") else None
+    prior = read_prior(spec.name) if spec.backbone_kind.directory else None
     calibrator = prior if prior is not None else Calibrator.default()
     model = MKTModel(backbone, head or HeadConfig(), prompt or PromptConfig())
     return LoadedModel(model.to(resolve_device(device)).eval(), calibrator, None, None)

@@ -20,7 +20,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class HeadConfig:
-    """The two-stream MKT head (mkt-method.md §2.2)."""
+    """The two-stream MKT head (docs/method.md §2.2)."""
 
     # Patches kept per label by the local stream (MKT trains and evaluates with 16, infers with 18).
     topk: int = 16
@@ -47,7 +47,7 @@ class HeadConfig:
 
 @dataclass(frozen=True)
 class PromptConfig:
-    """How label names become text embeddings (mkt-method.md §3)."""
+    """How label names become text embeddings (docs/method.md §3)."""
 
     # The template of the tuned prompt; "{}" is the label. MKT's: "There is a {} in the scene".
     template: str = "There is a {} in the scene."
@@ -74,7 +74,7 @@ class PromptConfig:
 
 @dataclass(frozen=True)
 class Stage1Config:
-    """Stage 1: fine-tune the top of the image tower (mkt-method.md §5)."""
+    """Stage 1: fine-tune the top of the image tower (docs/method.md §5)."""
 
     epochs: int = 20
     batch_size: int = 64
@@ -100,7 +100,7 @@ class Stage1Config:
 
 @dataclass(frozen=True)
 class Stage2Config:
-    """Stage 2: prompt tuning with the image side frozen (mkt-method.md §5)."""
+    """Stage 2: prompt tuning with the image side frozen (docs/method.md §5)."""
 
     epochs: int = 4
     batch_size: int = 64

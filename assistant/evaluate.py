@@ -1,6 +1,6 @@
-"""ML-ZSL evaluation exactly as the MKT/BiAM reference code computes it (mkt-method.md §8), in numpy.
+"""ML-ZSL evaluation exactly as the MKT/BiAM reference code computes it (docs/method.md §8), in numpy.
 
-Definitions, to be stated next to every number (mkt-method.md §11.4):
+Definitions, to be stated next to every number (docs/method.md §8.5):
 
 - **Targets** are +1 (present), -1 (absent, a negative) or 0 (unknown). Only 0 is unknown.
 - **AP of a class** (§8.2): keep the rows whose target is ±1, sort their scores in descending
@@ -13,11 +13,11 @@ Definitions, to be stated next to every number (mkt-method.md §11.4):
   N images (an image without positives adds K misses); ``R = TP / #(+1 entries)``;
   ``F1 = 2PR / (P + R)``, 0 when P + R = 0. A top-K slot that lands on an unknown (0) entry
   counts as a miss, exactly as in the reference code.
-- **Ties** are broken deterministically by a stable sort: among equal scores, the earlier row
+- **Ties** (docs/method.md §8.7) are broken deterministically by a stable sort: among equal scores, the earlier row
   (image) ranks first for AP and the earlier column (label) ranks first for top-K. The reference
   uses ``torch.sort``/``topk``, whose tie order is unspecified; with continuous scores ties do
   not occur and the two agree.
-- **Open Images variant** (§8.5, ``open_images=True``): images with no +1 in the evaluated
+- **Open Images variant** (§8.6, ``open_images=True``): images with no +1 in the evaluated
   label set are dropped; the mean covers only classes with at least one non-zero annotation
   among the kept images; a weighted mAP ``Σ n_c·AP_c / Σ n_c`` (n_c = positives of class c) is
   added under the key ``mAP_weighted``. Published Open Images mAPs are the weighted ones.
@@ -373,7 +373,7 @@ def evaluate(
         scores: Images × labels scores, the columns being exactly the evaluated label set.
         targets: Same shape, +1 / -1 / 0.
         ks: The K values for the top-K metrics.
-        open_images: Apply the Open Images variant (§8.5): drop images without a +1, average
+        open_images: Apply the Open Images variant (§8.6): drop images without a +1, average
             over classes with a non-zero annotation, and add ``mAP_weighted``.
 
     Returns:
@@ -440,7 +440,7 @@ def evaluate_zsl(
     """Zero-shot evaluation: the metrics of :func:`evaluate` on the unseen labels only.
 
     The score columns are taken as given. In the MKT scoring mode scores are L2-normalised over
-    the scored label set (mkt-method.md §2.3), so ZSL numbers are only comparable with the
+    the scored label set (docs/method.md §2.3), so ZSL numbers are only comparable with the
     published ones when the caller has scored **the unseen labels as their own vocabulary**
     (NUS-WIDE's ``prediction_81``, §8.4), not sliced them out of a GZSL pass. Either pass those
     unseen-only scores (one column per unseen label, in label order) or a full-width matrix
@@ -453,7 +453,7 @@ def evaluate_zsl(
         labels: One unique name per target column.
         seen: Boolean mask over ``labels``; False marks the unseen (evaluated) labels.
         ks: The K values (each at most the number of unseen labels).
-        open_images: Apply the Open Images variant (§8.5) on the unseen label set.
+        open_images: Apply the Open Images variant (§8.6) on the unseen label set.
 
     Returns:
         As :func:`evaluate`, over the unseen columns.
@@ -497,7 +497,7 @@ def evaluate_gzsl(
         targets: Same shape, +1 / -1 / 0.
         labels: One unique name per column (checked against the width).
         ks: The K values.
-        open_images: Apply the Open Images variant (§8.5).
+        open_images: Apply the Open Images variant (§8.6).
 
     Returns:
         As :func:`evaluate`.

@@ -1,7 +1,7 @@
 """The two-stream MKT head: a global stream (class token) and a local stream (top-k patches).
 
 For labels ``T`` (C x D), the global embedding ``g`` (B x D) and projected patches ``P``
-(B x N x D) (mkt-method.md §2.2):
+(B x N x D) (docs/method.md §2.2):
 
 - global: ``g Tᵀ``;
 - local: for each label, the mean of its ``k`` highest patch scores ``(P Tᵀ)[:, :, c]``, so each

@@ -7,7 +7,7 @@ new label and a matrix product.
 
 Scores are the vocabulary-independent ``cosine`` head mode mapped through the checkpoint's
 calibrator, so a threshold means the same thing whatever else is in the vocabulary
-(mkt-method.md §11.1: the method's own normalised score is not usable for thresholds). A tag is
+(docs/method.md §9.1: the method's own normalised score is not usable for thresholds). A tag is
 *selected* (it would be pre-annotated) by the pre-annotation rule: its probability reaches the
 break-even point of the edit costs (:func:`preannotation.show_mask`; 0.5 at equal costs), not the
 calibrator's F1-optimal threshold, which serves evaluation only.

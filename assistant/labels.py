@@ -14,7 +14,7 @@ from assistant.errors import LabelMappingError
 
 __all__ = ["NEGATIVE", "POSITIVE", "UNKNOWN", "LabelSet", "targets_from_sets"]
 
-# The ML-ZSL encoding (mkt-method.md §8.1): -1 is a real negative, 0 the only "unknown".
+# The ML-ZSL encoding (docs/method.md §8.1): -1 is a real negative, 0 the only "unknown".
 POSITIVE, NEGATIVE, UNKNOWN = 1, -1, 0
 
 
@@ -55,7 +55,7 @@ class LabelSet:
 
     @property
     def fingerprint(self) -> str:
-        """8 hex digits of SHA-256 over the ordered names (same scheme as ``workers.contracts``)."""
+        """8 hex digits of SHA-256 over the ordered names (same scheme as ``state.contracts``)."""
         return hashlib.sha256("\x1f".join(self.names).encode("utf-8")).hexdigest()[:8]
 
     def __len__(self) -> int:

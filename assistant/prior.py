@@ -132,7 +132,7 @@ def model_directory(source: str | Path) -> Path:
         )
     spec = BackboneSpec.parse(str(source))
     directory = Path(spec.name)
-    if spec.kind == "open_clip" or not directory.is_dir():
+    if not spec.backbone_kind.directory or not directory.is_dir():
         raise ConfigError(
             f"{source} is not a local model directory",
             why="a calibration prior is stored as calibration.json next to the weights of a model directory",

@@ -1,4 +1,4 @@
-"""Prompt tuning: learnable context shared across labels (mkt-method.md §3.2, §7).
+"""Prompt tuning: learnable context shared across labels (docs/method.md §3.2, §7).
 
 Every label is embedded from the same tuned prompt, so a label never seen in training (a novel
 tag added in Label Studio) gets its embedding from the tuned context at once. The prompt is the

@@ -1,6 +1,6 @@
 """One fine-tuning round, as pure functions: train a candidate, evaluate it against the model in service, decide.
 
-The round (mkt-method.md §5, §8; issue "Learning from corrections"):
+The round (docs/method.md §5, §8; issue "Learning from corrections"):
 
 1. **Labels.** The columns of every split are the current vocabulary. The candidate trains on
    the labels the current model already knows (*seen*) that have annotations, plus every other

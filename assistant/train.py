@@ -1,6 +1,6 @@
 """MKT training: stage 1 (image side, ranking + distillation) and stage 2 (prompt tuning).
 
-One readable loop per stage (mkt-method.md §4-§5), driven by the dataclass configs, on CPU or
+One readable loop per stage (docs/method.md §4-§5), driven by the dataclass configs, on CPU or
 CUDA (AMP on CUDA, optional bf16 on CPU), deterministic for a seed. Model selection uses an
 optional validation callback (never the test set): the best epoch's weights are kept.
 

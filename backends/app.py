@@ -57,18 +57,19 @@ from backends.predicting import Predictor, checkpoint_version
 from backends.presence import QueueConsumers, active_queues_of, no_worker_message
 from backends.protocol import LSPredictRequest, SetupRequest, SetupResponse, parse_project_id
 from backends.settings import BackendSettings
-from backends.state import RedisState, SharedState, redis_url_of
+from backends.state import RedisState, SharedState
 from backends.webhook import EventSink, WebhookHandler, WebhookReply, redis_event_sink
 from backends.webhook_check import WebhookWatch
 from dashboard.data import DashboardData, Refreshed, celery_workers
 from dashboard.decisions import DecisionRows, open_decision_rows
 from dashboard.web import error_page, is_dashboard_path, mount_dashboard
+from state.effort_summary import project_effort
+from state.ledger import Ledger, open_ledger
+from state.locks import redis_url
+from state.metrics import QueueDepths, broker_redis, queue_depths
+from state.model_info import DEMO_MODEL_FIX, DEMO_MODEL_WHAT, served_model
+from state.registry import Registry
 from workers.celery_app import make_celery
-from workers.effort_summary import project_effort
-from workers.ledger import Ledger, open_ledger
-from workers.metrics import QueueDepths, broker_redis, queue_depths
-from workers.model_info import DEMO_MODEL_FIX, DEMO_MODEL_WHAT, served_model
-from workers.registry import Registry
 
 __all__ = ["MODEL_CLASS", "Services", "create_app", "effort_figures"]
 
@@ -175,7 +176,7 @@ class Services:
 
 
 def effort_figures(ledger: Ledger, registry: Registry, settings: BackendSettings) -> dict[int, dict[str, Any]]:
-    """Every project's effort figures for ``/metrics`` (``workers.effort_summary``), with its refit counts."""
+    """Every project's effort figures for ``/metrics`` (``state.effort_summary``), with its refit counts."""
     out: dict[int, dict[str, Any]] = {}
     for project in sorted(set(ledger.effort.projects()) | set(ledger.projects())):
         try:
@@ -190,7 +191,7 @@ def effort_figures(ledger: Ledger, registry: Registry, settings: BackendSettings
 
 def _redis_state(settings: BackendSettings) -> RedisState:
     return RedisState.from_url(
-        redis_url_of(settings.broker_url, settings.result_backend),
+        redis_url(settings.broker_url, settings.result_backend),
         settings.redis_key_prefix,
         timeout_s=settings.redis_timeout_s,
         claim_ttl_s=settings.result_expires_s,

@@ -59,8 +59,8 @@ from backends.errors import BackendError
 from backends.ls_client import LabelStudioClient
 from backends.predicting import checkpoint_version
 from backends.state import SharedState
-from workers.effort import EffortStore
-from workers.registry import Registry
+from state.effort import EffortStore
+from state.registry import Registry
 
 __all__ = [
     "BULK_IMPORT_MAX_TASKS",

@@ -4,7 +4,7 @@ One strategy class per control tag, as in the label-studio-ml yolo example's ``c
 :class:`ChoicesControl` and :class:`TaxonomyControl`. :func:`parse_label_config` finds every such
 control attached to an ``<Image>`` (a project may have several) and builds a
 :class:`ProjectVocabulary`: per-control targets plus the ordered union of model labels, which is
-what a ``workers.contracts.PredictRequest`` carries.
+what a ``state.contracts.PredictRequest`` carries.
 
 **Labels.** A ``<Choice>``'s output string is ``alias`` when set, else ``value`` (what Label Studio
 stores in results). Its model label (what the model scores) is ``value``, or each name of
@@ -54,7 +54,7 @@ from label_studio_sdk.label_interface.interface import LabelInterface
 
 from backends.errors import LabelConfigError
 from preannotation import EditCosts
-from workers.contracts import vocabulary_fingerprint
+from state.contracts import vocabulary_fingerprint
 
 __all__ = [
     "EXAMPLE_CONFIG",
@@ -275,7 +275,7 @@ class ProjectVocabulary:
 
     @property
     def fingerprint(self) -> str:
-        """:func:`workers.contracts.vocabulary_fingerprint` of :attr:`labels`."""
+        """:func:`state.contracts.vocabulary_fingerprint` of :attr:`labels`."""
         return vocabulary_fingerprint(list(self.labels))
 
     @property
@@ -392,7 +392,7 @@ def _output(choice: ET.Element) -> str | None:
 
 
 def _model_labels(choice: ET.Element, default: str) -> tuple[str, ...]:
-    # Stripped: the workers strip labels and refuse blank or repeated ones (workers.contracts), so
+    # Stripped: the workers strip labels and refuse blank or repeated ones (state.contracts), so
     # an unstripped " cat" next to "cat" would fail every request, and a lone " cat" would come
     # back as "cat", a vocabulary the backend no longer recognises. A blank value names no label.
     raw = choice.get(PREDICTED_VALUES) or ""

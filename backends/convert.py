@@ -1,6 +1,6 @@
 """Pure conversions between Label Studio payloads and worker messages (no network, no model).
 
-- Task → ``workers.contracts.ImageRef``: :func:`task_image_refs`, :func:`build_predict_requests`.
+- Task → ``state.contracts.ImageRef``: :func:`task_image_refs`, :func:`build_predict_requests`.
 - Worker ``PredictResult`` → one Label Studio prediction per task: :func:`predictions_from_results`.
 - Annotation → correction (positives, and hard negatives when the parent prediction is known):
   :func:`annotation_to_correction`.
@@ -62,7 +62,7 @@ from backends.protocol import Annotation, LSPredictResponse, Prediction, ResultI
 from backends.serving import ServingPolicy
 from preannotation import show_mask
 from preannotation.logistic import logit, sigmoid
-from workers.contracts import MAX_IMAGES, ImageRef, ImageScores, PredictRequest, PredictResult
+from state.contracts import MAX_IMAGES, ImageRef, ImageScores, PredictRequest, PredictResult
 
 __all__ = [
     "DEFAULT_MAX_TAGS",

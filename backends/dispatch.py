@@ -22,7 +22,7 @@ on the next refresh), and one that finishes late is published as soon as it fini
 through its ``include`` list.
 
 **Rounds.** ``START_TRAINING`` queues ``contracts.TRAIN_ROUND`` on the ``train`` queue under the
-per-project round lock (``workers.locks``, shared with the workers) holding the round's Celery id,
+per-project round lock (``state.locks``, shared with the workers) holding the round's Celery id,
 so at most one round per project is queued or running. A queued round's lock lasts
 ``round_lock_ttl_s``; the worker running it switches it to a short TTL renewed by a heartbeat,
 so a lock whose holder died expires within a minute. A lock whose task has finished (SUCCESS,
@@ -48,7 +48,7 @@ from backends.controls import ProjectVocabulary
 from backends.convert import TaskFailure, build_predict_requests
 from backends.protocol import Task
 from backends.state import SharedState
-from workers.contracts import (
+from state.contracts import (
     COUNT_EFFORT,
     MAX_IMAGES,
     PREDICT,

@@ -5,7 +5,7 @@ and one try). This module does the rest, on a worker, as the light Celery task
 ``backends.count_effort`` (the webhook asks for it after each annotation event, and the beat
 runs it for every project every ``ASSISTANT_EFFORT_CHECK_INTERVAL_S`` as a safety net):
 
-1. read the project's ledger rows past its counting cursor (``workers.effort``), in batches;
+1. read the project's ledger rows past its counting cursor (``state.effort``), in batches;
 2. per annotation (its latest revision in the batch): fetch the prediction its annotator started
    from, ``parent_prediction``, else the task's latest prediction made before the annotation;
 3. compare (:func:`compare`): per tag of the labeling config's image-tagging controls, shown and
@@ -13,7 +13,7 @@ runs it for every project every ``ASSISTANT_EFFORT_CHECK_INTERVAL_S`` as a safet
 4. store the counts and move the cursor, in one transaction (``EffortStore.record``): an update
    replaces the annotation's counts, a deletion removes them, a skipped task or one without a
    prediction is counted as such;
-5. refit the project's calibration when due and judge the guard (``workers.effort_upkeep``), each
+5. refit the project's calibration when due and judge the guard (``state.effort_upkeep``), each
    tag under the edit costs its predictions are served with (its control's ``model_cost_*``
    knobs, else the project's); when the labeling config cannot be read, the guard waits for the
    next pass (the refit does not need the config).
@@ -49,14 +49,14 @@ from backends.ls_client import LabelStudioUnavailable
 from backends.protocol import ResultItem
 from backends.state import SharedState
 from backends.tasks import client_of, ledger_of, state_of
+from state.contracts import COUNT_EFFORT
+from state.effort import EffortStore
+from state.effort_records import CountedAnnotation, TagAnswer
+from state.effort_upkeep import UpkeepReport, refit_if_due, upkeep
+from state.ledger import Ledger, LedgerEntry
+from state.registry import Registry
+from state.settings import Settings
 from workers.celery_app import settings_of
-from workers.contracts import COUNT_EFFORT
-from workers.effort import EffortStore
-from workers.effort_records import CountedAnnotation, TagAnswer
-from workers.effort_upkeep import UpkeepReport, refit_if_due, upkeep
-from workers.ledger import Ledger, LedgerEntry
-from workers.registry import Registry
-from workers.settings import Settings
 
 __all__ = ["CountReport", "EffortCounter", "PredictionSource", "compare", "count_effort"]
 

@@ -1,8 +1,7 @@
 """The error tree of the Label Studio edge.
 
-Same what/why/fix shape as :mod:`assistant.errors`, which this package may not import (it would
-pull torch into the web process). Each error carries the HTTP status the app should answer with;
-the message is safe to send to Label Studio (no traceback, no credentials)::
+It derives from the project's one error base, :class:`errors.AssistantError`. Each error carries
+the HTTP status the app should answer with; the message is safe to send to Label Studio (no traceback, no credentials)::
 
     BackendError                 status 400 unless told otherwise
     ├── LabelConfigError         the labeling config has no usable image-tagging control (422)
@@ -12,15 +11,17 @@ the message is safe to send to Label Studio (no traceback, no credentials)::
 Example:
     >>> err = LabelConfigError("no <Image> object in the labeling config", fix="add <Image name=... />")
     >>> err.status_code, str(err)
-    (422, 'no <Image> object in the labeling config. Fix: add <Image name=... />.')
+    (422, 'No <Image> object in the labeling config. Fix: Add <Image name=... />.')
 """
 
 from __future__ import annotations
 
+from errors import AssistantError
+
 __all__ = ["BackendError", "LabelConfigError", "TaskDataError", "WorkerResultError"]
 
 
-class BackendError(Exception):
+class BackendError(AssistantError):
     """Base class of every error the backend reports to Label Studio or the CLI.
 
     Args:
@@ -36,21 +37,8 @@ class BackendError(Exception):
     def __init__(
         self, what: str, *, why: str | None = None, fix: str | None = None, status_code: int | None = None
     ) -> None:
-        self.what = what
-        self.why = why
-        self.fix = fix
         self.status_code = self.default_status if status_code is None else status_code
-        super().__init__(self.message)
-
-    @property
-    def message(self) -> str:
-        """The full message: what, then why, then the fix."""
-        parts = [self.what.rstrip(".") + "."]
-        if self.why:
-            parts.append(self.why.rstrip(".") + ".")
-        if self.fix:
-            parts.append("Fix: " + self.fix.rstrip(".") + ".")
-        return " ".join(parts)
+        super().__init__(what, why=why, fix=fix)
 
 
 class LabelConfigError(BackendError):

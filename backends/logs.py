@@ -14,7 +14,7 @@ import logging
 import re
 import uuid
 
-from workers.logs import JsonFormatter
+from state.logs import JsonFormatter
 
 __all__ = ["REQUEST_ID_HEADER", "RequestIdFilter", "configure_logging", "new_request_id", "request_id_var"]
 

@@ -18,7 +18,7 @@ background samples rather than a failed scrape.
 ``assistant_background_<counter>_total``       publish task counters: published, replaced, skipped, failed_<reason>
 ``assistant_queue_messages``                   messages waiting per queue, read from the broker at scrape
                                                time (with ``assistant_queue_unacked_messages`` and
-                                               ``assistant_broker_up``: :mod:`workers.metrics`)
+                                               ``assistant_broker_up``: :mod:`state.metrics`)
 ``assistant_backend_policy_errors_total``      predictions served without the project's refit and guard
                                                (the effort ledger could not be read)
 ``assistant_effort_*``                         the effort ledger per project, read at scrape time
@@ -54,7 +54,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from workers.metrics import QueueDepthCollector, QueueDepths
+from state.metrics import QueueDepthCollector, QueueDepths
 
 __all__ = ["BackendMetrics", "BackgroundCollector", "EffortCollector", "EffortFigures"]
 
@@ -88,7 +88,7 @@ class BackgroundCollector(Collector):
             )
 
 
-#: ``read() -> {project: project_effort(...) plus "refits": {status: n}}`` (``workers.effort_summary``).
+#: ``read() -> {project: project_effort(...) plus "refits": {status: n}}`` (``state.effort_summary``).
 EffortFigures = Callable[[], dict[int, dict[str, Any]]]
 
 

@@ -40,9 +40,9 @@ from backends.presence import QueueConsumers, no_worker_message
 from backends.protocol import LSPredictRequest, Prediction, Task
 from backends.serving import ServedCalibrations, load_policy
 from backends.settings import BackendSettings
-from workers.effort import EffortStore
-from workers.effort_records import checkpoint_of
-from workers.registry import Registry
+from state.effort import EffortStore
+from state.effort_records import checkpoint_of
+from state.registry import Registry
 
 __all__ = ["PredictAnswer", "Predictor", "checkpoint_version"]
 

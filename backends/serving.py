@@ -3,7 +3,7 @@
 :class:`ServingPolicy` is what :func:`backends.convert.predictions_from_results` applies to the
 workers' probabilities, for one project and the checkpoint serving it:
 
-1. **recalibration**: the project's latest refit for that checkpoint (``workers.effort``) remaps
+1. **recalibration**: the project's latest refit for that checkpoint (``state.effort``) remaps
    each tag's probability (a tag without a map of its own, a novel one included, uses the pooled
    map); none before the first refit;
 2. **the rule**: a tag is shown when its probability reaches the break-even point of the edit
@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from typing import Final
 
 from preannotation import EditCosts, Recalibration
-from workers.effort import EffortStore
-from workers.settings import Settings
+from state.effort import EffortStore
+from state.settings import Settings
 
 __all__ = ["UNMEASURED_CALIBRATION", "ServedCalibrations", "ServingPolicy", "load_policy"]
 
@@ -103,7 +103,7 @@ def load_policy(
 class ServedCalibrations:
     """Records, once per process, which kind of calibration a checkpoint serves a project with.
 
-    ``assistant status`` reads it (``workers.effort.EffortStore.serving``) to say that a model
+    ``assistant status`` reads it (``state.effort.EffortStore.serving``) to say that a model
     whose calibration was never measured is serving conservatively. A failed write is logged and
     tried again with the next prediction: it is for the status only.
 

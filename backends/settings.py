@@ -1,7 +1,7 @@
 """Settings of the Label Studio ML backend (``ASSISTANT_*``), on top of the shared :class:`Settings`.
 
 The shared part (broker, Label Studio URL and key, home, base model, Redis key prefix) comes from
-:mod:`workers.settings`, so the backend, the workers and the CLI agree on the queue and the model
+:mod:`state.settings`, so the backend, the workers and the CLI agree on the queue and the model
 registry. Everything here is specific to the HTTP edge: where it listens, how long ``/predict`` may
 wait, auth, limits, and the corrections ledger.
 """
@@ -13,8 +13,8 @@ from typing import Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
 
-from workers.contracts import MAX_IMAGES, QUEUE_PREDICT, QUEUE_TRAIN
-from workers.settings import PLACEHOLDER_SECRETS, Settings
+from state.contracts import MAX_IMAGES, QUEUE_PREDICT, QUEUE_TRAIN
+from state.settings import PLACEHOLDER_SECRETS, Settings
 
 __all__ = ["BackendSettings", "get_backend_settings"]
 
@@ -85,7 +85,7 @@ class BackendSettings(Settings):
     # Redis must not push /setup past Label Studio's 3 s).
     redis_timeout_s: float = Field(default=0.5, gt=0.0)
     # The lifetime of a queued round's lock, until a train worker takes the round up and keeps
-    # the lock alive by its heartbeat (workers.locks; ASSISTANT_ROUND_LOCK_HEARTBEAT_S).
+    # the lock alive by its heartbeat (state.locks; ASSISTANT_ROUND_LOCK_HEARTBEAT_S).
     round_lock_ttl_s: int = Field(default=6 * 3600, ge=60)
 
     @property

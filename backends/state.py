@@ -10,7 +10,7 @@ and the CLI, which all reach the same Redis (the Celery broker's)::
     <prefix>assistant:inflight:<proj>:<ver>:<task>  a job already covers this (task, version)
     <prefix>assistant:versions:<proj>               model versions /setup served (sorted set)
     <prefix>assistant:round-lock:<proj>             the Celery id of the project's queued or
-                                                   running round (at most one): workers.locks,
+                                                   running round (at most one): state.locks,
                                                    shared with the workers, whose running round
                                                    keeps it alive by a heartbeat
     <prefix>assistant:stats                         counters of the background path (hash)
@@ -35,9 +35,9 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from workers.locks import CLAIM_LUA, RELEASE_LUA, RoundLocks
+from state.locks import CLAIM_LUA, RELEASE_LUA, RoundLocks
 
-__all__ = ["MemoryState", "RedisState", "SharedState", "redis_url_of"]
+__all__ = ["MemoryState", "RedisState", "SharedState"]
 
 NAMESPACE: Final = "assistant:"
 # Versions kept per project for GET /versions.
@@ -47,21 +47,6 @@ _GLOBAL: Final = "all"
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def redis_url_of(broker_url: str, result_backend: str | None = None) -> str:
-    """The Redis URL the shared state lives in: the result backend's when it is Redis, else the broker's.
-
-    Raises:
-        ValueError: Neither is a Redis URL.
-    """
-    for url in (result_backend, broker_url):
-        if url and url.startswith(("redis://", "rediss://", "unix://")):
-            return url
-    raise ValueError(
-        "the backend keeps its coordination state in Redis, but neither the broker nor the result backend "
-        f"is a Redis URL ({broker_url!r}). Fix: set ASSISTANT_BROKER_URL=redis://host:6379/0"
-    )
 
 
 class SharedState(Protocol):

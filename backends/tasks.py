@@ -59,12 +59,13 @@ from backends.ls_client import LabelStudioClient, LabelStudioUnavailable
 from backends.protocol import Prediction
 from backends.protocol import Task as LSTask
 from backends.serving import ServedCalibrations, ServingPolicy, load_policy
-from backends.state import RedisState, SharedState, redis_url_of
+from backends.state import RedisState, SharedState
+from state.contracts import PredictResult
+from state.effort_records import checkpoint_of
+from state.ledger import Ledger, open_ledger
+from state.locks import redis_url
+from state.settings import Settings
 from workers.celery_app import settings_of
-from workers.contracts import PredictResult
-from workers.effort_records import checkpoint_of
-from workers.ledger import Ledger, open_ledger
-from workers.settings import Settings
 
 __all__ = [
     "POST_LOCK_TTL_S",
@@ -343,7 +344,7 @@ def _state(url: str, prefix: str) -> RedisState:
 
 def state_of(settings: Settings) -> RedisState:
     """The worker process's shared state (one client per process)."""
-    return _state(redis_url_of(settings.broker_url, settings.result_backend), settings.redis_key_prefix)
+    return _state(redis_url(settings.broker_url, settings.result_backend), settings.redis_key_prefix)
 
 
 # Worth another try later: Label Studio or Redis away, another publisher on the same task.

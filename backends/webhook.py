@@ -41,7 +41,7 @@ import redis
 from backends.dispatch import Dispatcher
 from backends.errors import BackendError
 from backends.protocol import WebhookEvent
-from workers.ledger import Ledger, LedgerEvent
+from state.ledger import Ledger, LedgerEvent
 
 __all__ = ["AGENT_EVENTS_KEY", "EventSink", "WebhookHandler", "WebhookReply", "ledger_events", "redis_event_sink"]
 

@@ -28,8 +28,8 @@ from rich.progress import track
 from rich.table import Table
 
 from preannotation import EditCosts
-from workers.effort_records import CountedAnnotation, TagAnswer
-from workers.ledger import open_ledger
+from state.effort_records import CountedAnnotation, TagAnswer
+from state.ledger import open_ledger
 
 console = Console()
 TAGS = [f"tag{i:02d}" for i in range(20)]

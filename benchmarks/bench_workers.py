@@ -49,13 +49,13 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from assistant.checkpoint import load_model, save_checkpoint  # noqa: E402
 from assistant.inference import Tagger  # noqa: E402
+from state.contracts import MAX_IMAGES, PREDICT, ImageRef, PredictRequest, PredictResult  # noqa: E402
+from state.settings import Settings  # noqa: E402
 from workers import pipeline  # noqa: E402
 from workers.celery_app import make_celery  # noqa: E402
-from workers.contracts import MAX_IMAGES, PREDICT, ImageRef, PredictRequest, PredictResult  # noqa: E402
 from workers.feature_cache import CachedFeatures  # noqa: E402
 from workers.media import SourceInfo  # noqa: E402
 from workers.runtime import Runtime  # noqa: E402
-from workers.settings import Settings  # noqa: E402
 
 console = Console()
 COCO = REPO_ROOT.parent / "shared" / "datasets" / "coco128" / "images"

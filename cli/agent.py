@@ -156,8 +156,7 @@ def run(
     from agent.loop import run_forever
     from agent.services import LockKeeper
     from agent.settings import get_agent_settings
-    from backends.errors import BackendError
-    from workers.logs import configure_logging
+    from state.logs import configure_logging
 
     settings = get_agent_settings()
     configure_logging(settings.log_level, json_lines=settings.log_format == "json")
@@ -194,9 +193,6 @@ def run(
             claim=keeper.claim,
             on_step=lambda report: _print_step(console, report),
         )
-    except BackendError as exc:
-        console.print(f"[red]Error:[/red] {exc.message}", highlight=False)
-        raise typer.Exit(code=1) from None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -214,9 +210,9 @@ def log(
     json_output: Annotated[bool, typer.Option("--json", help="JSON to stdout.")] = False,
 ) -> None:
     """The decision log: what the agent saw, what it chose, why, and how it ended."""
-    from agent.log import open_decision_log
     from agent.report import story
     from agent.settings import get_agent_settings
+    from state.decision_log import open_decision_log
 
     settings = get_agent_settings()
     decisions = open_decision_log(

@@ -162,7 +162,7 @@ class Doctor:
 
     def check_redis(self) -> Check:
         """The broker's Redis answers."""
-        from workers.metrics import broker_redis
+        from state.metrics import broker_redis
 
         client = broker_redis(self.settings.broker_url, timeout_s=self.timeout)
         if client is None:
@@ -186,8 +186,8 @@ class Doctor:
         """Workers online per queue, and the model settings each was started with."""
         if not self.redis_ok:
             return Check("workers", "workers", "skip", "Redis is down: no worker can be asked")
+        from state.registry import Registry
         from workers.control import worker_info
-        from workers.registry import Registry
 
         queues = self.app.control.inspect(timeout=self.timeout).active_queues() or {}
         infos = worker_info(self.app, timeout=self.timeout)
@@ -369,8 +369,8 @@ class Doctor:
 
     def check_base_model(self) -> Check:
         """The model serving the project (or every new project): a real one, or the offline demo model."""
-        from workers.model_info import DEMO_MODEL_FIX, DEMO_MODEL_WHAT, served_model
-        from workers.registry import Registry
+        from state.model_info import DEMO_MODEL_FIX, DEMO_MODEL_WHAT, served_model
+        from state.registry import Registry
 
         registry = Registry(self.settings.models_dir, self.settings.base_model)
         whom = f"project {self.project}" if self.project is not None else "new projects"
@@ -393,8 +393,8 @@ class Doctor:
 
     def check_calibration(self) -> Check:
         """How the served model's scores are turned into tags: never measured, a prior, or fitted here."""
-        from workers.model_info import served_model
-        from workers.registry import Registry
+        from state.model_info import served_model
+        from state.registry import Registry
 
         registry = Registry(self.settings.models_dir, self.settings.base_model)
         try:

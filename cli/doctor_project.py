@@ -67,7 +67,7 @@ def check_image(
     from backends.convert import task_image_refs
     from backends.errors import BackendError
     from backends.protocol import Task
-    from workers.contracts import PROBE_IMAGE, ProbeRequest, ProbeResult
+    from state.contracts import PROBE_IMAGE, ProbeRequest, ProbeResult
 
     try:
         raw = next(iter(client.sdk.tasks.list(project=project, fields="task_only", page_size=1)), None)

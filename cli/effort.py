@@ -39,18 +39,13 @@ def _pct(value: float | None) -> str:
 
 def _count(settings: Any, ledger: Any, project: int, console: Console) -> None:
     from backends.effort import EffortCounter
-    from backends.errors import BackendError
     from backends.ls_client import LabelStudioClient
-    from workers.registry import Registry
+    from state.registry import Registry
 
-    try:
-        client = LabelStudioClient(settings.label_studio_url, settings.label_studio_api_key.get_secret_value())
-        counter = EffortCounter(ledger, client, Registry(settings.models_dir, settings.base_model), settings)
-        with console.status(f"counting {counter.pending(project)} ledger rows of project {project}"):
-            report = counter.run(project)
-    except BackendError as exc:
-        typer.echo(f"Error: {exc.message}", err=True)
-        raise typer.Exit(code=1) from None
+    client = LabelStudioClient(settings.label_studio_url, settings.label_studio_api_key.get_secret_value())
+    counter = EffortCounter(ledger, client, Registry(settings.models_dir, settings.base_model), settings)
+    with console.status(f"counting {counter.pending(project)} ledger rows of project {project}"):
+        report = counter.run(project)
     refit = report.upkeep.refit
     console.print(
         f"Counted {report.counted} annotations ({report.deleted} deleted, skipped {report.skipped or 'none'})"
@@ -74,9 +69,9 @@ def effort(
     """Show what pre-annotation saved annotators in a project: per model version and per tag."""
     from rich.console import Console
 
-    from workers.ledger import open_ledger
-    from workers.registry import Registry
-    from workers.settings import get_settings
+    from state.ledger import open_ledger
+    from state.registry import Registry
+    from state.settings import get_settings
 
     if sort not in _SORTS:
         typer.echo(f"Error: unknown --sort {sort!r}. Fix: use one of {', '.join(_SORTS)}", err=True)
@@ -87,11 +82,7 @@ def effort(
         typer.echo(f"Error: invalid settings: {exc}", err=True)
         raise typer.Exit(code=1) from None
     console = Console(stderr=json_output)
-    try:
-        ledger = open_ledger(settings.ledger_url, home=settings.home, table_prefix=settings.ledger_table_prefix)
-    except Exception as exc:  # LedgerError: unreachable database, bad URL
-        typer.echo(f"Error: {exc}", err=True)
-        raise typer.Exit(code=1) from None
+    ledger = open_ledger(settings.ledger_url, home=settings.home, table_prefix=settings.ledger_table_prefix)
     try:
         if count:
             _count(settings, ledger, project, console)
@@ -111,7 +102,7 @@ def effort(
 
 
 def _report(ledger: Any, settings: Any, project: int, checkpoint: str | None, model_version: str | None) -> Any:
-    from workers.effort_summary import project_effort, tag_figures
+    from state.effort_summary import project_effort, tag_figures
 
     report: dict[str, Any] = {"project": project, "model_in_service": checkpoint}
     report.update(project_effort(ledger, project, checkpoint, settings.edit_costs(project)))
@@ -126,7 +117,7 @@ def _report(ledger: Any, settings: Any, project: int, checkpoint: str | None, mo
 
 def _plot(ledger: Any, project: int, path: Path) -> str | None:
     from assistant.plots import plot_edits_over_time
-    from workers.effort_summary import edits_series
+    from state.effort_summary import edits_series
 
     edits, scratch, versions = edits_series(ledger.effort, project)
     if not edits:

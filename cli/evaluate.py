@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 from rich.console import Console
 from rich.table import Table
 
-from assistant.errors import AssistantError, DataError
+from assistant.errors import DataError
 from assistant.evaluate import DEFAULT_KS
 from assistant.evaluate import evaluate as evaluate_scores
 
@@ -52,16 +52,12 @@ def evaluate(
 
     P@K divides by every image times K, images without positives included.
     """
-    try:
-        result = evaluate_scores(
-            _load_npy(scores, "scores"),
-            _load_npy(targets, "targets"),
-            tuple(k) if k else DEFAULT_KS,
-            open_images=open_images,
-        )
-    except AssistantError as e:
-        typer.echo(f"Error: {e.message}", err=True)
-        raise typer.Exit(1) from e
+    result = evaluate_scores(
+        _load_npy(scores, "scores"),
+        _load_npy(targets, "targets"),
+        tuple(k) if k else DEFAULT_KS,
+        open_images=open_images,
+    )
     if json_output:
         typer.echo(json.dumps(result))
         return

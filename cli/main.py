@@ -27,6 +27,7 @@ from cli import status as _status
 from cli import tagging as _tagging
 from cli import worker as _worker
 from cli import world as _world
+from cli.boundary import error_boundary
 
 __all__ = ["app", "main"]
 
@@ -50,11 +51,17 @@ def _plain_flags(command: Any) -> None:
 
 
 class _Group(TyperGroup):
-    """The root group: every command under it shows its flags as flags (:func:`_plain_flags`)."""
+    """The root group: every command under it shows its flags as flags (:func:`_plain_flags`) and
+    runs inside the one error boundary."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         _plain_flags(self)
+
+    def invoke(self, ctx: Any) -> Any:
+        """Run the command inside the CLI's one error boundary (:mod:`cli.boundary`)."""
+        with error_boundary():
+            return super().invoke(ctx)
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
         """The root's help, after Typer added its completion flags (they come after ``__init__``)."""

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    from workers.registry import Registry
+    from state.registry import Registry
 
 __all__ = ["list_versions", "models_app", "promote", "rollback"]
 
@@ -30,8 +30,8 @@ _PROJECT = typer.Option("--project", "-p", min=1, help="Label Studio project id.
 
 
 def _registry() -> Registry:
-    from workers.registry import Registry
-    from workers.settings import get_settings
+    from state.registry import Registry
+    from state.settings import get_settings
 
     settings = get_settings()
     return Registry(settings.models_dir, settings.base_model)
@@ -46,16 +46,10 @@ def list_versions(
     from rich.console import Console
     from rich.table import Table
 
-    from workers.errors import RegistryError
-
     registry = _registry()
-    try:
-        records = [registry.base_record(), *registry.list_versions(project)]
-        current = registry.current(project).version if project else None
-        history = registry.history(project) if project else []
-    except RegistryError as exc:
-        typer.echo(f"Error: {exc.message}", err=True)
-        raise typer.Exit(code=1) from None
+    records = [registry.base_record(), *registry.list_versions(project)]
+    current = registry.current(project).version if project else None
+    history = registry.history(project) if project else []
     if json_output:
         typer.echo(json.dumps([{**r.model_dump(mode="json"), "current": r.version == current} for r in records]))
         return
@@ -85,15 +79,10 @@ def promote(
     project: Annotated[int, _PROJECT],
 ) -> None:
     """Put a version in service for a project (atomic; the previous one can be rolled back to)."""
-    from workers.errors import RegistryError
 
     registry = _registry()
-    try:
-        before = registry.current(project).version
-        record = registry.promote(project, version)
-    except RegistryError as exc:
-        typer.echo(f"Error: {exc.message}", err=True)
-        raise typer.Exit(code=1) from None
+    before = registry.current(project).version
+    record = registry.promote(project, version)
     if record.project not in (None, str(project)):
         typer.echo(f"Note: {version} was trained for project {record.project}.", err=True)
     typer.echo(
@@ -104,13 +93,8 @@ def promote(
 @models_app.command("rollback")
 def rollback(project: Annotated[int, _PROJECT]) -> None:
     """Return a project to the version in service before the last promotion."""
-    from workers.errors import RegistryError
 
     registry = _registry()
-    try:
-        before = registry.current(project).version
-        record = registry.rollback(project)
-    except RegistryError as exc:
-        typer.echo(f"Error: {exc.message}", err=True)
-        raise typer.Exit(code=1) from None
+    before = registry.current(project).version
+    record = registry.rollback(project)
     typer.echo(f"Project {project}: rolled back from {before} to {record.version}.")

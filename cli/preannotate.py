@@ -31,8 +31,8 @@ if TYPE_CHECKING:  # the heavy-ish imports happen inside the command (fast `assi
     from backends.dispatch import CeleryDispatcher
     from backends.ls_client import LabelStudioClient
     from backends.settings import BackendSettings
-    from workers.ledger import Ledger
-    from workers.registry import Registry
+    from state.ledger import Ledger
+    from state.registry import Registry
 
 __all__ = ["preannotate"]
 
@@ -55,49 +55,33 @@ def preannotate(
     ] = None,
 ) -> None:
     """Pre-annotate a project: predict every task lacking a prediction for the current model version."""
-    import kombu.exceptions
-    import redis
     from rich.console import Console
 
     from backends.bulk import BulkRun, plan_preannotation
-    from backends.errors import BackendError
 
     console = Console()
+    settings, dispatcher, client, registry = _services()
+    ledger = _ledger(console, settings)
     try:
-        settings, dispatcher, client, registry = _services()
-        ledger = _ledger(console, settings)
-        try:
-            plan = plan_preannotation(
-                client,
-                registry,
-                dispatcher.state,
-                project=project,
-                unlabeled_only=unlabeled,
-                model_version=model_version,
-                chunk_size=chunk_size or settings.predict_chunk_size,
-                store=None if ledger is None else ledger.effort,
-            )
-        finally:
-            if ledger is not None:
-                ledger.close()
-        _print_plan(console, plan)
-        if plan.job is None:
-            _print_summary(console, plan, None)
-            return
-        run = BulkRun(dispatcher, plan)
-        run.start()
-    except BackendError as exc:
-        console.print(f"[red]Error:[/red] {exc.message}", highlight=False)
-        raise typer.Exit(code=1) from None
-    except (redis.RedisError, kombu.exceptions.OperationalError) as exc:
-        # Tasks reserved before the failure stay marked in flight for ASSISTANT_INFLIGHT_TTL_S,
-        # unless Redis lost them too; nothing was queued for them.
-        console.print(
-            f"[red]Error:[/red] cannot reach Redis ({type(exc).__name__}: {exc}). "
-            "Fix: check that Redis runs and ASSISTANT_BROKER_URL points at it, then run the command again.",
-            highlight=False,
+        plan = plan_preannotation(
+            client,
+            registry,
+            dispatcher.state,
+            project=project,
+            unlabeled_only=unlabeled,
+            model_version=model_version,
+            chunk_size=chunk_size or settings.predict_chunk_size,
+            store=None if ledger is None else ledger.effort,
         )
-        raise typer.Exit(code=1) from None
+    finally:
+        if ledger is not None:
+            ledger.close()
+    _print_plan(console, plan)
+    if plan.job is None:
+        _print_summary(console, plan, None)
+        return
+    run = BulkRun(dispatcher, plan)
+    run.start()
     if not wait:
         console.print(f"Queued {plan.queued} tasks in {len(plan.job.chunks)} chunks ({plan.job.job_id}).")
         return
@@ -109,13 +93,14 @@ def _services() -> tuple[BackendSettings, CeleryDispatcher, LabelStudioClient, R
     from backends.dispatch import CeleryDispatcher
     from backends.ls_client import LabelStudioClient
     from backends.settings import get_backend_settings
-    from backends.state import RedisState, redis_url_of
+    from backends.state import RedisState
+    from state.locks import redis_url
+    from state.registry import Registry
     from workers.celery_app import make_celery
-    from workers.registry import Registry
 
     settings = get_backend_settings()
     state = RedisState.from_url(
-        redis_url_of(settings.broker_url, settings.result_backend),
+        redis_url(settings.broker_url, settings.result_backend),
         settings.redis_key_prefix,
         timeout_s=5.0,
         retries=3,
@@ -135,7 +120,7 @@ def _services() -> tuple[BackendSettings, CeleryDispatcher, LabelStudioClient, R
 
 def _ledger(console: Console, settings: BackendSettings) -> Ledger | None:
     """The effort ledger (the project's calibration refits), or None with a note when it cannot be opened."""
-    from workers.ledger import open_ledger
+    from state.ledger import open_ledger
 
     try:
         return open_ledger(settings.ledger_url, home=settings.home, table_prefix=settings.ledger_table_prefix)

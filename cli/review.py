@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = ["review"]
 
-# Images per predict message (workers.contracts.MAX_IMAGES is the cap).
+# Images per predict message (state.contracts.MAX_IMAGES is the cap).
 _CHUNK = 256
 
 
@@ -57,22 +57,16 @@ def review(
     from assistant.corrections import correction_targets
     from assistant.label_quality import review_labels
     from assistant.labels import LabelSet
-    from backends.errors import BackendError
     from backends.ordering import RankedTask
-    from workers.errors import WorkerError
 
     console = Console()
-    try:
-        svc = services()
-        exported, labels = _annotated(svc, project)
-        if not exported:
-            console.print(f"Project {project} has no annotated task to review.")
-            return
-        probs, thresholds, version = _scores(svc, project, exported, labels, model_version, timeout)
-        tasks = svc.client.tasks(project)
-    except (BackendError, WorkerError, TimeoutError) as exc:
-        console.print(f"[red]Error:[/red] {getattr(exc, 'message', exc)}", highlight=False)
-        raise typer.Exit(code=1) from None
+    svc = services()
+    exported, labels = _annotated(svc, project)
+    if not exported:
+        console.print(f"Project {project} has no annotated task to review.")
+        return
+    probs, thresholds, version = _scores(svc, project, exported, labels, model_version, timeout)
+    tasks = svc.client.tasks(project)
     scored = [i for i in range(len(exported)) if not math.isnan(float(probs[i, 0]))]
     targets = correction_targets(LabelSet(tuple(labels)), [exported[i].annotation for i in scored])
     result = review_labels(probs[scored], targets, labels, thresholds)
@@ -132,7 +126,7 @@ def _scores(
     """Calibrated scores ``(N, C)`` (NaN rows for images that failed), thresholds, model version."""
     import numpy as np
 
-    from workers.contracts import PREDICT, ImageRef, PredictRequest, PredictResult
+    from state.contracts import PREDICT, ImageRef, PredictRequest, PredictResult
 
     probs = np.full((len(exported), len(labels)), np.nan)
     thresholds: NDArray[np.float64] = np.full(len(labels), 0.5)

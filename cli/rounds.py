@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress
 
-    from workers.contracts import RoundResult
+    from state.contracts import RoundResult
 
 __all__ = ["ProgressBars", "beat", "round_app", "run", "status"]
 
@@ -98,9 +98,9 @@ def run(
     """Run one fine-tuning round: export corrections, train, evaluate against the model in service, promote or keep."""
     from rich.console import Console
 
+    from state.contracts import RoundRequest
+    from state.settings import get_settings
     from workers.beat import locks_for
-    from workers.contracts import RoundRequest
-    from workers.settings import get_settings
 
     console = Console()
     chosen = [s.strip() for s in (stages or "").split(",") if s.strip()]
@@ -126,23 +126,15 @@ def run(
 
 
 def _local(console: Console, settings: Any, locks: Any, request: Any) -> RoundResult:
-    from assistant.errors import AssistantError
-    from workers.errors import WorkerError
-    from workers.locks import cli_holder
+    from state.locks import cli_holder
     from workers.rounds import run_project_round
 
     if settings.torch_threads:
         import torch
 
         torch.set_num_threads(settings.torch_threads)
-    try:
-        with _bars(console) as progress:
-            return run_project_round(
-                settings, request, holder=cli_holder(), locks=locks, progress=ProgressBars(progress)
-            )
-    except (AssistantError, WorkerError) as exc:
-        console.print(f"[red]Error:[/red] {exc.message}", highlight=False)
-        raise typer.Exit(code=1) from None
+    with _bars(console) as progress:
+        return run_project_round(settings, request, holder=cli_holder(), locks=locks, progress=ProgressBars(progress))
 
 
 def _queued(
@@ -150,9 +142,9 @@ def _queued(
 ) -> RoundResult | None:
     from celery.result import AsyncResult
 
+    from state.contracts import RoundResult
     from workers.beat import queue_round
     from workers.celery_app import make_celery
-    from workers.contracts import RoundResult
 
     app = make_celery(settings, include=())
     ticket = queue_round(
@@ -194,11 +186,11 @@ def status(
     from rich.console import Console
     from rich.table import Table
 
+    from state.ledger import open_ledger
+    from state.registry import Registry
+    from state.settings import get_settings
     from workers.beat import locks_for
-    from workers.ledger import open_ledger
-    from workers.registry import Registry
     from workers.rounds import round_history
-    from workers.settings import get_settings
 
     settings = get_settings()
     registry = Registry(settings.models_dir, settings.base_model)
@@ -281,9 +273,9 @@ def beat(
     loglevel: Annotated[str, typer.Option("--loglevel", "-l", help="DEBUG, INFO, WARNING, ERROR.")] = "INFO",
 ) -> None:
     """Run the scheduler of automatic rounds (correction threshold and cron schedule); one per deployment."""
+    from state.schedule import beat_schedule
+    from state.settings import get_settings
     from workers.celery_app import make_celery
-    from workers.schedule import beat_schedule
-    from workers.settings import get_settings
 
     settings = get_settings()
     try:

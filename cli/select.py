@@ -24,6 +24,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from cli.registry_help import strategy_help
+from errors import AssistantError
+
 if TYPE_CHECKING:
     from celery import Celery
     from rich.console import Console
@@ -33,7 +36,7 @@ if TYPE_CHECKING:
     from backends.ordering import PushReport, RankedTask
     from backends.protocol import Task
     from backends.settings import BackendSettings
-    from workers.contracts import ImageRef, ScorePoolResult
+    from state.contracts import ImageRef, ScorePoolResult
 
 __all__ = ["SCORE_CAPTION", "Services", "print_ranking", "push", "select", "services"]
 
@@ -71,13 +74,23 @@ def wait_for(app: Celery, name: str, payload: dict[str, Any], queue: str, timeou
     """Send a task by name and wait for its result (a spinner meanwhile)."""
     from rich.console import Console
 
+    # Celery rebuilds a worker's error as its own class only when the class's module is loaded here
+    # (it looks the module up in sys.modules); loaded, a worker's error reaches the CLI's boundary
+    # with its what / why / fix instead of as an anonymous exception.
+    import state.registry  # noqa: F401
+    import workers.errors  # noqa: F401
+
     handle = app.send_task(name, kwargs=payload, queue=queue)
     deadline = time.monotonic() + timeout
     with Console(stderr=True).status(f"{what} …") as spinner:
         while not handle.ready():
             if time.monotonic() > deadline:
                 handle.revoke()
-                raise TimeoutError(f"{what}: no answer within {timeout:.0f} s (is `assistant worker` running?)")
+                raise AssistantError(
+                    f"{what}: no answer within {timeout:.0f} s",
+                    why="no worker took the task, or it is still busy",
+                    fix="start `assistant worker` (or check `assistant status`), or give it longer with --timeout",
+                )
             spinner.update(f"{what}: {handle.state.lower()} …")
             time.sleep(0.5)
     return handle.get(propagate=True)
@@ -143,9 +156,7 @@ def push(
 def select(
     project: Project,
     k: Annotated[int, typer.Option("--k", "-k", min=1, help="How many tasks to choose.")] = 100,
-    strategy: Annotated[
-        str, typer.Option("--strategy", "-s", help="random, uncertainty, entropy, novelty, diversity or hybrid.")
-    ] = "hybrid",
+    strategy: Annotated[str, typer.Option("--strategy", "-s", help=strategy_help())] = "hybrid",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the strategy's randomness.")] = 0,
     dry_run: DryRun = False,
     model_version: ModelVersion = None,
@@ -156,48 +167,38 @@ def select(
     from rich.console import Console
 
     from backends.controls import parse_label_config
-    from backends.errors import BackendError
-    from workers.contracts import SCORE_POOL, ScorePoolRequest, ScorePoolResult
+    from state.contracts import SCORE_POOL, ScorePoolRequest, ScorePoolResult
 
     console = Console()
-    try:
-        svc = services()
-        vocab = parse_label_config(svc.client.label_config(project))
-        tasks = svc.client.tasks(project)
-        unlabeled_ids = {t.id for t in svc.client.tasks(project, unlabeled_only=True)}
-        pool, unusable = _refs(vocab, [t for t in tasks if t.id in unlabeled_ids])
-        labeled, _ = _refs(vocab, [t for t in tasks if t.id not in unlabeled_ids])
-        if not pool:
-            console.print(f"Project {project} has no unlabeled task with an image: nothing to choose from.")
-            return
-        request = ScorePoolRequest(
-            project=project,
-            model_version=model_version,
-            labels=list(vocab.labels),
-            images=pool,
-            labeled=labeled,
-            strategy=strategy,
-            k=k,
-            seed=seed,
-            request_id=f"select-{uuid.uuid4().hex[:12]}",
-        )
-        answer = wait_for(
-            svc.app,
-            SCORE_POOL,
-            request.model_dump(mode="json"),
-            svc.settings.predict_queue,
-            timeout,
-            f"Scoring {len(pool)} unlabeled images",
-        )
-        result = ScorePoolResult.model_validate(answer)
-    except (BackendError, TimeoutError) as exc:
-        console.print(f"[red]Error:[/red] {getattr(exc, 'message', exc)}", highlight=False)
-        raise typer.Exit(code=1) from None
-    except Exception as exc:  # a worker-side error comes back as its own type; show it in one line
-        if type(exc).__name__ not in ("RequestError", "RegistryError", "WorkerError"):
-            raise
-        console.print(f"[red]Error:[/red] {exc}", highlight=False)
-        raise typer.Exit(code=1) from None
+    svc = services()
+    vocab = parse_label_config(svc.client.label_config(project))
+    tasks = svc.client.tasks(project)
+    unlabeled_ids = {t.id for t in svc.client.tasks(project, unlabeled_only=True)}
+    pool, unusable = _refs(vocab, [t for t in tasks if t.id in unlabeled_ids])
+    labeled, _ = _refs(vocab, [t for t in tasks if t.id not in unlabeled_ids])
+    if not pool:
+        console.print(f"Project {project} has no unlabeled task with an image: nothing to choose from.")
+        return
+    request = ScorePoolRequest(
+        project=project,
+        model_version=model_version,
+        labels=list(vocab.labels),
+        images=pool,
+        labeled=labeled,
+        strategy=strategy,
+        k=k,
+        seed=seed,
+        request_id=f"select-{uuid.uuid4().hex[:12]}",
+    )
+    answer = wait_for(
+        svc.app,
+        SCORE_POOL,
+        request.model_dump(mode="json"),
+        svc.settings.predict_queue,
+        timeout,
+        f"Scoring {len(pool)} unlabeled images",
+    )
+    result = ScorePoolResult.model_validate(answer)
     ranked = _ranked(result)
     console.print(
         f"Project {project}: {result.strategy} chose {len(ranked)} of {result.pool_size} unlabeled images "

@@ -75,7 +75,6 @@ def rounds(
 
     from rich.console import Console
 
-    from assistant.errors import AssistantError
     from assistant.rounds import RoundConfig
     from benchworld.simulation import SimulationConfig, plot_simulation, plot_simulation_effort, simulate_rounds
     from cli.rounds import ProgressBars, _bars
@@ -83,31 +82,27 @@ def rounds(
 
     console = Console()
     base_cfg = RoundConfig()
-    try:
-        cfg = SimulationConfig(
-            rounds=n_rounds,
-            images_per_round=images_per_round,
-            initial_labels=_split(initial),
-            novel_labels=_split(novel),
-            novel_round=novel_round,
-            test_images=test_images,
-            round=dataclasses.replace(
-                base_cfg,
-                stages=_split(stages),  # type: ignore[arg-type]
-                tolerance=tolerance,
-                stage1=dataclasses.replace(base_cfg.stage1, epochs=epochs),
-            ),
-            degrade_rounds=tuple(degrade_round or ()),
-            automation_bias=automation_bias,
-            serving=serving_config(refit_every, guard),
-            seed=seed,
-        )
-        source, base = load_base(base_model, threads)
-        with _bars(console) as progress:
-            result = simulate_rounds(base, cfg, progress=ProgressBars(progress))
-    except AssistantError as exc:
-        console.print(f"[red]Error:[/red] {exc.message}", highlight=False)
-        raise typer.Exit(code=1) from None
+    cfg = SimulationConfig(
+        rounds=n_rounds,
+        images_per_round=images_per_round,
+        initial_labels=_split(initial),
+        novel_labels=_split(novel),
+        novel_round=novel_round,
+        test_images=test_images,
+        round=dataclasses.replace(
+            base_cfg,
+            stages=_split(stages),  # type: ignore[arg-type]
+            tolerance=tolerance,
+            stage1=dataclasses.replace(base_cfg.stage1, epochs=epochs),
+        ),
+        degrade_rounds=tuple(degrade_round or ()),
+        automation_bias=automation_bias,
+        serving=serving_config(refit_every, guard),
+        seed=seed,
+    )
+    source, base = load_base(base_model, threads)
+    with _bars(console) as progress:
+        result = simulate_rounds(base, cfg, progress=ProgressBars(progress))
     table = result.table()
     console.print(table, highlight=False, soft_wrap=True)
     console.print(result.novel_summary(), highlight=False)

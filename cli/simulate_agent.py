@@ -27,6 +27,7 @@ from typing import Annotated
 
 import typer
 
+from cli.registry_help import strategy_names
 from cli.simulation_base import AutomationBias, Guard, RefitEvery
 
 __all__ = ["agent"]
@@ -48,7 +49,9 @@ def agent(
     threshold: Annotated[int, typer.Option("--threshold", min=0, help="The agent's round threshold.")] = 100,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Tasks per selected batch.")] = 75,
     low_water: Annotated[int, typer.Option("--low-water", min=0, help="Queue low-water mark.")] = 25,
-    strategy: Annotated[str, typer.Option("--strategy", help="The agent's selection strategy.")] = "hybrid",
+    strategy: Annotated[
+        str, typer.Option("--strategy", help=f"The agent's selection strategy: {strategy_names()}.")
+    ] = "hybrid",
     novel: Annotated[str, typer.Option("--novel", help="Labels added mid-way (world labels).")] = "zebra,pink,sand",
     test_images: Annotated[int, typer.Option("--test-images", min=10, help="World test images for the curves.")] = 1000,
     automation_bias: AutomationBias = 0.05,
@@ -64,7 +67,6 @@ def agent(
     from rich.console import Console
 
     from assistant.agent_policy import PolicyConfig
-    from assistant.errors import AssistantError
     from benchworld.simulation.agent import AgentSimConfig, plot_agent_simulation, quick_config, simulate_agent
     from cli.rounds import ProgressBars, _bars
     from cli.simulation_base import load_base, serving_config
@@ -88,13 +90,9 @@ def agent(
             seed=seed,
         )
     cfg = dataclasses.replace(cfg, automation_bias=automation_bias, serving=serving_config(refit_every, guard))
-    try:
-        source, base = load_base(base_model, threads)
-        with _bars(console) as progress:
-            result = simulate_agent(base, cfg, progress=ProgressBars(progress))
-    except AssistantError as exc:
-        console.print(f"[red]Error:[/red] {exc.message}", highlight=False)
-        raise typer.Exit(code=1) from None
+    source, base = load_base(base_model, threads)
+    with _bars(console) as progress:
+        result = simulate_agent(base, cfg, progress=ProgressBars(progress))
     table = result.table()
     console.print(table, highlight=False, soft_wrap=True)
     out.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from cli.registry_help import strategy_names
+
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress
@@ -138,8 +140,8 @@ def active_learning(
         typer.Option(
             "--strategy",
             "-s",
-            help="A strategy to run (repeatable; default: every registered one), or an oracle that sees the truth "
-            "(oracle-loss, oracle-dense: upper bounds, simulation only).",
+            help=f"A strategy to run (repeatable; default: every registered one: {strategy_names()}), or an oracle "
+            "that sees the truth (oracle-loss, oracle-dense: upper bounds, simulation only).",
         ),
     ] = None,
     base_model: BaseModel = None,
@@ -157,7 +159,6 @@ def active_learning(
     """Learning curves of the selection strategies on the benchmark world (mAP against labels spent)."""
     from rich.console import Console
 
-    from assistant.errors import AssistantError
     from benchworld.simulation.active import plot_active_learning, simulate_active_learning
     from cli.simulation_base import load_base
 
@@ -178,19 +179,15 @@ def active_learning(
         path = folder / f"{run.strategy}-seed{run.seed}.json"
         path.write_text(json.dumps(dataclasses.asdict(run), indent=1) + "\n")
 
-    try:
-        source, base = load_base(base_model, threads) if todo else (base_model or "-", None)
-        with _bars(console) as progress:
-            result = simulate_active_learning(
-                base,  # type: ignore[arg-type]  # None only when nothing is left to run
-                cfg,
-                completed=completed,
-                progress=_RunBars(progress, todo),
-                on_run=save,
-            )
-    except AssistantError as exc:
-        console.print(f"[red]Error:[/red] {exc.message}", highlight=False)
-        raise typer.Exit(code=1) from None
+    source, base = load_base(base_model, threads) if todo else (base_model or "-", None)
+    with _bars(console) as progress:
+        result = simulate_active_learning(
+            base,  # type: ignore[arg-type]  # None only when nothing is left to run
+            cfg,
+            completed=completed,
+            progress=_RunBars(progress, todo),
+            on_run=save,
+        )
     table = result.table()
     console.print(table, highlight=False, soft_wrap=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -226,26 +223,21 @@ def label_quality(
     from rich.console import Console
     from rich.table import Table
 
-    from assistant.errors import AssistantError
     from benchworld.simulation.active import simulate_label_quality
     from cli.simulation_base import load_base
 
     console = Console()
     cfg = _config(["random"], seeds, budget, rounds, budget, eval_images, "val", epochs, tolerance)
-    try:
-        source, base = load_base(base_model, threads)
-        with _bars(console) as progress:
-            results = simulate_label_quality(
-                base,
-                cfg,
-                fraction=fraction,
-                flag_fraction=flag,
-                scorer=scorer,
-                progress=_RunBars(progress, len(cfg.seeds)),
-            )
-    except AssistantError as exc:
-        console.print(f"[red]Error:[/red] {exc.message}", highlight=False)
-        raise typer.Exit(code=1) from None
+    source, base = load_base(base_model, threads)
+    with _bars(console) as progress:
+        results = simulate_label_quality(
+            base,
+            cfg,
+            fraction=fraction,
+            flag_fraction=flag,
+            scorer=scorer,
+            progress=_RunBars(progress, len(cfg.seeds)),
+        )
     table = Table(title=f"Label quality: {100 * fraction:g}% of tasks corrupted, top {100 * flag:g}% flagged")
     for column in ("seed", "tasks", "corrupted", "flagged", "found", "missing", "wrong", "recall", "random"):
         table.add_column(column)
@@ -286,7 +278,6 @@ def label_quality_ceiling(
     from rich.console import Console
     from rich.table import Table
 
-    from assistant.errors import AssistantError
     from assistant.plots import plot_learning_curves
     from benchworld.simulation.label_quality_ceiling import label_quality_ceiling as ceiling
 
@@ -295,14 +286,8 @@ def label_quality_ceiling(
     # Only the tasks matter (seeds, budget, rounds, options): nothing is trained or evaluated, so the
     # evaluation set and round settings are placeholders. The pool is the budget, as in label-quality.
     cfg = _config(["random"], seeds, budget, rounds, budget, 10, "val", 4, 100.0)
-    try:
-        with _bars(console) as progress:
-            points = ceiling(
-                cfg, fraction=fraction, flag_fraction=flag, separations=values, progress=_RunBars(progress, 0)
-            )
-    except AssistantError as exc:
-        console.print(f"[red]Error:[/red] {exc.message}", highlight=False)
-        raise typer.Exit(code=1) from None
+    with _bars(console) as progress:
+        points = ceiling(cfg, fraction=fraction, flag_fraction=flag, separations=values, progress=_RunBars(progress, 0))
     table = Table(
         title=f"Review with synthetic scorers: {100 * fraction:g}% of tasks corrupted, top {100 * flag:g}% flagged"
     )

@@ -70,7 +70,7 @@ def load_base(source: str | None, threads: int) -> tuple[str, LoadedModel]:
     import torch
 
     from assistant.checkpoint import load_model
-    from workers.settings import get_settings
+    from state.settings import get_settings
 
     settings = get_settings()
     if threads or settings.torch_threads:

@@ -33,7 +33,7 @@ import typer
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from workers.settings import Settings
+    from state.settings import Settings
 
 __all__ = ["collect", "status"]
 
@@ -103,8 +103,8 @@ def _workers(settings: Settings, timeout: float) -> list[dict[str, Any]]:
 
 
 def _broker(settings: Settings, report: dict[str, Any], timeout: float) -> None:
-    from workers.contracts import QUEUE_PREDICT, QUEUE_TRAIN
-    from workers.metrics import broker_redis, queue_depths, scheduled_unacked
+    from state.contracts import QUEUE_PREDICT, QUEUE_TRAIN
+    from state.metrics import broker_redis, queue_depths, scheduled_unacked
 
     client = broker_redis(settings.broker_url, timeout_s=timeout)
     if client is None:
@@ -172,7 +172,7 @@ def _alerts(project: int, effort: dict[str, Any]) -> list[str]:
 
 
 def _effort(ledger: Any, settings: Settings, project: int, checkpoint: str | None, report: dict[str, Any]) -> Any:
-    from workers.effort_summary import project_effort
+    from state.effort_summary import project_effort
 
     try:
         effort = project_effort(ledger, project, checkpoint, settings.edit_costs(project))
@@ -184,9 +184,9 @@ def _effort(ledger: Any, settings: Settings, project: int, checkpoint: str | Non
 
 
 def _models(settings: Settings, report: dict[str, Any]) -> None:
-    from workers.ledger import open_ledger
-    from workers.model_info import is_demo_model
-    from workers.registry import Registry
+    from state.ledger import open_ledger
+    from state.model_info import is_demo_model
+    from state.registry import Registry
 
     registry = Registry(settings.models_dir, settings.base_model)
     try:
@@ -256,7 +256,7 @@ def status(
     ] = 1.0,
 ) -> None:
     """Show queue depth, the workers online, the model version of each project and its last round."""
-    from workers.settings import get_settings
+    from state.settings import get_settings
 
     try:
         settings = get_settings()
@@ -335,7 +335,7 @@ def _render(console: Console, report: dict[str, Any]) -> None:
             )
     console.print(f"Base model (projects without a promoted version): {report['base_model'] or '-'}", highlight=False)
     if report["base_model_demo"]:
-        from workers.model_info import DEMO_MODEL_FIX, DEMO_MODEL_WHAT
+        from state.model_info import DEMO_MODEL_FIX, DEMO_MODEL_WHAT
 
         console.print(f"[yellow]It is {DEMO_MODEL_WHAT}.[/yellow] Fix: {DEMO_MODEL_FIX}.", highlight=False)
     if not report["projects"]:

@@ -22,6 +22,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cli.registry_help import backbone_spec_help
+
 if TYPE_CHECKING:
     from PIL.Image import Image
 
@@ -52,7 +54,7 @@ class _Model:
 def _load(model: str | None, device: str) -> _Model:
     """Load ``--model``, else ``ASSISTANT_BASE_MODEL``; a random stand-in only for a missing bundled model."""
     from assistant.checkpoint import load_model
-    from workers.settings import get_settings
+    from state.settings import get_settings
 
     source = model or get_settings().base_model
     if model is None and _is_missing_bundled_model(source):
@@ -70,7 +72,7 @@ def _load(model: str | None, device: str) -> _Model:
 
 
 def _is_missing_bundled_model(source: str) -> bool:
-    from workers import settings  # the module, not the name: read when called (tests move it)
+    from state import settings  # the module, not the name: read when called (tests move it)
 
     path = Path(source.removeprefix("local-dir:"))
     return path.resolve() == settings.BUNDLED_MODEL_DIR.resolve() and not path.exists()
@@ -151,39 +153,28 @@ def _demo_vocabulary(meta: dict[str, object]) -> list[str]:
     return list(default_vocabulary().names)
 
 
-def _fail(exc: Exception) -> typer.Exit:
-    from assistant.errors import AssistantError
-
-    message = exc.message if isinstance(exc, AssistantError) else str(exc)
-    err_console.print(f"[red]error:[/] {message}")
-    return typer.Exit(code=1)
-
-
 def tag(
     images: Annotated[list[Path], typer.Argument(help="Image files or folders of images.", show_default=False)],
     labels: Annotated[str, typer.Option("--labels", "-l", help="Comma-separated vocabulary, e.g. 'cat,dog,snow'.")],
     model: Annotated[
         str | None,
-        typer.Option(help="A checkpoint directory or backbone spec (default: ASSISTANT_BASE_MODEL)."),
+        typer.Option(help=backbone_spec_help("ASSISTANT_BASE_MODEL")),
     ] = None,
     top: Annotated[int, typer.Option(help="Show at most this many tags per image.")] = 10,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Tag images with any vocabulary: ranked tags with calibrated scores, seen or novel."""
-    from assistant.errors import AssistantError
     from assistant.inference import Tagger
+    from errors import AssistantError
 
     vocabulary = [x.strip() for x in labels.split(",") if x.strip()]
-    try:
-        if not vocabulary:
-            raise AssistantError("the vocabulary is empty", fix="pass --labels 'cat,dog'")
-        files, opened = _open_images(images)
-        chosen = _load(model, device)
-        tagger = Tagger(chosen.loaded, device=device)
-        results = tagger.tag(opened, vocabulary)
-    except AssistantError as exc:
-        raise _fail(exc) from None
+    if not vocabulary:
+        raise AssistantError("the vocabulary is empty", fix="pass --labels 'cat,dog'")
+    files, opened = _open_images(images)
+    chosen = _load(model, device)
+    tagger = Tagger(chosen.loaded, device=device)
+    results = tagger.tag(opened, vocabulary)
     if json_output:
         doc = {
             "model": chosen.source,
@@ -220,22 +211,19 @@ def demo(
     top: Annotated[int, typer.Option(help="Tags shown per image.")] = 6,
 ) -> None:
     """Pre-annotate the bundled sample images with the offline model (no Label Studio or Redis needed)."""
-    from assistant.errors import AssistantError
     from assistant.inference import Tagger
+    from errors import AssistantError
 
-    try:
-        meta_path = samples / "labels.json"
-        if not meta_path.is_file():
-            raise AssistantError(f"{meta_path} is missing", fix="run the demo from the repository root")
-        meta = json.loads(meta_path.read_text())
-        truth: dict[str, list[str]] = {k: list(v) for k, v in meta["labels"].items()}
-        vocabulary = _demo_vocabulary(meta)
-        files, opened = _open_images([samples / name for name in truth])
-        chosen = _load(None, device)
-        tagger = Tagger(chosen.loaded, device=device)
-        results = tagger.tag(opened, vocabulary)
-    except AssistantError as exc:
-        raise _fail(exc) from None
+    meta_path = samples / "labels.json"
+    if not meta_path.is_file():
+        raise AssistantError(f"{meta_path} is missing", fix="run the demo from the repository root")
+    meta = json.loads(meta_path.read_text())
+    truth: dict[str, list[str]] = {k: list(v) for k, v in meta["labels"].items()}
+    vocabulary = _demo_vocabulary(meta)
+    files, opened = _open_images([samples / name for name in truth])
+    chosen = _load(None, device)
+    tagger = Tagger(chosen.loaded, device=device)
+    results = tagger.tag(opened, vocabulary)
     seen = sum(tagger.model.is_seen(vocabulary))
     _print_model(chosen, tagger.version)
     console.print(

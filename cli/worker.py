@@ -2,10 +2,10 @@
 
 The worker's parent process imports the task modules (and so torch) but never runs a torch
 operation: with the prefork pool, torch work in the parent before the fork deadlocks the children
-(environment.md §2). Models load lazily in the process that runs the task (workers/runtime.py).
+(docs/workers.md, "torch and prefork"). Models load lazily in the process that runs the task (workers/runtime.py).
 
 Metrics: with ``--metrics-port`` (or ``ASSISTANT_WORKER_METRICS_PORT``) the worker's main process
-serves Prometheus metrics for all its pool processes (workers/metrics.py); with the prefork pool
+serves Prometheus metrics for all its pool processes (state/metrics.py); with the prefork pool
 the command first switches prometheus_client to its multiprocess mode, in a private directory
 removed when the worker stops.
 
@@ -92,7 +92,7 @@ def worker(
     if pool is Pool.solo and concurrency > 1:
         typer.echo("Error: the solo pool runs one task at a time. Fix: add --pool prefork or --pool threads.", err=True)
         raise typer.Exit(code=1)
-    from workers.settings import get_settings
+    from state.settings import get_settings
 
     try:
         settings = get_settings()
@@ -101,7 +101,7 @@ def worker(
         raise typer.Exit(code=1) from None
     port = settings.worker_metrics_port if metrics_port is None else metrics_port
 
-    from workers.logs import configure_logging
+    from state.logs import configure_logging
 
     configure_logging(loglevel.upper(), json_lines=json_logs or settings.log_format == "json")
 
@@ -161,9 +161,9 @@ def _metrics_exporter(port: int, host: str, *, multiprocess: bool) -> Iterator[N
     server, multiprocess_dir = None, None
     try:
         if port:
-            # Before anything imports prometheus_client (the task modules do, through workers.metrics).
+            # Before anything imports prometheus_client (the task modules do, through state.metrics).
             multiprocess_dir = _multiprocess_metrics_dir() if multiprocess else None
-            from workers.metrics import connect_task_signals, start_exporter
+            from state.metrics import connect_task_signals, start_exporter
 
             connect_task_signals()
             try:

@@ -26,6 +26,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from errors import AssistantError
+
 if TYPE_CHECKING:
     from assistant.prior import PriorFit
     from benchworld.world.dataset import MultiLabelSplit
@@ -33,7 +35,6 @@ if TYPE_CHECKING:
 __all__ = ["bench", "world_app"]
 
 console = Console()
-err_console = Console(stderr=True)
 world_app = typer.Typer(
     help="The offline benchmark world: build the data, pretrain the tiny model.", no_args_is_help=True
 )
@@ -61,16 +62,8 @@ def _progress(description: str) -> Iterator[Callable[[int, int, dict[str, float]
         yield update
 
 
-def _fail(exc: Exception) -> typer.Exit:
-    from assistant.errors import AssistantError
-
-    message = exc.message if isinstance(exc, AssistantError) else str(exc)
-    err_console.print(f"[red]error:[/] {message}")
-    return typer.Exit(code=1)
-
-
 def _world_dir(quick: bool) -> Path:
-    from workers.settings import get_settings
+    from state.settings import get_settings
 
     return get_settings().home / "world" / ("quick" if quick else "full")
 
@@ -96,10 +89,7 @@ def build(
     quick: Annotated[bool, typer.Option(help="The small splits (2,000 / 500 / 1,000 images).")] = False,
 ) -> None:
     """Generate the world's train / validation / test splits (deterministic, cached)."""
-    try:
-        splits = _splits(quick)
-    except Exception as exc:
-        raise _fail(exc) from None
+    splits = _splits(quick)
     for name, split in splits.items():
         console.print(f"{name}: {len(split)} images, data hash {split.data_hash[:16]}")
     console.print(f"in {_world_dir(quick)}")
@@ -133,15 +123,12 @@ def pretrain(
 
     cfg = PretrainConfig(arch=arch, steps=steps, batch_size=batch_size, seed=seed, max_minutes=max_minutes)
     if out.exists() and any(out.iterdir()):
-        raise _fail(FileExistsError(f"{out} is not empty; pass another --out or remove it"))
-    try:
-        with _progress(f"pretraining {arch} on {cfg.pairs:,} pairs") as update:
-            backbone, result = run_pretrain(cfg, progress=update)
-        splits = _splits(quick_eval)
-        test = splits["test"]
-        scores = _zero_shot_summary(backbone, test, frozen_scores)
-    except Exception as exc:
-        raise _fail(exc) from None
+        raise AssistantError(f"{out} is not empty", fix="pass another --out or remove it")
+    with _progress(f"pretraining {arch} on {cfg.pairs:,} pairs") as update:
+        backbone, result = run_pretrain(cfg, progress=update)
+    splits = _splits(quick_eval)
+    test = splits["test"]
+    scores = _zero_shot_summary(backbone, test, frozen_scores)
     manifest = {
         "config": cfg.__dict__,
         "seed": seed,
@@ -160,10 +147,7 @@ def pretrain(
         f"zero-shot ZSL mAP {scores['zsl']['mAP']:.1f} (random {scores['random_zsl_mAP']:.1f}), "
         f"GZSL mAP {scores['gzsl']['mAP']:.1f}"
     )
-    try:
-        _fit_and_write_prior(out, splits["val"], quick_eval, "cpu")
-    except Exception as exc:
-        raise _fail(exc) from None
+    _fit_and_write_prior(out, splits["val"], quick_eval, "cpu")
     console.print(f"saved to {out} (load it as local-dir:{out})")
 
 
@@ -181,12 +165,9 @@ def calibrate(
     """
     from assistant.prior import model_directory
 
-    try:
-        directory = model_directory(str(model))
-        val = _splits(quick)["val"]
-        _fit_and_write_prior(directory, val, quick, device)
-    except Exception as exc:
-        raise _fail(exc) from None
+    directory = model_directory(str(model))
+    val = _splits(quick)["val"]
+    _fit_and_write_prior(directory, val, quick, device)
 
 
 @world_app.command("reliability")
@@ -223,26 +204,21 @@ def reliability_command(
     vocab = default_vocabulary()
     # The prior is fitted on the seen labels; the unseen ones are scored zero-shot (a project's novel tags).
     groups = {"seen": list(vocab.seen_names), "unseen": list(vocab.unseen_names)}
-    try:
-        loaded = load_model(model, device=device)
-        with _progress(f"rendering {images:,} validation-stream images") as update:
-            data = render_labeled(
-                Stream.VAL, images, WorldConfig(), first=first, progress=lambda d, t: update(d, t, {})
+    loaded = load_model(model, device=device)
+    with _progress(f"rendering {images:,} validation-stream images") as update:
+        data = render_labeled(Stream.VAL, images, WorldConfig(), first=first, progress=lambda d, t: update(d, t, {}))
+    checks = {}
+    for name, labels in groups.items():
+        with _progress(f"scoring {name}") as update:
+            checks[name] = check_calibration(
+                loaded,
+                data.images,
+                data.targets(labels) > 0,
+                labels,
+                bins=bins,
+                device=device,
+                progress=lambda d, t: update(d, t, {}),
             )
-        checks = {}
-        for name, labels in groups.items():
-            with _progress(f"scoring {name}") as update:
-                checks[name] = check_calibration(
-                    loaded,
-                    data.images,
-                    data.targets(labels) > 0,
-                    labels,
-                    bins=bins,
-                    device=device,
-                    progress=lambda d, t: update(d, t, {}),
-                )
-    except Exception as exc:
-        raise _fail(exc) from None
     table = Table(
         title=f"Calibration of {model} ({loaded.calibrator.method}) on validation images {first}-{first + images - 1}"
     )
@@ -384,12 +360,9 @@ def bench(
         cfg = replace(cfg, stage1=replace(cfg.stage1, epochs=3), stage2=replace(cfg.stage2, epochs=3))
     if distill:
         cfg = replace(cfg, distill_weights=tuple(distill))
-    try:
-        splits = _splits(quick)
-        with _progress("training") as update:
-            result, mkt = run_bench(splits, model, cfg, status=lambda m: console.print(f"- {m}"), progress=update)
-    except Exception as exc:
-        raise _fail(exc) from None
+    splits = _splits(quick)
+    with _progress("training") as update:
+        result, mkt = run_bench(splits, model, cfg, status=lambda m: console.print(f"- {m}"), progress=update)
     _print_table(result.rows)
     console.print(f"selection (validation, seen labels): {json.dumps(result.selection)}")
     for mode, m in result.margins.items():

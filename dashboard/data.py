@@ -24,11 +24,11 @@ import redis
 
 from dashboard.decisions import DecisionRows
 from preannotation import EditCosts
-from workers.effort_summary import project_effort
-from workers.ledger import Ledger
-from workers.locks import NAMESPACE, RoundLocks
-from workers.metrics import QueueDepths
-from workers.registry import PromotionEvent, Registry, VersionRecord
+from state.effort_summary import project_effort
+from state.ledger import Ledger
+from state.locks import NAMESPACE, RoundLocks
+from state.metrics import QueueDepths
+from state.registry import PromotionEvent, Registry, VersionRecord
 
 __all__ = ["DashboardData", "Refreshed", "ReportFiles", "RoundLog"]
 

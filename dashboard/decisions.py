@@ -1,6 +1,6 @@
 """The decision log as the dashboard reads it: one page of decisions at a time, and audit rows.
 
-The log's home is ``agent/log.py`` (the agent writes it; its module docstring describes the table).
+The log's home is ``state/decision_log.py`` (the agent writes it; its module docstring describes the table).
 The web tier must not import the agent (it would pull the policy core into the backend), so this
 module reads the same table with plain SQL through the same store (``workers.sqlstore``), and
 writes one kind of row itself: the audit of a promotion or rollback made from the dashboard
@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from workers.sqlstore import SQLStore, open_store
+from errors import AssistantError
+from state.sqlstore import SQLStore, open_store
 
 __all__ = [
     "AUDIT_ACTIONS",
@@ -34,12 +35,12 @@ __all__ = [
 
 #: Actions the dashboard writes (people acting on the registry), next to the agent's own.
 AUDIT_ACTIONS: Final = ("promote", "rollback")
-# The agent's default SQLite file under Settings.home (agent/log.py's AGENT_LOG_FILE).
+# The agent's default SQLite file under Settings.home (state/decision_log.py's AGENT_LOG_FILE).
 _FILE: Final = "agent.sqlite3"
 
 
 def _schema(prefix: str, *, postgres: bool) -> list[str]:
-    # The agent's table (agent/log.py::_schema), created here too so that an audit row can be
+    # The agent's table (state/decision_log.py::_schema), created here too so that an audit row can be
     # written before the agent ever ran; plus the index for the page filtered by action.
     seq = "BIGSERIAL PRIMARY KEY" if postgres else "INTEGER PRIMARY KEY AUTOINCREMENT"
     big = "BIGINT" if postgres else "INTEGER"
@@ -234,7 +235,7 @@ class DecisionRows:
         return DecisionRow(seq, when.isoformat(), project, key, action, "done", 1, reason, params, saw, outcome)
 
 
-class DecisionLogUnavailable(RuntimeError):
+class DecisionLogUnavailable(AssistantError):
     """The decision log cannot be opened (bad URL, unreachable database)."""
 
 

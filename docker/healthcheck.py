@@ -31,8 +31,8 @@ def check_http(url: str) -> str | None:
 
 def check_celery(node_prefix: str) -> str | None:
     """None when the worker ``<node_prefix>@<this host>`` answers a ping, else why not."""
+    from state.settings import get_settings
     from workers.celery_app import make_celery
-    from workers.settings import get_settings
 
     node = f"{node_prefix}@{socket.gethostname()}"
     app = make_celery(get_settings(), include=())

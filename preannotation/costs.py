@@ -20,37 +20,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from errors import AssistantError
+
 __all__ = ["EditCosts", "PreannotationError"]
 
 
-class PreannotationError(ValueError):
+class PreannotationError(AssistantError, ValueError):
     """A cost, probability array or stored record of this package is unusable.
 
-    Same what/why/fix shape as the project's other errors.
-
-    Args:
-        what: What failed, in one sentence.
-        why: Why it failed (optional).
-        fix: What to do about it (optional).
+    Under the project's one error base (what / why / fix); also a ``ValueError``, as callers that
+    validate input expect.
     """
-
-    def __init__(self, what: str, *, why: str | None = None, fix: str | None = None) -> None:
-        self.what, self.why, self.fix = what, why, fix
-        parts = [what.rstrip(".") + "."]
-        if why:
-            parts.append(why.rstrip(".") + ".")
-        if fix:
-            parts.append("Fix: " + fix.rstrip(".") + ".")
-        self.message = " ".join(parts)
-        super().__init__(self.message)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Keyword-only arguments do not survive pickling by default (Celery results, subprocesses).
-        return (_rebuild, (type(self), self.what, self.why, self.fix))
-
-
-def _rebuild(cls: type[PreannotationError], what: str, why: str | None, fix: str | None) -> PreannotationError:
-    return cls(what, why=why, fix=fix)
 
 
 @dataclass(frozen=True)

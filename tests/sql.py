@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.ledger import Ledger, open_ledger
+from state.ledger import Ledger, open_ledger
 
 __all__ = ["PG_URL", "drop_pg_tables", "ledger_on", "pg_unreachable"]
 

@@ -18,12 +18,24 @@ def _modules_after_import(module: str) -> set[str]:
 
 
 @pytest.mark.parametrize(
-    "module", ["backends", "backends.protocol", "backends.convert", "workers.contracts", "preannotation"]
+    "module", ["backends", "backends.protocol", "backends.convert", "state.contracts", "preannotation"]
 )
 def test_light_modules_never_load_the_model(module):
     loaded = _modules_after_import(module)
     for heavy in ("torch", "open_clip", "assistant", "transformers"):
         assert heavy not in loaded, f"importing {module} loaded {heavy}"
+
+
+def test_state_and_errors_load_neither_the_model_nor_the_worker():
+    # Every module of the durable state at once (one interpreter: the suite runs on small machines).
+    modules = sorted(f"state.{p.stem}" for p in (REPO_ROOT / "state").glob("*.py") if p.stem != "__init__")
+    assert "state.ledger" in modules and "state.decision_log" in modules
+    loaded = _modules_after_import(", ".join(["errors", *modules]))
+    for heavy in ("torch", "open_clip", "transformers", "workers", "backends", "agent", "cli"):
+        assert heavy not in loaded, f"importing the state package loaded {heavy}"
+    # The error base is a leaf: alone it loads nothing of the project.
+    alone = _modules_after_import("errors")
+    assert not {"assistant", "state", "workers", "backends", "preannotation"} & alone
 
 
 def test_light_core_modules_do_not_load_torch():

@@ -28,8 +28,8 @@ from pydantic_settings import BaseSettings
 
 from agent.settings import AgentSettings
 from backends.settings import BackendSettings
+from state.settings import PLACEHOLDER_SECRETS, Settings
 from tests.conftest import REPO_ROOT
-from workers.settings import PLACEHOLDER_SECRETS, Settings
 
 COMPOSE = REPO_ROOT / "compose.yaml"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
@@ -128,7 +128,7 @@ def _command(service: Mapping[str, Any]) -> list[str]:
     return command.split() if isinstance(command, str) else [str(c) for c in command]
 
 
-# The settings class each `assistant` command group reads (the rest read workers.settings.Settings).
+# The settings class each `assistant` command group reads (the rest read state.settings.Settings).
 _SETTINGS_OF_COMMAND: dict[str, type[Settings]] = {"serve": BackendSettings, "agent": AgentSettings}
 
 
@@ -418,12 +418,12 @@ def test_the_backend_image_runs_without_the_model_packages() -> None:
         "cli.status",
         "cli.rounds",
         "workers.celery_app",
-        "workers.schedule",
+        "state.schedule",
         "workers.beat",
-        "workers.registry",
-        "workers.ledger",
-        "workers.metrics",
-        "workers.logs",
+        "state.registry",
+        "state.ledger",
+        "state.metrics",
+        "state.logs",
         "backends.bulk",
         "backends.dispatch",
         "backends.ls_client",

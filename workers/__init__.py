@@ -1,4 +1,6 @@
-"""The Celery edge: contracts, app, model runtime and thin tasks.
+"""The Celery worker: the app, thin tasks, the model runtime, the pipeline, media and the feature cache.
 
-Kept empty on purpose: importing ``workers.contracts`` must not pull in the tasks or torch.
+What the backend and the agent share with the workers (settings, contracts, registry, ledgers,
+locks, metrics) lives in :mod:`state`. Kept empty on purpose: importing ``workers.celery_app``
+must not pull in the tasks or torch.
 """

@@ -25,11 +25,11 @@ from celery import Celery, shared_task
 from celery.result import AsyncResult
 from celery.states import READY_STATES, STARTED
 
+from state.contracts import CHECK_ROUNDS, QUEUE_TRAIN, SCHEDULED_ROUNDS, TRAIN_ROUND, RoundRequest
+from state.ledger import Ledger, open_ledger
+from state.locks import RoundLocks, redis_url
+from state.settings import Settings
 from workers.celery_app import settings_of
-from workers.contracts import CHECK_ROUNDS, QUEUE_TRAIN, SCHEDULED_ROUNDS, TRAIN_ROUND, RoundRequest
-from workers.ledger import Ledger, open_ledger
-from workers.locks import RoundLocks, redis_url
-from workers.settings import Settings
 
 __all__ = ["QueuedRound", "check_rounds", "due_projects", "locks_for", "queue_round", "scheduled_rounds"]
 

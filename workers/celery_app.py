@@ -17,7 +17,7 @@ from typing import Any
 
 from celery import Celery
 
-from workers.contracts import (
+from state.contracts import (
     CHECK_ROUNDS,
     EMBED,
     PREDICT,
@@ -28,8 +28,8 @@ from workers.contracts import (
     SCORE_POOL,
     TRAIN_ROUND,
 )
-from workers.schedule import beat_schedule
-from workers.settings import Settings, get_settings
+from state.schedule import beat_schedule
+from state.settings import Settings, get_settings
 
 __all__ = ["DEFAULT_INCLUDE", "make_celery", "settings_of"]
 

@@ -20,9 +20,9 @@ from typing import Any
 from celery import Celery
 from celery.worker.control import inspect_command
 
+from state.model_info import is_demo_model
+from state.registry import Registry
 from workers.celery_app import settings_of
-from workers.model_info import is_demo_model
-from workers.registry import Registry
 
 __all__ = ["INFO_COMMAND", "describe_worker", "worker_info"]
 

@@ -3,7 +3,7 @@
 :func:`add_effort_section` writes, next to a round's ``report.md``, ``effort.png`` (edits per task
 against labeling from scratch over the counted annotations, coloured by the model version that
 served them: ``assistant.plots.plot_edits_over_time``) and ``effort.json`` (the figures of
-``workers.effort_summary.project_effort``), and appends a section to ``report.md`` (replaced,
+``state.effort_summary.project_effort``), and appends a section to ``report.md`` (replaced,
 never duplicated, when written again). Rounds call it after writing their report
 (``workers.rounds``); ``assistant effort --plot`` draws the same figure on demand.
 """
@@ -17,8 +17,8 @@ from typing import Any
 
 from assistant.plots import plot_edits_over_time
 from preannotation import EditCosts
-from workers.effort_summary import edits_series, project_effort
-from workers.ledger import Ledger
+from state.effort_summary import edits_series, project_effort
+from state.ledger import Ledger
 
 __all__ = ["EFFORT_PLOT", "SECTION", "add_effort_section"]
 

@@ -1,10 +1,8 @@
-"""The workers' exception tree (stdlib only, so the light modules and the backend may import it).
+"""The Celery workers' exception tree (no torch: the CLI and the light worker modules import it).
 
-Errors keep the what/why/fix shape of :class:`assistant.errors.AssistantError` without importing
-``assistant`` (which would pull torch into the HTTP backend)::
+It derives from the project's one error base, :class:`errors.AssistantError`::
 
     WorkerError              base: what failed, why, and the fix
-    ├── RegistryError        an unknown version or project, a corrupt registry file
     ├── RequestError         a task payload that does not validate (permanent: never retried)
     ├── TransientError       worth retrying later (the tasks' ``autoretry_for``)
     └── MediaError           one image cannot be fetched or decoded; carries a machine ``reason``
@@ -13,10 +11,11 @@ Errors keep the what/why/fix shape of :class:`assistant.errors.AssistantError` w
 
 from __future__ import annotations
 
+from errors import AssistantError
+
 __all__ = [
     "MEDIA_REASONS",
     "MediaError",
-    "RegistryError",
     "RequestError",
     "TransientError",
     "WorkerError",
@@ -39,51 +38,8 @@ MEDIA_REASONS = frozenset(
 )
 
 
-class WorkerError(Exception):
-    """Base class of the workers' errors.
-
-    Args:
-        what: What failed, in one sentence.
-        why: Why it failed (optional).
-        fix: What to do about it (optional).
-    """
-
-    def __init__(self, what: str, *, why: str | None = None, fix: str | None = None) -> None:
-        self.what = what
-        self.why = why
-        self.fix = fix
-        super().__init__(self.message)
-
-    @property
-    def message(self) -> str:
-        """What, then why, then the fix, as sentences."""
-        parts = [_sentence(self.what)]
-        if self.why:
-            parts.append(_sentence(self.why))
-        if self.fix:
-            parts.append("Fix: " + _sentence(self.fix))
-        return " ".join(parts)
-
-    def __reduce__(self) -> tuple[object, ...]:
-        # Keyword-only arguments do not survive the default pickling (billiard sends exceptions
-        # from prefork children to the parent by pickle).
-        return (_rebuild, (type(self), self.what, self.why, self.fix, dict(self.__dict__)))
-
-
-def _rebuild(cls: type[WorkerError], what: str, why: str | None, fix: str | None, state: dict[str, object]) -> object:
-    err = cls.__new__(cls)
-    WorkerError.__init__(err, what, why=why, fix=fix)
-    err.__dict__.update(state)
-    return err
-
-
-def _sentence(text: str) -> str:
-    text = text.strip().rstrip(".")
-    return text[:1].upper() + text[1:] + "."
-
-
-class RegistryError(WorkerError):
-    """An unknown version or project, or an unreadable registry file."""
+class WorkerError(AssistantError):
+    """Base class of the workers' errors (what / why / fix, picklable: see :class:`errors.AssistantError`)."""
 
 
 class RequestError(WorkerError):

@@ -1,6 +1,6 @@
 """Fetching the images of Label Studio tasks: every URL form, tokens, limits, and per-image errors.
 
-URL forms (label-studio.md §8):
+URL forms (docs/workers.md, "Images"):
 
 - ``/data/upload/<pid>/<file>``: Label Studio's uploads, read from the mounted media directory
   when ``label_studio_media_root`` is set, else downloaded through Label Studio
@@ -44,9 +44,9 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import httpx
 
-from workers.contracts import ImageRef
+from state.contracts import ImageRef
+from state.settings import Settings
 from workers.errors import MediaError
-from workers.settings import Settings
 
 __all__ = ["LabelStudioAuth", "MediaFetcher", "SourceInfo"]
 
@@ -124,7 +124,7 @@ class LabelStudioAuth:
 
     A legacy token is sent as ``Token <key>``. A personal access token (PAT) is a JWT *refresh*
     token: it is exchanged at ``POST /api/token/refresh/`` for a short-lived access token sent as
-    ``Bearer``, cached, and refreshed when Label Studio answers 401 (label-studio.md §7.2).
+    ``Bearer``, cached, and refreshed when Label Studio answers 401 (docs/workers.md).
 
     Args:
         api_key: The key (empty: no header).

@@ -24,9 +24,9 @@ import torch
 from numpy.typing import NDArray
 
 from assistant.backbone import ImageFeatures
-from assistant.errors import AssistantError
 from assistant.selection import PoolBuilder, SelectionPool, create_strategy
-from workers.contracts import (
+from errors import AssistantError
+from state.contracts import (
     EMBED,
     PREDICT,
     EmbedRequest,
@@ -41,11 +41,11 @@ from workers.contracts import (
     ScorePoolRequest,
     ScorePoolResult,
 )
+from state.metrics import worker_metrics
 from workers.errors import MediaError, RequestError
 from workers.feature_cache import CachedFeatures
 from workers.images import decode_image
 from workers.media import SourceInfo
-from workers.metrics import worker_metrics
 from workers.runtime import CACHE_READERS, SCORE_CHUNK, LoadedVersion, Runtime
 
 __all__ = [
@@ -170,7 +170,7 @@ def embed(runtime: Runtime, request: EmbedRequest) -> EmbedResult:
 
 
 def _count_images(task: str, slots: Sequence[_Slot]) -> None:
-    # Prometheus counters (workers/metrics.py): cache hits, model encodings, failures by reason.
+    # Prometheus counters (state/metrics.py): cache hits, model encodings, failures by reason.
     failures = [s.failure.reason for s in slots if s.failure is not None]
     cached = sum(1 for s in slots if s.cached and s.failure is None)
     worker_metrics().record_images(task, cached=cached, computed=len(slots) - cached - len(failures), failures=failures)

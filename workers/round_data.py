@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from assistant.corrections import AnnotatedImage
-from workers.contracts import ImageRef
+from state.contracts import ImageRef
 from workers.errors import MediaError, WorkerError
 from workers.feature_cache import FeatureCache
 from workers.images import decode_image

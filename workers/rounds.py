@@ -2,7 +2,7 @@
 
 :func:`run_project_round` (the CLI calls it directly, the task on the ``train`` queue):
 
-1. claim the project's round lock (``workers.locks``) and keep it alive with a heartbeat; a
+1. claim the project's round lock (``state.locks``) and keep it alive with a heartbeat; a
    project whose lock another live round holds is answered ``busy``;
 2. remove what a killed round left behind (staging checkpoints, half-written reports);
 3. export the annotations from Label Studio and build the round dataset (``workers.round_data``);
@@ -55,22 +55,23 @@ from assistant.config import Stage1Config, Stage2Config
 from assistant.corrections import AnnotatedImage, assign_split, correction_targets
 from assistant.data import FileImageDataset
 from assistant.devices import resolve_device
-from assistant.errors import AssistantError
 from assistant.labels import LabelSet
 from assistant.model import MKTModel
 from assistant.round_report import clean_stale_reports, write_round_report
 from assistant.rounds import FeatureFn, InsufficientDataError, RoundConfig, RoundData, RoundSplit, run_round
 from assistant.train import dataset_targets, encode_dataset
+from errors import AssistantError
+from state.contracts import TRAIN_ROUND, RoundRequest, RoundResult
+from state.ledger import Ledger, open_ledger
+from state.locks import Heartbeat, RoundLocks
+from state.registry import Registry, VersionRecord
+from state.settings import Settings
 from workers.celery_app import settings_of
-from workers.contracts import TRAIN_ROUND, RoundRequest, RoundResult
 from workers.effort_report import add_effort_section
 from workers.errors import RequestError
 from workers.feature_cache import CachedFeatures, FeatureCache
-from workers.ledger import Ledger, open_ledger
-from workers.locks import Heartbeat, RoundLocks
 from workers.media import MediaFetcher
 from workers.pipeline import from_image_features, to_image_features
-from workers.registry import Registry, VersionRecord
 from workers.round_data import (
     AnnotationSource,
     LabelHistory,
@@ -79,7 +80,6 @@ from workers.round_data import (
     fetch_images,
     parse_vocabulary,
 )
-from workers.settings import Settings
 
 __all__ = [
     "RoundPaths",
@@ -273,7 +273,7 @@ def run_project_round(
     Args:
         settings: Registry, Label Studio, media, device and round settings.
         request: Project, trigger, stages, and whether to promote at all.
-        holder: The lock holder id (the Celery task id, or :func:`workers.locks.cli_holder`).
+        holder: The lock holder id (the Celery task id, or :func:`state.locks.cli_holder`).
         locks: The round locks.
         source: Label Studio (default: the SDK with the settings' URL and key).
         registry: Default: the registry at ``settings.models_dir``.
@@ -554,14 +554,14 @@ class _Round:
 
 @shared_task(bind=True, name=TRAIN_ROUND, acks_late=True)  # type: ignore[untyped-decorator]
 def train_round(self: Any, **payload: Any) -> dict[str, Any]:
-    """Run a fine-tuning round (:class:`~workers.contracts.RoundRequest` fields as kwargs).
+    """Run a fine-tuning round (:class:`~state.contracts.RoundRequest` fields as kwargs).
 
     The task's id is the lock holder: the process that queued it took the project's lock for
     that id, and this task claims it with the short heartbeat TTL. Re-running it (a redelivery
     after its worker died) runs a fresh round: nothing of the dead one was registered.
 
     Returns:
-        A :class:`~workers.contracts.RoundResult` as JSON.
+        A :class:`~state.contracts.RoundResult` as JSON.
     """
     try:
         request = RoundRequest.model_validate(payload)

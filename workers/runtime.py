@@ -3,8 +3,8 @@
 Celery's "Instantiation" pattern (tasks.rst): the expensive resources hang off the task base
 class, :class:`ModelTask`, and are created lazily by the first task that needs them. Never at
 import and never in ``worker_process_init`` (4 s limit), so with the prefork pool CUDA is first
-touched in the child, after the fork (environment.md §2: torch work in the parent deadlocks the
-children).
+touched in the child, after the fork (docs/workers.md, "torch and prefork": torch work in the
+parent deadlocks the children).
 
 Every task re-reads the project's ``current`` pointer (one small file), so a promotion reaches
 the workers on their next task without a restart; versions stay loaded in a small LRU because
@@ -27,11 +27,11 @@ from celery import Celery, Task
 
 from assistant.checkpoint import load_model
 from assistant.inference import Tagger
+from state.registry import Project, Registry
+from state.settings import Settings
 from workers.celery_app import settings_of
 from workers.feature_cache import FeatureCache
 from workers.media import MediaFetcher
-from workers.registry import Project, Registry
-from workers.settings import Settings
 
 __all__ = ["SCORE_CHUNK", "LoadedVersion", "ModelTask", "Runtime", "runtime_for"]
 

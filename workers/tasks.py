@@ -17,8 +17,7 @@ from typing import Any, TypeVar
 from celery import shared_task
 from pydantic import BaseModel, ValidationError
 
-from workers import pipeline
-from workers.contracts import (
+from state.contracts import (
     EMBED,
     PREDICT,
     PROBE_IMAGE,
@@ -30,6 +29,7 @@ from workers.contracts import (
     ProbeResult,
     ScorePoolRequest,
 )
+from workers import pipeline
 from workers.errors import MediaError, RequestError, TransientError
 from workers.images import decode_image
 from workers.runtime import ModelTask
@@ -63,10 +63,10 @@ def _validate(model: type[M], payload: dict[str, Any]) -> M:
 
 @shared_task(bind=True, base=ModelTask, name=PREDICT, **_RETRY)  # type: ignore[untyped-decorator]
 def predict(self: ModelTask, **payload: Any) -> dict[str, Any]:
-    """Tag images with a vocabulary (:class:`~workers.contracts.PredictRequest` fields as kwargs).
+    """Tag images with a vocabulary (:class:`~state.contracts.PredictRequest` fields as kwargs).
 
     Returns:
-        A :class:`~workers.contracts.PredictResult` as JSON.
+        A :class:`~state.contracts.PredictResult` as JSON.
     """
     request = _validate(PredictRequest, payload)
     return pipeline.predict(self.runtime, request).model_dump(mode="json")
@@ -74,10 +74,10 @@ def predict(self: ModelTask, **payload: Any) -> dict[str, Any]:
 
 @shared_task(bind=True, base=ModelTask, name=EMBED, **_RETRY)  # type: ignore[untyped-decorator]
 def embed(self: ModelTask, **payload: Any) -> dict[str, Any]:
-    """Fill the feature cache for images (:class:`~workers.contracts.EmbedRequest` fields as kwargs).
+    """Fill the feature cache for images (:class:`~state.contracts.EmbedRequest` fields as kwargs).
 
     Returns:
-        An :class:`~workers.contracts.EmbedResult` as JSON.
+        An :class:`~state.contracts.EmbedResult` as JSON.
     """
     request = _validate(EmbedRequest, payload)
     return pipeline.embed(self.runtime, request).model_dump(mode="json")
@@ -85,10 +85,10 @@ def embed(self: ModelTask, **payload: Any) -> dict[str, Any]:
 
 @shared_task(bind=True, base=ModelTask, name=SCORE_POOL, **_RETRY)  # type: ignore[untyped-decorator]
 def score_pool(self: ModelTask, **payload: Any) -> dict[str, Any]:
-    """Choose the pool images to label next (:class:`~workers.contracts.ScorePoolRequest` fields as kwargs).
+    """Choose the pool images to label next (:class:`~state.contracts.ScorePoolRequest` fields as kwargs).
 
     Returns:
-        A :class:`~workers.contracts.ScorePoolResult` as JSON.
+        A :class:`~state.contracts.ScorePoolResult` as JSON.
     """
     request = _validate(ScorePoolRequest, payload)
     return pipeline.score_pool(self.runtime, request).model_dump(mode="json")
@@ -99,7 +99,7 @@ def probe_image(self: ModelTask, **payload: Any) -> dict[str, Any]:
     """Read and decode one image as a prediction would, without the model (``assistant doctor``).
 
     Returns:
-        A :class:`~workers.contracts.ProbeResult` as JSON; a failure is in its ``error``, not raised.
+        A :class:`~state.contracts.ProbeResult` as JSON; a failure is in its ``error``, not raised.
     """
     request = _validate(ProbeRequest, payload)
     ref = request.image

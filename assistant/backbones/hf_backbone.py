@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
 from torchvision import transforms
 
 from assistant.backbone import Backbone, ImageFeatures
+from assistant.errors import ModelLoadError
 
-__all__ = ["HFClipBackbone"]
+if TYPE_CHECKING:
+    from assistant.factory import BackboneSpec
+
+__all__ = ["HFClipBackbone", "build_hf_clip"]
+
+# Weight files that are pickles: a Hugging Face directory must hold safetensors instead.
+PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"})
 
 
 class HFClipBackbone(Backbone):
@@ -130,3 +139,65 @@ class HFClipBackbone(Backbone):
 def _to_rgb(image: Any) -> Any:
     # A named function, not a lambda, so that the transform pickles into data-loader workers.
     return image.convert("RGB")
+
+
+def build_hf_clip(spec: BackboneSpec) -> HFClipBackbone:
+    """Build an ``hf`` spec: a local Hugging Face CLIP directory, safetensors only (the registry's builder)."""
+    from transformers import CLIPModel, CLIPTokenizer
+    from transformers.utils import logging as hf_logging
+
+    # Loading a local directory needs no per-shard progress bar on stderr.
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+
+    directory = Path(spec.name)
+    if not (directory / "config.json").is_file():
+        raise ModelLoadError(
+            f"{directory} is not a Hugging Face model directory",
+            why="config.json is missing",
+            fix="save the model with CLIPModel.save_pretrained(dir) and its tokenizer with save_pretrained(dir)",
+        )
+    _require_safetensors(directory)
+    try:
+        # use_safetensors=True: a pytorch_model.bin next to the safetensors is never unpickled.
+        model = CLIPModel.from_pretrained(directory, local_files_only=True, use_safetensors=True)
+        tokenizer = CLIPTokenizer.from_pretrained(directory, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"could not load the Hugging Face CLIP model in {directory}",
+            why=str(exc).splitlines()[0],
+            fix="the directory needs config.json, the weights (model.safetensors) and the tokenizer files "
+            "(vocab.json, merges.txt)",
+        ) from exc
+    mean, std, resize = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711), None
+    processor_cfg = directory / "preprocessor_config.json"
+    if processor_cfg.is_file():
+        cfg = json.loads(processor_cfg.read_text())
+        mean = tuple(cfg.get("image_mean", mean))
+        std = tuple(cfg.get("image_std", std))
+        size = cfg.get("size", {})
+        resize = size.get("shortest_edge") if isinstance(size, dict) else size
+    return HFClipBackbone(model, tokenizer, name=f"hf:{directory.name}", image_mean=mean, image_std=std, resize=resize)
+
+
+def _require_safetensors(directory: Path) -> None:
+    """Refuse a Hugging Face directory whose weights exist only as pickles (``pytorch_model.bin``)."""
+    if any(directory.glob("*.safetensors")):
+        return
+    pickles = sorted(
+        p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES or p.name.endswith(".bin.index.json")
+    )
+    what = f"the Hugging Face model in {directory} has no safetensors weights"
+    if not pickles:
+        raise ModelLoadError(
+            what,
+            why="there is no model.safetensors in it",
+            fix="save the model there with CLIPModel.save_pretrained(dir), or download its safetensors files",
+        )
+    raise ModelLoadError(
+        what,
+        why=f"it holds only {', '.join(pickles)}: pickled weights, which can run code when they are loaded, "
+        "so the assistant never loads them",
+        fix='convert the model once, from a copy you trust: python -c "from transformers import CLIPModel; '
+        f"CLIPModel.from_pretrained('{directory}').save_pretrained('{directory}')\" writes model.safetensors "
+        "next to it (or download the model's safetensors files)",
+    )

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
 
 from assistant.backbone import Backbone, ImageFeatures
-from assistant.errors import ModelLoadError
+from assistant.errors import ConfigError, ModelLoadError
 
-__all__ = ["OpenClipBackbone"]
+if TYPE_CHECKING:
+    from assistant.factory import BackboneSpec
+
+__all__ = ["MODEL_CONFIGS_DIR", "OpenClipBackbone", "build_open_clip", "list_model_configs", "register_model_config"]
+
+# The project's own architecture configs (tiny test models, the benchmark world model).
+MODEL_CONFIGS_DIR = Path(__file__).resolve().parents[1] / "model_configs"
 
 # CLIP's pixel statistics (open_clip's defaults when a config names none).
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -142,3 +150,71 @@ class OpenClipBackbone(Backbone):
     # --- preprocessing --------------------------------------------------------------------------
     def preprocess(self) -> Callable[[Any], torch.Tensor]:
         return self._preprocess
+
+
+def register_model_config(path: str | Path) -> None:
+    """Register one open_clip architecture config (``<name>.json``) or a directory of them."""
+    import open_clip
+
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"model config {path} does not exist", fix="pass a JSON file or a directory of them")
+    open_clip.add_model_config(path)
+
+
+@functools.cache
+def _register_project_configs() -> None:
+    # Once per process, on first use (not at import): open_clip's registry is a module global.
+    register_model_config(MODEL_CONFIGS_DIR)
+
+
+def list_model_configs() -> list[str]:
+    """Every open_clip architecture name known, the project's own included."""
+    import open_clip
+
+    _register_project_configs()
+    return list(open_clip.list_models())
+
+
+def build_open_clip(spec: BackboneSpec) -> OpenClipBackbone:
+    """Build an ``open_clip`` or ``open_clip_dir`` spec (the registry's builder; see ``assistant.factory``)."""
+    import open_clip
+
+    _register_project_configs()
+    if spec.backbone_kind.directory:
+        directory = Path(spec.name)
+        if not (directory / "open_clip_config.json").is_file():
+            raise ModelLoadError(
+                f"{directory} is not an open_clip model directory",
+                why="open_clip_config.json is missing",
+                fix="point at a directory holding open_clip_config.json and open_clip_model.safetensors",
+            )
+        model_name = f"local-dir:{directory}"
+        pretrained = None
+    else:
+        model_name, pretrained = spec.name, spec.pretrained
+        if model_name not in open_clip.list_models():
+            raise ConfigError(
+                f"unknown open_clip architecture '{model_name}'",
+                fix="use one of open_clip.list_models() (e.g. ViT-B-16, ViT-B-32), or register a JSON config "
+                "with assistant.factory.register_model_config",
+            )
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            model_name, pretrained=pretrained, require_pretrained=spec.has_weights, weights_only=True
+        )
+    except (RuntimeError, FileNotFoundError, ValueError, OSError) as exc:
+        raise ModelLoadError(
+            f"could not load the weights of '{spec}'",
+            why=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+            fix="download the weights where there is internet and pass the local file "
+            f"('{spec.name}:/path/to/open_clip_pytorch_model.bin') or an open_clip model directory; "
+            "for OpenAI weights from a file use the '-quickgelu' architecture",
+        ) from exc
+    tokenizer = open_clip.get_tokenizer(model_name)
+    return OpenClipBackbone(
+        model,
+        name=Path(spec.name).name if spec.backbone_kind.directory else spec.name,
+        tokenizer=tokenizer,
+        preprocess=preprocess,
+    )

@@ -21,7 +21,6 @@ import logging
 from typing import Any
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
 
 __all__ = ["k_center_greedy", "project"]
@@ -40,6 +39,9 @@ MAX_INITIAL_CENTERS = 2_048
 def _as_float32(block: NDArray[np.floating]) -> NDArray[np.float32]:
     if block.dtype == np.float16:
         # torch converts float16 several times faster than numpy (no vectorised numpy path here).
+        # Imported here: the CLI lists the strategies (`assistant select --help`) without torch.
+        import torch
+
         converted: NDArray[np.float32] = torch.from_numpy(np.ascontiguousarray(block)).float().numpy()
         return converted
     return np.asarray(block, dtype=np.float32)

@@ -1,6 +1,6 @@
 """The offline quality benchmark: the standard ML-ZSL table on the world's test split.
 
-Rows (mkt-method.md §8): random scores; the frozen pretrained model used zero-shot (class token
+Rows (docs/method.md §8): random scores; the frozen pretrained model used zero-shot (class token
 only, prompt ensemble: CLIP's classifier); MKT stage 1 (image side fine-tuned on the seen labels
 with distillation, two-stream head, untuned template); MKT stage 1 + 2 (the prompt tuned too).
 Columns: ZSL (the unseen labels scored as their own vocabulary, as NUS-WIDE's

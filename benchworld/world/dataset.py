@@ -1,6 +1,6 @@
 """The ML-ZSL benchmark splits: generate, save (compressed .npz) and load, with a data hash.
 
-The protocol follows NUS-WIDE's (mkt-method.md §8): targets are +1 (present), -1 (absent) and 0
+The protocol follows NUS-WIDE's (docs/method.md §8): targets are +1 (present), -1 (absent) and 0
 (unknown). In the multi-label ``train`` and ``val`` splits every unseen label is 0 on every image,
 although unseen objects do appear in those images, unannotated, as NUS-WIDE's 81 concepts appear
 in its training images; ``test`` is annotated +1/-1 on all labels. Train and validation files

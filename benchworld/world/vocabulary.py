@@ -13,7 +13,7 @@ pattern (a zebra is black-and-white striped, a ladybug red with black dots), not
 - ``pattern`` (8): the surface patterns of the objects present.
 - ``scene`` (12): the background(s); an image shows one, or two split at a horizon.
 
-The seen/unseen split (ML-ZSL, mkt-method.md §8) holds out ~25% of each kind, so that every kind
+The seen/unseen split (ML-ZSL, docs/method.md §8) holds out ~25% of each kind, so that every kind
 is represented among the unseen labels.
 """
 

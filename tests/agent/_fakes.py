@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from agent.execute import Interrupted, Outcome
-from agent.log import DecisionLog
 from agent.observe import memory_from_log
 from assistant.agent_policy import PREDICTION_ACTIONS, Decision, Observation
+from state.decision_log import DecisionLog
 
 WORLD = {
     "checkpoint": "base-v1",

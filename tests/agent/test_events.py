@@ -16,7 +16,7 @@ import redis
 from agent.services import AgentLocks, EventInbox, LockKeeper
 from backends.dispatch import RoundTicket
 from backends.webhook import WebhookHandler, redis_event_sink
-from workers.ledger import open_ledger
+from state.ledger import open_ledger
 
 REDIS_URL = "redis://127.0.0.1:6379/9"
 

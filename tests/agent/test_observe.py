@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from agent.log import DecisionLog, open_decision_log
 from agent.observe import Observer, last_fire, memory_from_log, rate_annotation, read_round_log
 from agent.studio import PredictionRow, ProjectSummary, TaskRow
 from assistant.agent_policy import Decision
 from backends.controls import parse_label_config
-from workers.ledger import Ledger, LedgerEvent, open_ledger
-from workers.registry import Registry
+from state.decision_log import DecisionLog, open_decision_log
+from state.ledger import Ledger, LedgerEvent, open_ledger
+from state.registry import Registry
 
 CONFIG = (
     '<View><Image name="image" value="$image"/><Choices name="tags" toName="image" choice="multiple">'
@@ -76,7 +76,7 @@ def test_an_annotation_the_model_strongly_disagrees_with_is_rated_low() -> None:
 
 
 def _entry(event: LedgerEvent, seq: int = 1) -> Any:
-    from workers.ledger import LedgerEntry
+    from state.ledger import LedgerEntry
 
     return LedgerEntry(seq, event, "2026-03-04T10:00:00+00:00")
 
@@ -230,11 +230,11 @@ def test_a_missing_webhook_is_logged_at_a_full_look_at_most_every_full_check(
 
     assert asked == [3, 3]
     warnings = [r.getMessage() for r in caplog.records if "never reach the corrections ledger" in r.getMessage()]
-    assert len(warnings) == 2 and warnings[0].startswith("project 3 has no webhook to http://b:9090/webhook")
+    assert len(warnings) == 2 and warnings[0].startswith("Project 3 has no webhook to http://b:9090/webhook")
 
 
 def test_the_observation_carries_the_measured_saving_and_the_guard_events(tmp_path: Path, parts: Any) -> None:
-    from workers.effort_records import CountedAnnotation, GuardState, TagAnswer
+    from state.effort_records import CountedAnnotation, GuardState, TagAnswer
 
     reader, ledger, log, _, observer = parts
     checkpoint = Registry(tmp_path / "models", "spec:tiny").base_version()

@@ -22,7 +22,7 @@ from assistant.agent_policy import (
     task_digest,
     vocabulary_fingerprint,
 )
-from workers.contracts import vocabulary_fingerprint as workers_fingerprint
+from state.contracts import vocabulary_fingerprint as workers_fingerprint
 
 NOW = dt.datetime(2026, 3, 2, 12, 0, tzinfo=dt.UTC)
 LABELS = ("cat", "dog", "snow")

@@ -1,4 +1,4 @@
-"""The ML-ZSL protocol of mkt-method.md §8: hand-computed cases, properties and a real label distribution."""
+"""The ML-ZSL protocol of docs/method.md §8: hand-computed cases, properties and a real label distribution."""
 
 from __future__ import annotations
 

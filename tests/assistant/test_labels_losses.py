@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from assistant.errors import ConfigError, LabelMappingError
+from assistant.errors import LabelMappingError
 from assistant.labels import LabelSet, targets_from_sets
-from assistant.losses import bce_loss, create_loss, l1_distillation, list_losses, ranking_loss
+from assistant.losses import l1_distillation, ranking_loss
 
 
 def test_labelset_basics_and_fingerprint():
@@ -29,7 +29,7 @@ def test_labelset_refuses_bad_names(names):
 
 
 def test_labelset_fingerprint_matches_worker_contract():
-    from workers.contracts import vocabulary_fingerprint
+    from state.contracts import vocabulary_fingerprint
 
     names = ["cat", "traffic light", "ünïcode"]
     assert LabelSet(tuple(names)).fingerprint == vocabulary_fingerprint(names)
@@ -72,14 +72,5 @@ def test_ranking_loss_chunking_is_exact(monkeypatch):
     assert ranking_loss(scores, targets).item() == pytest.approx(full.item(), rel=1e-6)
 
 
-def test_bce_and_distillation():
-    scores = torch.tensor([[0.0, 0.0]])
-    assert bce_loss(scores, torch.tensor([[1, 0]])).item() == pytest.approx(np.log(2), rel=1e-6)
+def test_distillation():
     assert l1_distillation(torch.ones(2, 3), torch.zeros(2, 3)).item() == pytest.approx(1.0)
-
-
-def test_loss_registry():
-    assert list_losses() == ["bce", "rank"]
-    assert create_loss("rank") is ranking_loss
-    with pytest.raises(ConfigError, match="rank"):
-        create_loss("nope")

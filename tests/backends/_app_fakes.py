@@ -17,9 +17,9 @@ from backends.dispatch import DispatchOutcome, PredictJob, RoundTicket, Trigger
 from backends.presence import QueueConsumers
 from backends.settings import BackendSettings
 from backends.state import MemoryState
-from workers.contracts import ImageFailure, ImageScores, PredictRequest, PredictResult
-from workers.ledger import Ledger, open_ledger
-from workers.registry import Registry
+from state.contracts import ImageFailure, ImageScores, PredictRequest, PredictResult
+from state.ledger import Ledger, open_ledger
+from state.registry import Registry
 
 
 def pseudo_score(key: str, label: str) -> float:

@@ -8,9 +8,9 @@ from fastapi.testclient import TestClient
 
 from backends.convert import EMPTY_NOTE, SCORES_KEY
 from preannotation import LogitMap, Recalibration
+from state.effort_records import CountedAnnotation, GuardState, TagAnswer
 from tests.backends._app_fakes import Harness
 from tests.backends._fixtures import payload
-from workers.effort_records import CountedAnnotation, GuardState, TagAnswer
 
 CONFIG = """<View><Image name="image" value="$image"/>
   <Choices name="tags" toName="image" choice="multiple"><Choice value="cat"/><Choice value="dog"/></Choices>

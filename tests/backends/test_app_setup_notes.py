@@ -17,11 +17,11 @@ from fastapi.testclient import TestClient
 from backends.app import create_app
 from backends.settings import BackendSettings
 from backends.webhook_check import WebhookCheck, missing_webhook_error
+from state.ledger import open_ledger
+from state.registry import Registry
+from state.settings import BUNDLED_MODEL_DIR
 from tests.backends._app_fakes import FakeDispatcher
 from tests.backends._fixtures import config
-from workers.ledger import open_ledger
-from workers.registry import Registry
-from workers.settings import BUNDLED_MODEL_DIR
 
 
 class RecordingWatch:

@@ -99,7 +99,7 @@ def test_legacy_train_route_is_an_alias(client: TestClient, harness: Harness) ->
 
     assert resp.status_code == 201 and resp.json()["status"] == "queued" and resp.json()["project"] == 5
     assert harness.dispatcher.rounds == [(5, "start_training")]
-    assert_error(client.post("/train", json={"project": "nope"}), 422, "not a project reference")
+    assert_error(client.post("/train", json={"project": "nope"}), 422, "Not a project reference")
 
 
 @pytest.mark.parametrize(

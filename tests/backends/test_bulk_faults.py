@@ -23,10 +23,10 @@ from backends.bulk import BULK_IMPORT_MAX_TASKS, MAX_REQUEUES, BulkPlan, BulkRun
 from backends.dispatch import CeleryDispatcher
 from backends.state import MemoryState, RedisState
 from backends.tasks import PublishBusy, publish
+from state.registry import Registry
 from tests.backends._app_fakes import fake_result
 from tests.backends._fixtures import config
 from tests.backends.test_dispatch import REDIS_URL, FakeLS, bulk_job, fake_prediction, publish_job, tasks
-from workers.registry import Registry
 
 
 # --- posting locks ----------------------------------------------------------------------------------

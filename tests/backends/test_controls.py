@@ -13,8 +13,8 @@ from backends.controls import (
     parse_label_config,
 )
 from backends.errors import LabelConfigError
+from state.contracts import vocabulary_fingerprint
 from tests.backends._fixtures import config, payload
-from workers.contracts import vocabulary_fingerprint
 
 
 def test_example_config_parses() -> None:
@@ -117,7 +117,7 @@ def test_skipped_and_foreign_controls() -> None:
 
 def test_unknown_control_name_lists_the_known_ones() -> None:
     vocab = parse_label_config(config("multi_control"))
-    with pytest.raises(LabelConfigError, match="unknown control name 'nope'") as info:
+    with pytest.raises(LabelConfigError, match="Unknown control name 'nope'") as info:
         vocab.control("nope")
     assert "objects" in info.value.message and info.value.status_code == 422
 

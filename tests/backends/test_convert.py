@@ -23,8 +23,8 @@ from backends.convert import (
 )
 from backends.errors import BackendError, TaskDataError, WorkerResultError
 from backends.protocol import Annotation, LSPredictRequest, Prediction, Task
+from state.contracts import ImageFailure, ImageRef, ImageScores, PredictRequest, PredictResult
 from tests.backends._fixtures import config, payload, prediction_errors
-from workers.contracts import ImageFailure, ImageRef, ImageScores, PredictRequest, PredictResult
 
 VERSION = "mkt-p1-r2"
 Scores = Mapping[str, float] | Callable[[ImageRef], Mapping[str, float]]
@@ -107,7 +107,7 @@ def test_unusable_task_data_is_a_clear_per_task_error(task_id: int, reason: str)
         task_image_refs(vocab, task)
 
     assert (info.value.task_id, info.value.reason) == (task_id, reason)
-    assert f"task {task_id}" in info.value.message and "Fix:" in info.value.message
+    assert f"Task {task_id}" in info.value.message and "Fix:" in info.value.message
 
 
 def test_inline_data_uris_are_refused() -> None:

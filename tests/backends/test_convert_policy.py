@@ -16,9 +16,9 @@ from backends.errors import LabelConfigError
 from backends.protocol import Task
 from backends.serving import ServingPolicy, load_policy
 from preannotation import EditCosts, LogitMap, Recalibration, expected_cost
+from state.ledger import open_ledger
+from state.settings import Settings
 from tests.backends.test_convert import fake_worker
-from workers.ledger import open_ledger
-from workers.settings import Settings
 
 TAGS = ("cat", "dog", "sofa", "tree", "zebra", "car")
 
@@ -148,7 +148,7 @@ def test_the_policy_comes_from_the_store_and_survives_its_outage(tmp_path: Any) 
     store = ledger.effort
     recal = Recalibration(LogitMap(0.9, -0.4, 30), {}, "mkt-a", 30)
     refit = store.save_refit(5, "mkt-a", recalibration=recal, annotations=20, through_seq=20)
-    from workers.effort_records import GuardState
+    from state.effort_records import GuardState
 
     store.set_guard(5, GuardState("dog", "tripped", "mkt-a", reason="tripped"), "tripped", 1, 19)
     settings_ = Settings(home=tmp_path, project_edit_costs={5: {"add": 2, "remove": 1}})

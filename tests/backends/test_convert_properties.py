@@ -61,7 +61,7 @@ from backends.protocol import (
     WebhookEvent,
     parse_project_id,
 )
-from workers.contracts import (
+from state.contracts import (
     ImageFailure,
     ImageRef,
     ImageScores,

@@ -30,12 +30,12 @@ from backends.serving import load_policy
 from backends.state import MemoryState, RedisState
 from backends.tasks import publish
 from preannotation import fit_recalibration
+from state.contracts import PredictRequest
+from state.ledger import open_ledger
+from state.registry import Registry
+from state.settings import Settings
 from tests.backends._app_fakes import fake_result
 from tests.backends._fixtures import config
-from workers.contracts import PredictRequest
-from workers.ledger import open_ledger
-from workers.registry import Registry
-from workers.settings import Settings
 
 VERSION = "base-abc"
 
@@ -164,9 +164,9 @@ def test_client_turns_label_studio_failures_into_backend_errors() -> None:
     assert not isinstance(not_found.value, LabelStudioUnavailable)  # not worth retrying
     with pytest.raises(BackendError, match="401.*ASSISTANT_LABEL_STUDIO_API_KEY"):
         client_answering(lambda r: httpx.Response(401, json={"detail": "bad token"})).label_config(3)
-    with pytest.raises(LabelStudioUnavailable, match="cannot reach"):
+    with pytest.raises(LabelStudioUnavailable, match="Cannot reach"):
         client_answering(refuse).label_config(3)
-    with pytest.raises(BackendError, match="no Label Studio API key"):
+    with pytest.raises(BackendError, match="No Label Studio API key"):
         LabelStudioClient("http://ls.test", "")
 
 
@@ -340,7 +340,7 @@ def test_resolve_version_checks_the_fingerprint_and_the_registry(registry: Regis
     assert resolve_version(registry, 1, "abcd1234", f"{base}+abcd1234") == base
     with pytest.raises(BackendError, match="another labeling config"):
         resolve_version(registry, 1, "abcd1234", f"{base}+ffff0000")
-    with pytest.raises(BackendError, match="unknown model version"):
+    with pytest.raises(BackendError, match="Unknown model version"):
         resolve_version(registry, 1, "abcd1234", "mkt-nope")
 
 

@@ -14,9 +14,9 @@ from backends.effort import CountReport, EffortCounter, compare, count_projects
 from backends.errors import BackendError
 from backends.ls_client import LabelStudioUnavailable
 from backends.state import MemoryState
-from workers.ledger import Ledger, LedgerEvent, open_ledger
-from workers.registry import Registry
-from workers.settings import Settings
+from state.ledger import Ledger, LedgerEvent, open_ledger
+from state.registry import Registry
+from state.settings import Settings
 
 CONFIG = """<View><Image name="image" value="$image"/>
   <Choices name="tags" toName="image" choice="multiple">
@@ -174,7 +174,7 @@ def test_label_studio_down_loses_nothing_and_is_visible_until_a_pass_goes_throug
         with pytest.raises(LabelStudioUnavailable):
             counter.run(PROJECT)
         state = ledger.effort.state(PROJECT)
-        assert state.failures == attempt and state.error is not None and "cannot reach Label Studio" in state.error
+        assert state.failures == attempt and state.error is not None and "Cannot reach Label Studio" in state.error
         assert counter.pending(PROJECT) == 9 and state.counted_through == 0
 
     studio.down = False
@@ -226,7 +226,7 @@ def test_the_next_refit_fits_the_models_own_probabilities(ledger: Ledger, tmp_pa
 
 
 def test_a_failed_refit_is_stored_and_shown(ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import workers.effort_upkeep as upkeep
+    import state.effort_upkeep as upkeep
 
     def boom(*_: Any, **__: Any) -> Any:
         raise FloatingPointError("the Newton steps diverged")

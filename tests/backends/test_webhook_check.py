@@ -108,7 +108,7 @@ def test_the_watch_checks_once_per_interval_in_the_background_and_logs_the_probl
 
     assert watch.seen(3) is None and watch.seen(None) is None  # due again only after interval_s
     assert not watch.last[3].ok
-    assert any("project 3" in r.getMessage() and "SSRF_PROTECTION_ENABLED" in r.getMessage() for r in caplog.records)
+    assert any("Project 3" in r.getMessage() and "SSRF_PROTECTION_ENABLED" in r.getMessage() for r in caplog.records)
 
 
 def test_the_watch_never_raises_when_label_studio_is_down(caplog: pytest.LogCaptureFixture) -> None:

@@ -10,7 +10,7 @@ import pytest
 from assistant.errors import ConfigError
 from benchworld.simulation.serving import EffortLog, ProjectServing, ServingConfig
 from preannotation import REFIT_EVERY, EditCosts, GuardConfig, RecalibrationConfig
-from workers.settings import Settings
+from state.settings import Settings
 
 LABELS = ("cat", "dog", "car")
 

@@ -51,3 +51,18 @@ def test_selects_ranking_explains_its_score_column() -> None:
 
     text = console.export_text()
     assert "the rank, not the score, is the order." in text and text.index("rank:") > text.index("1.850")
+
+
+def test_strategy_and_backbone_help_come_from_the_registries() -> None:
+    from assistant.backbones import describe_backbone_kinds
+    from assistant.selection import describe_strategies
+
+    select = CliRunner().invoke(app, ["select", "--help"], env={"COLUMNS": "400", "NO_COLOR": "1"})
+    tag = CliRunner().invoke(app, ["tag", "--help"], env={"COLUMNS": "400", "NO_COLOR": "1"})
+
+    squashed = " ".join(select.output.replace("│", " ").split())
+    for name, favours in describe_strategies().items():
+        assert f"{name}: {' '.join(favours.split())}" in squashed
+    squashed = " ".join(tag.output.replace("│", " ").split())
+    for example in describe_backbone_kinds():
+        assert f"'{example}'" in squashed

@@ -13,9 +13,9 @@ import redis
 from typer.testing import CliRunner
 
 from cli.main import app
+from state.registry import Registry
+from state.settings import get_settings
 from tests.workers._helpers import save_tiny_checkpoint
-from workers.registry import Registry
-from workers.settings import get_settings
 
 REDIS_URL = "redis://127.0.0.1:6379/11"
 

@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from cli.status import _last_round
+from state.ledger import LedgerEvent, open_ledger
+from state.registry import Registry
+from state.settings import get_settings
 from tests.workers._helpers import save_tiny_checkpoint
-from workers.ledger import LedgerEvent, open_ledger
-from workers.registry import Registry
-from workers.settings import get_settings
 
 REDIS_URL = "redis://127.0.0.1:6379/13"
 
@@ -99,8 +99,8 @@ def test_redis_down_is_said_clearly_and_the_rest_still_shows(
 def test_versions_rounds_corrections_and_queue_depth(home: Path, checkpoints: tuple[Path, Path]) -> None:
     import redis
 
+    from state.contracts import PREDICT
     from workers.celery_app import make_celery
-    from workers.contracts import PREDICT
 
     client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
     try:
@@ -151,7 +151,7 @@ def test_the_round_log_path_is_the_workers(tmp_path: Path) -> None:
 
 def _effort_state(home: Path) -> None:
     """Project 3 (serving mkt-p3-r0001): 3 counted annotations, a tripped tag, a failed refit, a failed pass."""
-    from workers.effort_records import CountedAnnotation, GuardState, TagAnswer
+    from state.effort_records import CountedAnnotation, GuardState, TagAnswer
 
     ledger = open_ledger(None, home=home)
     try:
@@ -249,7 +249,7 @@ def test_effort_count_says_when_label_studio_is_unreachable(
     monkeypatch.setenv("ASSISTANT_LABEL_STUDIO_API_KEY", "token")
     get_settings.cache_clear()
     result = CliRunner().invoke(app, ["effort", "-p", "3", "--count"])
-    assert result.exit_code == 1 and "cannot reach Label Studio" in result.output
+    assert result.exit_code == 1 and "Cannot reach Label Studio" in result.output
     ledger = open_ledger(None, home=home)
     try:
         assert ledger.effort.state(3).failures == 1  # recorded for status

@@ -27,7 +27,7 @@ SAMPLES = REPO_ROOT / "samples"
 @pytest.fixture
 def missing_bundled_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """The bundled model's path, pointed at a folder that does not exist (the default base model)."""
-    from workers import settings
+    from state import settings
 
     missing = tmp_path / "assets" / "world-tiny"
     monkeypatch.setattr(settings, "BUNDLED_MODEL_DIR", missing)
@@ -112,17 +112,17 @@ def test_tag_without_a_model_says_it_is_random(tmp_path: Path, missing_bundled_m
 def test_a_configured_model_that_fails_is_an_error_not_a_random_model(
     tmp_path: Path, missing_bundled_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from workers import settings
+    from state import settings
 
     images = write_images(tmp_path / "imgs", 1)
     monkeypatch.setenv("ASSISTANT_BASE_MODEL", str(tmp_path / "elsewhere" / "model"))
     settings.get_settings.cache_clear()
     result = runner.invoke(app, ["tag", str(images[0]), "--labels", "cat", "--json"])
     assert result.exit_code == 1
-    assert "error:" in result.stderr and result.stdout == ""
+    assert result.stderr.startswith("Error: ") and result.stdout == ""
     # --model never falls back either, even to a missing bundled model's stand-in.
     missing = runner.invoke(app, ["tag", str(images[0]), "--labels", "cat", "--model", str(missing_bundled_model)])
-    assert missing.exit_code == 1 and "error:" in missing.stderr
+    assert missing.exit_code == 1 and missing.stderr.startswith("Error: ")
 
 
 def _walk(command: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Any]]:

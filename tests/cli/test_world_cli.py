@@ -17,7 +17,7 @@ from benchworld.world import build_world, load_split
 from benchworld.world.config import SplitSizes
 from benchworld.world.pretrain import save_open_clip_dir
 from cli.main import app
-from workers.settings import get_settings
+from state.settings import get_settings
 
 
 @pytest.fixture

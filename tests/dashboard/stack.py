@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dashboard.decisions import open_decision_rows
+from state.ledger import open_ledger
+from state.locks import RoundLocks
+from state.registry import Registry
 from tests.dashboard.world import PROJECT, World, build_small, decision_rows, write_decisions
 from tests.integration.processes import Process, assistant, assistant_env, free_port, healthy, wait_for
 from tests.integration.redis_namespace import RedisNamespace
-from workers.ledger import open_ledger
-from workers.locks import RoundLocks
-from workers.registry import Registry
 
 REDIS_URL = "redis://127.0.0.1:6379/13"
 USER, PASSWORD = "lead", "dashboard-test-pass"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from agent.log import open_decision_log
 from assistant.agent_policy import Decision
 from dashboard.decisions import open_decision_rows
+from state.decision_log import open_decision_log
 
 
 def _decision(i: int, action: str = "select") -> Decision:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from agent.log import open_decision_log
+from state.decision_log import open_decision_log
 from tests.backends._app_fakes import Harness, make_harness
 from tests.dashboard.world import PROJECT, World, build_small, decision_rows, write_decisions
 

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from preannotation import EditCosts
-from workers.effort_records import CountedAnnotation, TagAnswer
-from workers.ledger import Ledger
-from workers.registry import Registry
+from state.effort_records import CountedAnnotation, TagAnswer
+from state.ledger import Ledger
+from state.registry import Registry
 
 PROJECT = 3
 TAGS = ("cat", "dog", "sofa", "tree")
@@ -142,7 +142,7 @@ _REASONS = {
 
 
 def decision_rows(project: int, n: int, *, start: int = 0) -> list[tuple[Any, ...]]:
-    """``n`` decisions in the agent's row format (``agent/log.py``): each key pending then done."""
+    """``n`` decisions in the agent's row format (``state/decision_log.py``): each key pending then done."""
     actions = ("preannotate", "select", "train", "review", "guard", "rescore", "repredict")
     rows: list[tuple[Any, ...]] = []
     t0 = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)

@@ -38,14 +38,14 @@ from typing import Any
 import httpx
 import pytest
 
-from agent.log import DecisionLog, open_decision_log
+from state.decision_log import DecisionLog, open_decision_log
+from state.registry import Registry
 from tests.helpers import colour_world, save_pngs
 from tests.integration.ls_harness import LSClient, LSServer
 from tests.integration.ls_stack_env import SMALL_ROUNDS, ls_stack_env
 from tests.integration.processes import Process, assistant, free_port, healthy, wait_for
 from tests.integration.redis_namespace import RedisNamespace
 from tests.workers._helpers import save_tiny_checkpoint
-from workers.registry import Registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

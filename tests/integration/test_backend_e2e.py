@@ -31,6 +31,7 @@ import httpx
 import pytest
 
 from backends.controls import parse_label_config
+from state.ledger import Ledger, open_ledger
 from tests.backends._fixtures import prediction_errors
 from tests.conftest import REPO_ROOT
 from tests.integration.ls_harness import LSClient, LSServer
@@ -38,7 +39,6 @@ from tests.integration.ls_stack_env import ls_stack_env
 from tests.integration.processes import Process, assistant, free_port, healthy, wait_for
 from tests.integration.redis_namespace import RedisNamespace
 from tests.workers._helpers import save_tiny_checkpoint
-from workers.ledger import Ledger, open_ledger
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

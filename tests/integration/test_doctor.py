@@ -29,12 +29,12 @@ from typing import Any
 
 import pytest
 
+from state.settings import BUNDLED_MODEL_DIR
 from tests.integration.ls_harness import MULTILABEL_CONFIG, LSClient, LSServer, RecordingBackend
 from tests.integration.ls_stack_env import ls_stack_env
 from tests.integration.processes import REPO_ROOT, Process, assistant, free_port, wait_for
 from tests.integration.redis_namespace import RedisNamespace
 from tests.workers._helpers import save_tiny_checkpoint
-from workers.settings import BUNDLED_MODEL_DIR
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -237,9 +237,9 @@ def test_a_worker_started_with_other_settings_is_named(stack: Stack) -> None:
 def test_status_tells_scheduled_follow_ups_from_running_work(stack: Stack) -> None:
     # A Retrieve leaves the backend's follow-up publish held by a worker until its ETA (~61 s):
     # the same kind of message as this one.
+    from state.contracts import PROBE_IMAGE
+    from state.settings import Settings
     from workers.celery_app import make_celery
-    from workers.contracts import PROBE_IMAGE
-    from workers.settings import Settings
 
     settings = Settings(broker_url=stack.env["ASSISTANT_BROKER_URL"], redis_key_prefix=stack.namespace.prefix)
     app = make_celery(settings, include=())

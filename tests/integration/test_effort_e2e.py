@@ -28,13 +28,13 @@ import httpx
 import pytest
 from PIL import Image
 
+from state.ledger import open_ledger
 from tests.conftest import REPO_ROOT
 from tests.integration.ls_harness import LSClient, LSServer
 from tests.integration.ls_stack_env import ls_stack_env
 from tests.integration.processes import Process, assistant, free_port, healthy, wait_for
 from tests.integration.redis_namespace import RedisNamespace
 from tests.workers._helpers import save_tiny_checkpoint
-from workers.ledger import open_ledger
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -199,7 +199,7 @@ def test_label_studio_away_while_counting_loses_nothing_and_shows_in_status(stac
             COUNT_TIMEOUT_S,
             stack.worker,
         )
-        assert failing["counting"]["pending"] == 2 and "cannot reach Label Studio" in failing["counting"]["error"]
+        assert failing["counting"]["pending"] == 2 and "Cannot reach Label Studio" in failing["counting"]["error"]
         assert any("wait to be counted" in a for a in failing["alerts"])
     finally:
         stack.server.restart()

@@ -70,7 +70,7 @@ def test_label_studio_down_mid_run_retries_with_backoff_and_resumes(
             # A run started now cannot even read the project: it says so and exits 1, no traceback.
             refused = stack.cli("preannotate-refused", "preannotate", "--project", str(project))
             assert refused.proc.wait(timeout=120) == 1, refused.text()
-            assert "cannot reach Label Studio" in refused.text() and "Traceback" not in refused.text()
+            assert "Cannot reach Label Studio" in refused.text() and "Traceback" not in refused.text()
             wait_for(
                 "a publish retry",
                 lambda: _RETRY.search(worker.text()),

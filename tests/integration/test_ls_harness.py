@@ -27,8 +27,8 @@ from PIL import Image
 from backends.controls import parse_label_config
 from backends.convert import build_predict_requests, predictions_from_results
 from backends.protocol import LSPredictRequest
+from state.contracts import ImageFailure, ImageScores, PredictResult
 from tests.integration.ls_harness import MULTILABEL_CONFIG, LSClient, LSServer, RecordingBackend
-from workers.contracts import ImageFailure, ImageScores, PredictResult
 
 pytestmark = pytest.mark.integration
 

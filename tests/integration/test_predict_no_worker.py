@@ -17,9 +17,9 @@ from fastapi.testclient import TestClient
 
 from backends.app import create_app
 from backends.settings import BackendSettings
+from state.metrics import broker_redis, queue_depths
 from tests.backends.test_app import predict_body, tasks_for
 from tests.integration.redis_namespace import RedisNamespace
-from workers.metrics import broker_redis, queue_depths
 
 pytestmark = pytest.mark.integration
 

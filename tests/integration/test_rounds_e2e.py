@@ -30,13 +30,13 @@ from typing import Any
 import httpx
 import pytest
 
+from state.registry import Registry
 from tests.helpers import colour_world, save_pngs
 from tests.integration.ls_harness import LSClient, LSServer
 from tests.integration.ls_stack_env import SMALL_ROUNDS, ls_stack_env
 from tests.integration.processes import Process, assistant, free_port, healthy, wait_for
 from tests.integration.redis_namespace import RedisNamespace
 from tests.workers._helpers import save_tiny_checkpoint
-from workers.registry import Registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -59,7 +59,7 @@ def _worker_command(name: str, queues: str) -> list[str]:
         "logging.basicConfig(level='INFO', stream=sys.stderr, force=True)\n"
         "setup_logging.connect(lambda **_: None, weak=False)\n"
         "from workers.celery_app import DEFAULT_INCLUDE, make_celery\n"
-        "from workers.settings import get_settings\n"
+        "from state.settings import get_settings\n"
         "app = make_celery(get_settings(), include=[*DEFAULT_INCLUDE, 'backends.tasks'])\n"
         f"app.worker_main(['worker', '--queues={queues}', '--pool=solo', '--concurrency=1', '--loglevel=INFO',"
         f" '--hostname={name}@%h'])\n"

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from state.contracts import EMBED, PREDICT, EmbedResult, ImageRef, PredictRequest, PredictResult
+from state.registry import Registry
 from tests.integration.workers_fixtures import WorkerCluster, cluster, workers_base_model  # noqa: F401
 from tests.workers._helpers import save_tiny_checkpoint
 from workers import pipeline
-from workers.contracts import EMBED, PREDICT, EmbedResult, ImageRef, PredictRequest, PredictResult
-from workers.registry import Registry
 from workers.runtime import Runtime
 
 pytestmark = pytest.mark.integration

@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
+from state.settings import Settings
 from tests.conftest import REPO_ROOT
 from tests.workers._helpers import ImageServer, save_tiny_checkpoint, worker_settings, write_images
-from workers.settings import Settings
 
 REDIS_URL = "redis://127.0.0.1:6379/14"
 

@@ -83,7 +83,7 @@ def test_round_trip_and_bad_records():
         Recalibration.from_dict({"format": "other"})
     broken = fit.to_dict()
     broken["pooled"]["slope"] = -1
-    with pytest.raises(PreannotationError, match="refit it"):
+    with pytest.raises(PreannotationError, match="Refit it"):
         Recalibration.from_dict(broken)
     with pytest.raises(PreannotationError, match="one tag, one probability and one answer"):
         fit_recalibration(["a"], [0.1, 0.2], [True, False])

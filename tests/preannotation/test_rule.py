@@ -30,14 +30,14 @@ def test_costs_move_the_break_even_point():
 
 @pytest.mark.parametrize("bad", [0, -1, float("nan"), float("inf"), True, "1"])
 def test_invalid_costs_are_refused_with_a_fix(bad):
-    with pytest.raises(PreannotationError, match="Fix: use e.g. add=1 remove=1"):
+    with pytest.raises(PreannotationError, match="Fix: Use e.g. add=1 remove=1"):
         EditCosts(add=bad)
 
 
 def test_costs_from_a_mapping_parse_strings_and_keep_defaults():
     assert EditCosts.from_mapping({"add": "2", "other": "x"}) == EditCosts(add=2.0, remove=1.0)
     assert EditCosts.from_mapping({}, default=EditCosts(3, 1)) == EditCosts(3, 1)
-    with pytest.raises(PreannotationError, match="invalid edit cost remove='many'"):
+    with pytest.raises(PreannotationError, match="Invalid edit cost remove='many'"):
         EditCosts.from_mapping({"remove": "many"})
 
 

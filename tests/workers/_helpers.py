@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from workers.settings import Settings
+from state.settings import Settings
 
 
 def save_tiny_checkpoint(directory: Path, version: str, seed: int = 0) -> Path:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from state.settings import Settings
 from tests.workers._helpers import save_tiny_checkpoint, worker_settings, write_images
 from workers.runtime import Runtime
-from workers.settings import Settings
 
 
 @pytest.fixture(scope="session")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from state.contracts import EMBED, PREDICT, QUEUE_PREDICT, QUEUE_TRAIN, SCORE_POOL, TRAIN_ROUND
+from state.settings import Settings
 from workers.celery_app import make_celery, settings_of
-from workers.contracts import EMBED, PREDICT, QUEUE_PREDICT, QUEUE_TRAIN, SCORE_POOL, TRAIN_ROUND
-from workers.settings import Settings
 
 
 def _settings(tmp_path: Path, **kw: object) -> Settings:
@@ -64,7 +64,7 @@ def test_light_modules_do_not_import_torch() -> None:
     from tests.conftest import REPO_ROOT
 
     code = (
-        "import sys, workers.celery_app, workers.registry, workers.errors, workers.settings; "
+        "import sys, workers.celery_app, state.registry, workers.errors, state.settings; "
         "print(sorted(m for m in ('torch', 'assistant', 'open_clip') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from preannotation import EditCosts
-from workers.effort_records import CountedAnnotation, TagAnswer
+from state.effort_records import CountedAnnotation, TagAnswer
+from state.ledger import open_ledger
 from workers.effort_report import EFFORT_PLOT, SECTION, add_effort_section
-from workers.ledger import open_ledger
 
 
 def test_the_section_is_added_once_with_its_plot(tmp_path: Path) -> None:

@@ -15,12 +15,12 @@ from typing import Any
 import httpx
 import pytest
 
+from state.contracts import ImageRef, PredictRequest
+from state.settings import Settings
 from tests.workers._helpers import serving, worker_settings
-from workers.contracts import ImageRef, PredictRequest
 from workers.errors import MediaError
 from workers.media import MediaFetcher
 from workers.runtime import Runtime
-from workers.settings import Settings
 
 LS = "http://ls.test:8080"
 PNG = b"\x89PNG\r\n\x1a\n-fake-image-bytes"

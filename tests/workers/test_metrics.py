@@ -27,12 +27,9 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import REPO_ROOT
-from tests.workers._helpers import ImageServer, write_images
-from workers import pipeline
-from workers.contracts import EMBED, PREDICT, TRAIN_ROUND, EmbedRequest, ImageRef, PredictRequest
-from workers.logs import JsonFormatter, TaskContextFilter
-from workers.metrics import (
+from state.contracts import EMBED, PREDICT, TRAIN_ROUND, EmbedRequest, ImageRef, PredictRequest
+from state.logs import JsonFormatter, TaskContextFilter
+from state.metrics import (
     QueueDepthCollector,
     QueueDepths,
     TaskTimer,
@@ -43,6 +40,9 @@ from workers.metrics import (
     queue_keys,
     worker_metrics,
 )
+from tests.conftest import REPO_ROOT
+from tests.workers._helpers import ImageServer, write_images
+from workers import pipeline
 from workers.runtime import Runtime
 
 REDIS_URL = "redis://127.0.0.1:6379/13"
@@ -102,7 +102,7 @@ def test_a_metrics_failure_never_fails_the_task(caplog: pytest.LogCaptureFixture
         raise RuntimeError("registry gone")
 
     timer = TaskTimer(broken)
-    with caplog.at_level(logging.ERROR, logger="workers.metrics"):
+    with caplog.at_level(logging.ERROR, logger="state.metrics"):
         timer.postrun(task_id="x", task=SimpleNamespace(name=PREDICT), state="SUCCESS")
     assert "could not record the metrics" in caplog.text
 
@@ -151,7 +151,7 @@ def test_queue_keys_follow_kombus_redis_layout() -> None:
     keys = queue_keys("predict", "pfx:")
     assert keys[0] == "pfx:predict"
     assert keys[1:] == [f"pfx:predict{Channel.sep}{step}" for step in PRIORITY_STEPS if step]
-    import workers.metrics as m
+    import state.metrics as m
 
     assert m._UNACKED_KEY == Channel.unacked_key
 
@@ -169,7 +169,7 @@ def test_the_collector_exports_depths_and_survives_a_broker_outage(caplog: pytes
 
     broken = CollectorRegistry()
     broken.register(QueueDepthCollector(down))
-    with caplog.at_level(logging.WARNING, logger="workers.metrics"):
+    with caplog.at_level(logging.WARNING, logger="state.metrics"):
         assert broken.get_sample_value("assistant_broker_up") == 0
     assert broken.get_sample_value("assistant_queue_messages", {"queue": "predict"}) is None
     assert "queue depths unavailable" in caplog.text
@@ -251,7 +251,7 @@ def test_json_lines_carry_the_context_ids() -> None:
 
 
 def test_the_task_filter_adds_ids_of_the_running_task(monkeypatch: pytest.MonkeyPatch) -> None:
-    import workers.logs as logs
+    import state.logs as logs
 
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", (), None)
     assert TaskContextFilter().filter(record) and not hasattr(record, "task_id")  # no task running

@@ -13,12 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
+from state.contracts import EmbedRequest, ImageRef, PredictRequest
+from state.registry import RegistryError
+from state.settings import Settings
 from tests.workers._helpers import worker_settings, write_images
 from workers import pipeline
-from workers.contracts import EmbedRequest, ImageRef, PredictRequest
-from workers.errors import RegistryError
 from workers.runtime import Runtime
-from workers.settings import Settings
 
 LABELS = ["cat", "dog", "snow", "beach"]
 

@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 import redis
 
+from state.contracts import CHECK_ROUNDS, COUNT_EFFORT, QUEUE_TRAIN, SCHEDULED_ROUNDS, TRAIN_ROUND
+from state.ledger import LedgerEvent, open_ledger
+from state.locks import RoundLocks
+from state.schedule import EFFORT_ENTRY, SCHEDULE_ENTRY, THRESHOLD_ENTRY, beat_schedule, parse_cron
+from state.settings import Settings
 from workers.beat import due_projects, queue_round
 from workers.celery_app import DEFAULT_INCLUDE, make_celery
-from workers.contracts import CHECK_ROUNDS, COUNT_EFFORT, QUEUE_TRAIN, SCHEDULED_ROUNDS, TRAIN_ROUND
-from workers.ledger import LedgerEvent, open_ledger
-from workers.locks import RoundLocks
-from workers.schedule import EFFORT_ENTRY, SCHEDULE_ENTRY, THRESHOLD_ENTRY, beat_schedule, parse_cron
-from workers.settings import Settings
 
 REDIS_URL = "redis://127.0.0.1:6379/11"
 

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from state.contracts import RoundRequest, RoundResult
+from state.ledger import LedgerEvent, open_ledger
+from state.registry import Registry
 from tests.helpers import colour_world
-from workers.contracts import RoundRequest, RoundResult
-from workers.ledger import LedgerEvent, open_ledger
-from workers.registry import Registry
 from workers.rounds import RoundPaths, round_config, round_history, run_project_round
 
 LABELS = [f"tag{c}" for c in range(6)]

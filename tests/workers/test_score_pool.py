@@ -11,12 +11,12 @@ from PIL import Image
 
 import workers.tasks  # noqa: F401 - registers the shared tasks
 from assistant.selection import SelectionPool, create_strategy
+from state.contracts import SCORE_POOL, EmbedRequest, ImageRef, ScorePoolRequest, ScorePoolResult
+from state.settings import Settings
 from workers import pipeline
 from workers.celery_app import make_celery
-from workers.contracts import SCORE_POOL, EmbedRequest, ImageRef, ScorePoolRequest, ScorePoolResult
 from workers.errors import RequestError
 from workers.runtime import Runtime, runtime_for
-from workers.settings import Settings
 
 LABELS = ["cat", "dog", "snow", "beach"]
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 import workers.tasks  # noqa: F401 - registers the shared tasks
+from state.contracts import EMBED, PREDICT, EmbedResult, ImageRef, PredictRequest, PredictResult
+from state.settings import Settings
 from workers.celery_app import make_celery
-from workers.contracts import EMBED, PREDICT, EmbedResult, ImageRef, PredictRequest, PredictResult
 from workers.errors import RequestError, TransientError
 from workers.runtime import runtime_for
-from workers.settings import Settings
 
 
 @pytest.fixture
@@ -69,7 +69,7 @@ def test_worker_errors_survive_pickling() -> None:
 
 
 def test_probe_image_reads_and_decodes_one_image_without_the_model(app, image_dir: Path) -> None:
-    from workers.contracts import PROBE_IMAGE, ProbeResult
+    from state.contracts import PROBE_IMAGE, ProbeResult
 
     path = sorted(image_dir.glob("*.png"))[0]
     ok = ProbeResult.model_validate(app.tasks[PROBE_IMAGE](image={"key": "7", "url": str(path), "task_id": 7}))

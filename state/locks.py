@@ -41,7 +41,18 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-__all__ = ["CLAIM_LUA", "NAMESPACE", "RELEASE_LUA", "Heartbeat", "RoundLocks", "cli_holder", "redis_url"]
+from errors import AssistantError
+
+__all__ = [
+    "CLAIM_LUA",
+    "NAMESPACE",
+    "RELEASE_LUA",
+    "Heartbeat",
+    "RedisURLError",
+    "RoundLocks",
+    "cli_holder",
+    "redis_url",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -88,18 +99,26 @@ def _ms(seconds: float) -> int:
 
 
 def redis_url(broker_url: str, result_backend: str | None = None) -> str:
-    """The Redis the locks live in: the result backend's when it is Redis, else the broker's (as the backend's state).
+    """The Redis the shared state lives in: the result backend's when it is Redis, else the broker's.
+
+    The round locks, the backend's coordination state (``backends.state``) and the agent's
+    heartbeat all live there; this is the one place that picks it.
 
     Raises:
-        ValueError: Neither is a Redis URL.
+        RedisURLError: Neither is a Redis URL (also a ``ValueError``, for settings validators).
     """
     for url in (result_backend, broker_url):
         if url and url.startswith(("redis://", "rediss://", "unix://")):
             return url
-    raise ValueError(
-        "the round locks live in Redis, but neither the broker nor the result backend is a Redis URL "
-        f"({broker_url!r}). Fix: set ASSISTANT_BROKER_URL=redis://host:6379/0"
+    raise RedisURLError(
+        "the round locks and the backend's coordination state live in Redis, but neither the broker nor "
+        f"the result backend is a Redis URL ({broker_url!r})",
+        fix="set ASSISTANT_BROKER_URL=redis://host:6379/0",
     )
+
+
+class RedisURLError(AssistantError, ValueError):
+    """Neither the broker nor the result backend is a Redis URL."""
 
 
 def cli_holder() -> str:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from state.ledger import LEDGER_FILE, Ledger, LedgerError, LedgerEvent, open_ledger
 from tests.sql import ledger_on
-from workers.ledger import LEDGER_FILE, Ledger, LedgerError, LedgerEvent, open_ledger
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -134,9 +134,9 @@ def test_sqlite_file_lives_under_home_and_is_readable_by_another_process(tmp_pat
 @pytest.mark.parametrize(
     ("url", "kwargs", "match"),
     [
-        ("mysql://x", {}, "unsupported ledger URL"),
-        (None, {}, "no ledger URL and no home"),
-        (None, {"table_prefix": "Bad-Prefix"}, "invalid ledger table prefix"),
+        ("mysql://x", {}, "Unsupported ledger URL"),
+        (None, {}, "No ledger URL and no home"),
+        (None, {"table_prefix": "Bad-Prefix"}, "Invalid ledger table prefix"),
     ],
 )
 def test_bad_configuration_says_what_to_fix(url: str | None, kwargs: dict[str, str], match: str) -> None:

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workers.registry import SIDECAR_FILE, Project, Registry, VersionRecord
-from workers.settings import BUNDLED_MODEL_DIR
+from state.registry import SIDECAR_FILE, Project, Registry, VersionRecord
+from state.settings import BUNDLED_MODEL_DIR
 
 __all__ = [
     "DEMO_MODEL_FIX",

@@ -11,9 +11,9 @@ import pytest
 
 from agent.settings import AgentSettings
 from backends.settings import BackendSettings
+from state.settings import Settings, env_file_path
 from tests.conftest import REPO_ROOT
 from tests.integration.processes import assistant
-from workers.settings import Settings, env_file_path
 
 ENV = """# the README's kind of file
 ASSISTANT_HOME={home}

@@ -7,7 +7,7 @@ is due and which annotations changed since the last one. Label Studio stays the 
 (its webhooks are fire-and-forget, one try, 1 s timeout, so a row may be missing): a round re-reads
 the annotations themselves through the SDK and uses the ledger only as a cheap change feed.
 
-Light on purpose (stdlib, ``sqlite3`` and ``psycopg`` only, through :mod:`workers.sqlstore`): both
+Light on purpose (stdlib, ``sqlite3`` and ``psycopg`` only, through :mod:`state.sqlstore`): both
 the web process and the workers import it. Two stores behind one API:
 
 - SQLite (default): ``<Settings.home>/ledger.sqlite3``, WAL mode, a full fsync per commit;
@@ -21,7 +21,7 @@ Tables (``<prefix>`` defaults to ``assistant_``)::
                          received_at (ours)
     <prefix>rounds       seq, project, round_id (unique per project), watermark, recorded_at
 
-The effort ledger's tables live in the same database (:mod:`workers.effort`, created here too):
+The effort ledger's tables live in the same database (:mod:`state.effort`, created here too):
 :attr:`Ledger.effort` reads and writes them over the same connection.
 
 Rows are never updated or deleted through this API: an edit is a new ``ANNOTATION_UPDATED`` row,
@@ -48,8 +48,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from workers.effort import EffortStore, effort_schema
-from workers.sqlstore import SQLStore, open_store
+from errors import AssistantError
+from state.effort import EffortStore, effort_schema
+from state.sqlstore import SQLStore, open_store
 
 __all__ = [
     "DELETE_ACTIONS",
@@ -72,7 +73,7 @@ DELETE_ACTIONS: Final = frozenset({"ANNOTATIONS_DELETED", "ANNOTATION_DELETED"})
 _SQLITE_BUSY_S = 5.0
 
 
-class LedgerError(RuntimeError):
+class LedgerError(AssistantError):
     """The ledger cannot be opened or written (bad URL, unreachable database, bad prefix)."""
 
 
@@ -202,7 +203,7 @@ def _schema(prefix: str, *, postgres: bool) -> list[str]:
             watermark {big} NOT NULL,
             recorded_at TEXT NOT NULL,
             UNIQUE (project, round_id))""",
-        # The effort ledger lives beside the corrections, in the same database (workers.effort).
+        # The effort ledger lives beside the corrections, in the same database (state.effort).
         *effort_schema(prefix, postgres=postgres),
     ]
 

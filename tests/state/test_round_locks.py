@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from workers.locks import Heartbeat, RoundLocks, cli_holder, redis_url
+from errors import AssistantError
+from state.locks import Heartbeat, RoundLocks, cli_holder, redis_url
 
 pytestmark = pytest.mark.integration
 
@@ -73,5 +74,6 @@ def test_a_heartbeat_notices_a_lost_lock_and_never_releases_anothers(locks: Roun
 def test_the_lock_lives_in_the_result_backends_redis_when_there_is_one() -> None:
     assert redis_url("redis://broker/0", "redis://results/1") == "redis://results/1"
     assert redis_url("redis://broker/0", "db+sqlite:///x") == "redis://broker/0"
-    with pytest.raises(ValueError, match="Fix"):
+    with pytest.raises(ValueError, match="Fix: Set ASSISTANT_BROKER_URL=redis://") as info:
         redis_url("amqp://broker", None)
+    assert isinstance(info.value, AssistantError)  # the CLI's boundary renders it without a traceback

@@ -11,7 +11,7 @@ Each change of a decision's state is a new row; the latest row of a key is its s
 The agent writes ``pending`` *before* it acts and reads the log back when it starts, so a killed
 agent resumes its ``pending``/``running`` decisions and never runs a ``done`` key again.
 
-Two stores behind one API (``workers.sqlstore``: stdlib ``sqlite3``, ``psycopg`` only for PostgreSQL):
+Two stores behind one API (``state.sqlstore``: stdlib ``sqlite3``, ``psycopg`` only for PostgreSQL):
 
 - SQLite (default): ``<Settings.home>/agent.sqlite3``, WAL mode, a full fsync per commit;
 - PostgreSQL: ``postgresql://user@host:5432/db`` (``ASSISTANT_AGENT_LOG_URL``).
@@ -38,11 +38,11 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from assistant.agent_policy import Decision
-from workers.sqlstore import SQLiteStore, SQLStore, open_store, redact_url
+from errors import AssistantError
+from state.sqlstore import SQLiteStore, SQLStore, open_store, redact_url
 
 __all__ = [
     "AGENT_LOG_FILE",
-    "FINAL",
     "UNFINISHED",
     "DecisionLog",
     "DecisionLogError",
@@ -56,15 +56,13 @@ logger = logging.getLogger(__name__)
 RecordStatus = Literal["pending", "running", "done", "failed", "deferred"]
 #: States the agent resumes after a restart.
 UNFINISHED: Final = frozenset({"pending", "running"})
-#: States that end a decision (``failed`` may be retried under the same key).
-FINAL: Final = frozenset({"done", "failed", "deferred"})
 #: The decision log's SQLite file under ``Settings.home`` (unless ``ASSISTANT_AGENT_LOG_URL``).
 AGENT_LOG_FILE: Final = "agent.sqlite3"
 _STATUSES: Final = frozenset({"pending", "running", "done", "failed", "deferred"})
 _SQLITE_BUSY_S = 10.0
 
 
-class DecisionLogError(RuntimeError):
+class DecisionLogError(AssistantError):
     """The decision log cannot be opened or written (bad URL, unreachable database, bad prefix)."""
 
 

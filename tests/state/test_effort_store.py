@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from preannotation import LogitMap, Recalibration
+from state.effort_records import CountedAnnotation, GuardState, TagAnswer, checkpoint_of
+from state.ledger import Ledger
 from tests.sql import ledger_on
-from workers.effort_records import CountedAnnotation, GuardState, TagAnswer, checkpoint_of
-from workers.ledger import Ledger
 
 V1 = "mkt-a+1111aaaa"
 V2 = "mkt-b+2222bbbb"

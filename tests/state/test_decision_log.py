@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.log import DecisionLog, DecisionLogError, open_decision_log
 from assistant.agent_policy import Decision
+from state.decision_log import DecisionLog, DecisionLogError, open_decision_log
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 T0 = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
@@ -102,9 +102,9 @@ def test_attempts_carry_over_and_bad_input_is_refused(log: DecisionLog) -> None:
 
 
 def test_bad_urls_and_prefixes_say_the_fix(tmp_path: Path) -> None:
-    with pytest.raises(DecisionLogError, match="Fix: use sqlite"):
+    with pytest.raises(DecisionLogError, match="Fix: Use sqlite"):
         open_decision_log("mysql://x/y", home=tmp_path)
-    with pytest.raises(DecisionLogError, match="invalid decision log table prefix"):
+    with pytest.raises(DecisionLogError, match="Invalid decision log table prefix"):
         open_decision_log(None, home=tmp_path, table_prefix="Bad-Prefix")
     with pytest.raises(DecisionLogError, match="ASSISTANT_AGENT_LOG_URL"):
         open_decision_log(None)

@@ -1,8 +1,8 @@
 """One SQL store for SQLite and PostgreSQL: a connection, a lock and one transaction per ``cursor()``.
 
 The project's durable records all live in such a store: the corrections ledger and the effort
-ledger beside it (:mod:`workers.ledger`, :mod:`workers.effort`, one database), and the agent's
-decision log (``agent.log``, a database of its own). Each brings its ``CREATE ... IF NOT EXISTS``
+ledger beside it (:mod:`state.ledger`, :mod:`state.effort`, one database), and the agent's
+decision log (``state.decision_log``, a database of its own). Each brings its ``CREATE ... IF NOT EXISTS``
 statements; the store runs them when it opens and hands out locked cursors, each a transaction
 that commits on success and rolls back on an exception.
 
@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from errors import AssistantError
+
 __all__ = ["PostgresStore", "SQLStore", "SQLiteStore", "open_store", "redact_url"]
 
 _PG_CONNECT_TIMEOUT_S = 3
@@ -34,8 +36,8 @@ _PREFIX_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 
 #: ``schema(postgres) -> statements``: the tables and indexes a store creates when it opens.
 Schema = Callable[[bool], Sequence[str]]
-#: Builds the error a store raises when it cannot open (the caller's own error class).
-ErrorOf = Callable[[str], Exception]
+#: The error class a store raises when it cannot open (the caller's own, under the one base).
+ErrorOf = type[AssistantError]
 
 
 class SQLStore(Protocol):
@@ -66,7 +68,7 @@ class SQLiteStore:
         path: The database file (its folder is created).
         schema: Its tables.
         busy_s: Seconds to wait for another process's write lock before failing.
-        error: Builds the error raised when the file cannot be opened.
+        error: The error class raised when the file cannot be opened.
         what: What the file holds, for that error ("the SQLite ledger").
     """
 
@@ -83,7 +85,7 @@ class SQLiteStore:
             for statement in schema(False):
                 self._conn.execute(statement)
         except (OSError, sqlite3.Error) as exc:
-            raise error(f"cannot open {what} at {path}: {exc}. Fix: check the path's permissions") from exc
+            raise error(f"cannot open {what} at {path}", why=str(exc), fix="check the path's permissions") from exc
         self._lock = threading.Lock()
         self.path = path
         self.description = f"sqlite:{path}"
@@ -116,7 +118,7 @@ class PostgresStore:
     Args:
         url: ``postgresql://user@host:5432/db``.
         schema: Its tables.
-        error: Builds the error raised when the server cannot be reached.
+        error: The error class raised when the server cannot be reached.
         what: What the database holds, for that error ("the PostgreSQL ledger").
     """
 
@@ -140,7 +142,11 @@ class PostgresStore:
         try:
             return self._psycopg.connect(self._url, connect_timeout=_PG_CONNECT_TIMEOUT_S)
         except self._psycopg.Error as exc:
-            raise self._error(f"cannot connect to {self._what} ({redact_url(self._url)}): {exc}") from exc
+            raise self._error(
+                f"cannot connect to {self._what} ({redact_url(self._url)})",
+                why=str(exc).strip(),
+                fix="start the database server or correct the URL",
+            ) from exc
 
     @contextlib.contextmanager
     def cursor(self) -> Iterator[Any]:
@@ -187,20 +193,20 @@ def open_store(
         file: The default SQLite file's name.
         schema: The tables.
         table_prefix: The table-name prefix (checked: lower-case letters, digits, ``_``).
-        error: Builds the caller's error.
+        error: The caller's error class.
         what: What the store holds ("ledger", "decision-log"), for messages.
         url_setting: The setting that names the URL (``ASSISTANT_LEDGER_URL``), for messages.
         busy_s: SQLite's wait for another process's write lock.
 
     Raises:
-        Exception: ``error(...)``: unknown scheme, no ``home`` for the default, a bad prefix, or
+        AssistantError: ``error(...)``: unknown scheme, no ``home`` for the default, a bad prefix, or
             the database cannot be opened.
     """
     if not _PREFIX_RE.match(table_prefix):
-        raise error(f"invalid {what} table prefix {table_prefix!r}. Fix: use lower-case letters, digits and _")
+        raise error(f"invalid {what} table prefix {table_prefix!r}", fix="use lower-case letters, digits and _")
     if not url:
         if home is None:
-            raise error(f"no {what} URL and no home directory. Fix: set {url_setting} or ASSISTANT_HOME")
+            raise error(f"no {what} URL and no home directory", fix=f"set {url_setting} or ASSISTANT_HOME")
         return SQLiteStore(Path(home) / file, schema, busy_s=busy_s, error=error, what=f"the SQLite {what}")
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
@@ -209,6 +215,6 @@ def open_store(
         dsn = url.replace("postgresql+psycopg://", "postgresql://", 1)
         return PostgresStore(dsn, schema, error=error, what=f"the PostgreSQL {what}")
     raise error(
-        f"unsupported {what} URL {redact_url(url)!r}. "
-        "Fix: use sqlite:////absolute/path.db or postgresql://user@host:5432/database"
+        f"unsupported {what} URL {redact_url(url)!r}",
+        fix="use sqlite:////absolute/path.db or postgresql://user@host:5432/database",
     )

@@ -38,9 +38,9 @@ from dataclasses import dataclass, field, replace
 
 from preannotation import EditCosts, GuardConfig, RecalibrationConfig, fit_recalibration, judge_tag
 from preannotation.guard import brier_scores
-from workers.effort import EffortStore
-from workers.effort_records import GuardEvent, GuardState, RefitRecord
-from workers.settings import Settings
+from state.effort import EffortStore
+from state.effort_records import GuardEvent, GuardState, RefitRecord
+from state.settings import Settings
 
 __all__ = ["UpkeepReport", "judge_guard", "refit_if_due", "upkeep"]
 

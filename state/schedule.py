@@ -17,8 +17,8 @@ from typing import Any
 
 from celery.schedules import crontab
 
-from workers.contracts import CHECK_ROUNDS, COUNT_EFFORT, QUEUE_PREDICT, SCHEDULED_ROUNDS
-from workers.settings import Settings
+from state.contracts import CHECK_ROUNDS, COUNT_EFFORT, QUEUE_PREDICT, SCHEDULED_ROUNDS
+from state.settings import Settings
 
 __all__ = ["beat_schedule", "parse_cron"]
 

@@ -19,9 +19,9 @@ from collections.abc import Mapping, Set
 from typing import Any
 
 from preannotation import EditCosts, EffortTotals
-from workers.effort import EffortStore
-from workers.effort_records import RefitRecord, TagTotals, VersionEffort
-from workers.ledger import Ledger
+from state.effort import EffortStore
+from state.effort_records import RefitRecord, TagTotals, VersionEffort
+from state.ledger import Ledger
 
 __all__ = ["calibration_state", "edits_series", "project_effort", "tag_figures", "totals_of"]
 

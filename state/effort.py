@@ -3,10 +3,10 @@
 Every annotation of a pre-annotated task is compared with the prediction its annotator started
 from (``backends.effort`` does the comparison): per tag, **kept** (shown and kept), **removed**
 (shown, not in the annotation), **added** (in the annotation, not shown). This module stores those
-counts durably, in the corrections ledger's database (:func:`workers.ledger.open_ledger` creates
-the tables; :attr:`workers.ledger.Ledger.effort` is this store), and the state that acts on them:
+counts durably, in the corrections ledger's database (:func:`state.ledger.open_ledger` creates
+the tables; :attr:`state.ledger.Ledger.effort` is this store), and the state that acts on them:
 the project's recalibration refits and the per-tag guard. The records it writes and returns are
-in :mod:`workers.effort_records`.
+in :mod:`state.effort_records`.
 
 Tables (``<prefix>`` as the ledger's)::
 
@@ -49,7 +49,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, Literal
 
 from preannotation import EditCosts, EffortTotals, Recalibration, TagEffort
-from workers.effort_records import (
+from state.effort_records import (
     CountedAnnotation,
     CountState,
     EffortRow,
@@ -60,7 +60,7 @@ from workers.effort_records import (
     VersionEffort,
     checkpoint_of,
 )
-from workers.sqlstore import SQLStore
+from state.sqlstore import SQLStore
 
 __all__ = ["SKIP_REASONS", "EffortStore", "effort_schema"]
 
@@ -133,7 +133,7 @@ class EffortStore:
     """The effort ledger's tables (module docstring). Thread-safe; one transaction per call.
 
     Args:
-        store: The corrections ledger's store (:func:`workers.ledger.open_ledger`).
+        store: The corrections ledger's store (:func:`state.ledger.open_ledger`).
         prefix: The ledger's table prefix.
     """
 

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from state.registry import Registry, RegistryError, derive_base_version
 from tests.conftest import REPO_ROOT
-from workers.errors import RegistryError
-from workers.registry import Registry, derive_base_version
 
 
 def _fake_checkpoint(directory: Path, version: str, sha: str = "abc", **sidecar: object) -> Path:
@@ -162,7 +161,7 @@ def test_torn_history_line_is_skipped(registry: Registry, tmp_path: Path) -> Non
 
 _PROMOTER = """
 import sys
-from workers.registry import Registry
+from state.registry import Registry
 reg = Registry(sys.argv[1], sys.argv[2])
 for i in range(15):
     reg.promote(9, sys.argv[3 + i % 2])

@@ -58,7 +58,7 @@ from prometheus_client.registry import Collector
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from workers.contracts import EMBED, PREDICT, TRAIN_ROUND
+from state.contracts import EMBED, PREDICT, TRAIN_ROUND
 
 __all__ = [
     "QueueDepthCollector",

@@ -1,7 +1,7 @@
 """What the effort ledger stores and returns: a counted annotation and its tags, totals, refits, the guard.
 
 Plain frozen dataclasses (stdlib and :mod:`preannotation` only), written and read by
-:class:`workers.effort.EffortStore`; the tables are described there.
+:class:`state.effort.EffortStore`; the tables are described there.
 """
 
 from __future__ import annotations

@@ -46,11 +46,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from workers.errors import RegistryError
+from errors import AssistantError
 
-__all__ = ["Project", "PromotionEvent", "Registry", "VersionRecord", "derive_base_version"]
+__all__ = ["Project", "PromotionEvent", "Registry", "RegistryError", "VersionRecord", "derive_base_version"]
 
 logger = logging.getLogger(__name__)
+
+
+class RegistryError(AssistantError):
+    """An unknown version or project, or an unreadable registry file."""
+
 
 SIDECAR_FILE = "sidecar.json"
 RECORD_FILE = "record.json"

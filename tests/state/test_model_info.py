@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from state.model_info import calibration_state, is_demo_model, model_directory, served_model
+from state.registry import Registry
+from state.settings import BUNDLED_MODEL_DIR
 from tests.workers._helpers import save_tiny_checkpoint
-from workers.model_info import calibration_state, is_demo_model, model_directory, served_model
-from workers.registry import Registry
-from workers.settings import BUNDLED_MODEL_DIR
 
 
 def test_the_bundled_model_is_the_demo_model_under_every_spelling(tmp_path: Path) -> None:
