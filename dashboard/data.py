@@ -1,7 +1,7 @@
 """Where the dashboard's figures come from: small data-access functions over the project's stores.
 
 Each page reads through :class:`DashboardData`, never the stores directly, so a store that moves
-(``workers/`` → ``state/``) changes imports here and nowhere else. Everything is read on demand
+(as the light ones did from ``workers/`` to ``state/``) changes imports here and nowhere else. Everything is read on demand
 and cheaply: the registry's files, the round log (one JSON line per round, re-parsed only when the
 file changed), the effort ledger's stored totals, one page of the decision log, a few Redis keys.
 The one slow source, the Celery broadcast that finds the workers online, is read in the
@@ -247,7 +247,7 @@ class DashboardData:
 
     # --- effort ------------------------------------------------------------------------------------
     def effort(self, project: int) -> dict[str, Any]:
-        """``workers.effort_summary.project_effort`` for the version in service, with the per-tag figures."""
+        """``state.effort_summary.project_effort`` for the version in service, with the per-tag figures."""
         try:
             checkpoint: str | None = self.registry.current(project).version
         except Exception:  # an unreadable registry still leaves the counts to show

@@ -2,7 +2,7 @@
 
 The log's home is ``state/decision_log.py`` (the agent writes it; its module docstring describes the table).
 The web tier must not import the agent (it would pull the policy core into the backend), so this
-module reads the same table with plain SQL through the same store (``workers.sqlstore``), and
+module reads the same table with plain SQL through the same store (``state.sqlstore``), and
 writes one kind of row itself: the audit of a promotion or rollback made from the dashboard
 (action ``promote``/``rollback``, status ``done``, who and when). ``tests/dashboard`` checks that the
 agent's own reader parses those rows, so the two stay in step.

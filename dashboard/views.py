@@ -244,7 +244,7 @@ def value_view(
     plot_round: str | None = None,
     error: str | None = None,
 ) -> ValueView:
-    """Build the Value page from ``workers.effort_summary.project_effort``'s figures (None: no ledger).
+    """Build the Value page from ``state.effort_summary.project_effort``'s figures (None: no ledger).
 
     Tags are sorted by what they save, the costliest first: the top of the table is where the
     annotators lose time.
