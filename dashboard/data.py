@@ -1,11 +1,11 @@
 """Where the dashboard's figures come from: small data-access functions over the project's stores.
 
 Each page reads through :class:`DashboardData`, never the stores directly, so a store that moves
-(as the light ones did from ``workers/`` to ``state/``) changes imports here and nowhere else. Everything is read on demand
-and cheaply: the registry's files, the round log (one JSON line per round, re-parsed only when the
-file changed), the effort ledger's stored totals, one page of the decision log, a few Redis keys.
-The one slow source, the Celery broadcast that finds the workers online, is read in the
-background at most every ``workers_ttl_s`` (:class:`Refreshed`), so a page never waits for it.
+(as the light ones did from ``workers/`` to ``state/``) changes imports here and nowhere else.
+Everything is read on demand and cheaply: the registry's files, the round log (one JSON line per
+round, re-parsed only when the file changed), the effort ledger's stored totals, one page of the
+decision log, a few Redis keys. The one slow source, the Celery broadcast that finds the workers
+online, is read in the background (:class:`Refreshed`), so a page never waits for it.
 """
 
 from __future__ import annotations
