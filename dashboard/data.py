@@ -30,7 +30,7 @@ from state.locks import NAMESPACE, RoundLocks
 from state.metrics import QueueDepths
 from state.registry import PromotionEvent, Registry, VersionRecord
 
-__all__ = ["DashboardData", "Refreshed", "ReportFiles", "RoundLog"]
+__all__ = ["DashboardData", "Refreshed", "ReportFiles", "RoundLog", "agent_lock_key", "celery_workers"]
 
 logger = logging.getLogger(__name__)
 
@@ -266,7 +266,7 @@ class DashboardData:
         """Who holds the project's agent lock (``agent.services.AgentLocks``'s key), None when no agent runs it."""
         if self.redis_client is None:
             return None
-        value = self.redis_client.get(f"{self.redis_prefix}{NAMESPACE}agent-lock:{project}")
+        value = self.redis_client.get(agent_lock_key(self.redis_prefix, project))
         if value is None:
             return None
         return value.decode() if isinstance(value, bytes) else str(value)
@@ -286,6 +286,11 @@ class DashboardData:
         if error:
             note += f" (the last check failed: {error})"
         return value, note
+
+
+def agent_lock_key(prefix: str, project: int) -> str:
+    """The Redis key of a project's agent lock (``agent.services.AgentLocks.key``; a test keeps them equal)."""
+    return f"{prefix}{NAMESPACE}agent-lock:{project}"
 
 
 def celery_workers(app: Any, timeout_s: float = 1.0) -> dict[str, list[str]]:
