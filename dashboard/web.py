@@ -30,20 +30,25 @@ import hmac
 import json
 import logging
 import secrets
+import sqlite3
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Final, Protocol
 
 import jinja2
+import psycopg
+import redis
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
 from markdown_it import MarkdownIt
 
 from dashboard import views
 from dashboard.data import SAFE_NAME, DashboardData
 from dashboard.decisions import DecisionRow
+from errors import AssistantError
 
 __all__ = ["PREFIX", "PageError", "error_page", "is_dashboard_path", "mount_dashboard"]
 
@@ -197,6 +202,31 @@ class Dashboard:
         return number
 
 
+#: What a store that cannot be read raises (the registry, the ledgers, the decision log, Redis).
+_STORE_ERRORS: Final = (AssistantError, redis.RedisError, OSError, sqlite3.Error, psycopg.Error)
+
+
+class _PageRoute(APIRoute):
+    """A dashboard route: a store that cannot be read gives a 503 page saying which, not a bare 500."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except _STORE_ERRORS as exc:
+                logger.error("dashboard %s: a store cannot be read: %s", request.url.path, exc)
+                return error_page(
+                    503,
+                    "the assistant's records cannot be read right now",
+                    f"{type(exc).__name__}: {str(exc)[:300]}. Fix: check that Redis and the ledger's database run "
+                    "and that the backend can read ASSISTANT_HOME; then reload the page.",
+                )
+
+        return guarded
+
+
 def _read_form(body: bytes) -> dict[str, str]:
     if len(body) > _MAX_FORM_BYTES:
         raise PageError(413, "form too large", "The confirmation form is a few fields; send it from the page.")
@@ -213,7 +243,7 @@ def mount_dashboard(app: FastAPI, data: DashboardData, auth: Authorizer) -> None
         auth: The backend's Basic-auth policy (the same credentials as ``/predict``).
     """
     dash = Dashboard(data, auth)
-    router = APIRouter(prefix=PREFIX, include_in_schema=False)
+    router = APIRouter(prefix=PREFIX, include_in_schema=False, route_class=_PageRoute)
     _add_pages(router, dash)
     _add_actions(router, dash)
     app.include_router(router)

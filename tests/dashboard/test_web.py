@@ -180,3 +180,14 @@ def test_an_empty_backend_lists_no_project(tmp_path: Path):
         page = c.get("/ui/")
         assert page.status_code == 200 and "No project yet" in page.text
         assert c.get("/ui/p/1/").status_code == 404
+
+
+def test_a_store_that_cannot_be_read_gets_a_503_page(tmp_path: Path):
+    harness, _ = _built(tmp_path)
+    pointer = harness.settings.models_dir / "projects" / str(PROJECT) / "current.json"
+    with TestClient(harness.app) as client:
+        client.auth = AUTH
+        pointer.write_text("{not json", encoding="utf-8")  # a registry pointer nobody can read
+        page = client.get(f"/ui/p/{PROJECT}/")
+        assert page.status_code == 503 and "text/html" in page.headers["content-type"]
+        assert "records cannot be read right now" in page.text and "Traceback" not in page.text
