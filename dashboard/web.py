@@ -37,6 +37,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+import anyio
 import jinja2
 import psycopg
 import redis
@@ -441,10 +442,9 @@ def _add_actions(router: APIRouter, dash: Dashboard) -> None:
             **_nav(p, "rounds"),
         )
 
-    async def change(project: str, request: Request, action: str) -> Response:
-        user = dash.user(request)
+    def apply(project: str, user: str, action: str, form: dict[str, str]) -> Response:
+        """Check the confirmation, change the registry, audit it (in a worker thread: file locks, SQL)."""
         p = dash.project(project)
-        form = _read_form(await request.body())
         version = form.get("version", "")
         expected = dash.token(user, p, action, version)
         if not hmac.compare_digest(expected, form.get("token", "")):
@@ -465,6 +465,11 @@ def _add_actions(router: APIRouter, dash: Dashboard) -> None:
             f"{user} {verb} {after} (was {before}) at {time.strftime('%H:%M:%S', time.gmtime())} UTC"
         )
         return RedirectResponse(f"{PREFIX}/p/{p}/rounds?done={note}", 303)
+
+    async def change(project: str, request: Request, action: str) -> Response:
+        user = dash.user(request)
+        form = _read_form(await request.body())
+        return await anyio.to_thread.run_sync(functools.partial(apply, project, user, action, form))
 
     router.add_api_route("/p/{project}/promote", _bind(change, "promote"), methods=["POST"])
     router.add_api_route("/p/{project}/rollback", _bind(change, "rollback"), methods=["POST"])
