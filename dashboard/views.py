@@ -210,6 +210,32 @@ class TagRow:
 
 
 @dataclass(frozen=True)
+class Bar:
+    """One model version in the bar chart: edits per task and from scratch per task, as chart heights (0-1)."""
+
+    label: str
+    edits: float
+    scratch: float
+    edits_h: float
+    scratch_h: float
+
+
+def bars(versions: Sequence[Mapping[str, Any]]) -> list[Bar]:
+    """The Value page's chart: per model version in time order, both heights scaled to the tallest bar."""
+    pairs = [
+        (
+            str(v.get("model_version", "?")),
+            float(v.get("edits_per_task") or 0.0),
+            float(v.get("scratch_per_task") or 0.0),
+        )
+        for v in sorted(versions, key=lambda v: str(v.get("first_at") or ""))
+        if int(v.get("tasks") or 0) > 0
+    ]
+    top = max((max(e, s) for _, e, s in pairs), default=0.0) or 1.0
+    return [Bar(label, e, s, e / top, s / top) for label, e, s in pairs]
+
+
+@dataclass(frozen=True)
 class ValueView:
     """The **Value** page."""
 
@@ -221,6 +247,7 @@ class ValueView:
     versions: list[VersionEffortRow]
     tags: list[TagRow]
     tripped: list[str]
+    chart: list[Bar]
     plot: str | None  # the latest round report's edits-over-time plot (a file name under that round)
     plot_round: str | None
     error: str | None
@@ -267,8 +294,8 @@ def value_view(
     versions = [
         VersionEffortRow(
             model_version=str(v.get("model_version", "?")),
-            first_at=str(v.get("first_at") or "")[:19],
-            last_at=str(v.get("last_at") or "")[:19],
+            first_at=str(v.get("first_at") or "")[:19].replace("T", " "),
+            last_at=str(v.get("last_at") or "")[:19].replace("T", " "),
             tasks=int(v.get("tasks") or 0),
             edits_per_task=_num(v.get("edits_per_task")),
             scratch_per_task=_num(v.get("scratch_per_task")),
@@ -306,6 +333,7 @@ def value_view(
         versions=versions,
         tags=tags,
         tripped=[str(g.get("tag")) for g in guard.get("tripped") or []],
+        chart=bars(effort.get("versions") or []),
         plot=plot,
         plot_round=plot_round,
         error=error or (str(counting["error"]) if counting.get("error") else None),

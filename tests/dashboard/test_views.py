@@ -201,6 +201,10 @@ def test_value_reads_honestly_negative_when_pre_annotation_costs_more():
     assert [v.model_version for v in view.versions] == ["base-123", "mkt-p3-r0001"]
     assert view.versions[1].verdict == "costs 50% more edits than labeling from scratch"
     assert view.counted == 40 and view.pending == 2
+    # the chart: versions in time order, the tallest bar at full height, edits above from scratch
+    assert [b.label for b in view.chart] == ["base-123", "mkt-p3-r0001"]
+    assert view.chart[1].edits_h == pytest.approx(1.0) and view.chart[1].scratch_h == pytest.approx(2.5 / 3.75)
+    assert all(b.edits > b.scratch for b in view.chart)
 
 
 def test_value_says_saves_when_it_saves():

@@ -67,7 +67,11 @@ def test_the_pages_show_the_project(client: TestClient, world: World):
     assert now.status_code == 200 and "mkt-p3-r0001" in now.text and "held-out mAP" in now.text
     assert "not running" in now.text and "free" in now.text
     value = client.get(f"/ui/p/{PROJECT}/value")
-    assert 'class="headline negative"' in value.text and "more edits than labeling from scratch" in value.text
+    assert 'class="headline negative"' in value.text
+    assert "pre-annotation costs 25% more edits than labeling from scratch" in value.text
+    assert "with the model in service it saves 50% of the edits" in value.text
+    assert "tripped: not shown" in value.text  # the guard's state of 'sofa'
+    assert value.text.index(">sofa<") < value.text.index(">tree<") < value.text.index(">cat<")  # costliest first
     assert f"/ui/p/{PROJECT}/rounds/r0002/effort.png" in value.text
     rounds = client.get(f"/ui/p/{PROJECT}/rounds")
     assert "RuntimeError: the trainer rejected" in rounds.text and ">refused<" in rounds.text

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from preannotation import EditCosts
-from state.effort_records import CountedAnnotation, TagAnswer
+from state.effort_records import CountedAnnotation, GuardState, TagAnswer
 from state.ledger import Ledger
 from state.registry import Registry
 
@@ -114,19 +114,29 @@ def build_small(models_dir: Path, registry: Registry, ledger: Ledger, *, costly:
     return World(PROJECT, [v1, v2], v1)
 
 
-def record_effort(ledger: Ledger, project: int, versions: list[str], *, costly: bool, per_version: int = 20) -> None:
-    """Counted annotations per version: ``costly`` shows two wrong tags a task (costs more than from scratch)."""
+def record_effort(ledger: Ledger, project: int, versions: list[str], *, costly: bool) -> None:
+    """Counted annotations of the first two versions (30 tasks, then 10).
+
+    With ``costly`` the first version shows two wrong tags a task (3 edits against 2 from scratch) and
+    the second one wrong tag (1 edit): 25% more edits than from scratch overall, while the version in
+    service saves 50%. Otherwise both show exactly the true tags.
+    """
+    plan = [(versions[0], 30, {"cat", "sofa", "tree"}), (versions[1], 10, {"cat", "dog", "sofa"})]
+    truth = {"cat", "dog"}
     batch = []
     n = 0
-    for v in versions:
-        for _ in range(per_version):
+    for version, tasks, wrong in plan:
+        shown = wrong if costly else truth
+        for _ in range(tasks):
             n += 1
-            shown = {"cat", "sofa", "tree"} if costly else {"cat", "dog"}
-            truth = {"cat", "dog"}
             answers = tuple(TagAnswer(t, t in shown, t in truth) for t in TAGS)
             at = (dt.datetime(2026, 12, 1, tzinfo=dt.UTC) + dt.timedelta(minutes=n)).isoformat()
-            batch.append(CountedAnnotation(n, n, n, n, "parent", f"{v}+abc", "platt", None, answers, at))
+            batch.append(CountedAnnotation(n, n, n, n, "parent", f"{version}+abc", "platt", None, answers, at))
     ledger.effort.record(project, through=n, counted=batch)
+    if costly:  # the guard stopped showing 'sofa' under the version in service: shown 10 times, never kept
+        reason = "kept 0 of 10 showings: it costs more than it saves"
+        tripped = GuardState("sofa", "tripped", versions[1], reason=reason, changed_at="2026-12-01T00:41:00+00:00")
+        ledger.effort.set_guard(project, tripped, "tripped", kept=0, removed=10)
 
 
 # What the agent writes for each action (docs/agent.md), numbered by step so that tests can find a row.
