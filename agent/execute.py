@@ -44,12 +44,12 @@ from agent.services import AgentServices
 from agent.studio import TaskRow
 from assistant.agent_policy import PREDICTION_ACTIONS, Decision
 from backends.bulk import BulkRun, plan_preannotation
-from backends.controls import parse_label_config
 from backends.convert import task_image_refs
 from backends.errors import TaskDataError
 from backends.ordering import REVIEW_FIELD, REVIEW_VIEW, RankedTask, push_order
-from backends.protocol import Task
 from state.contracts import SCORE_POOL, ImageRef, RoundResult, ScorePoolRequest, ScorePoolResult
+from studio.config import parse_label_config
+from studio.protocol import Task
 from workers.beat import queue_round
 
 __all__ = ["Executor", "Interrupted", "LabelStudioExecutor", "Outcome"]
@@ -256,8 +256,9 @@ class LabelStudioExecutor:
             labels=list(vocab.labels),
             images=pool,
             labeled=labeled,
-            strategy=str(params.get("strategy", "hybrid")),
+            strategy=str(params.get("strategy", "saving")),
             k=int(params.get("k", 100)),
+            break_even=self.settings.edit_costs(project).break_even,
             seed=_seed(decision.key),
             request_id=f"agent-{uuid.uuid4().hex[:12]}",
         )

@@ -66,10 +66,8 @@ from assistant.agent_policy import (
     Saving,
 )
 from assistant.label_quality import review_labels
-from backends.controls import ProjectVocabulary, parse_label_config
-from backends.convert import SCORES_KEY, annotation_to_correction, recalibration_of
+from backends.convert import SCORES_KEY, recalibration_of
 from backends.predicting import checkpoint_version
-from backends.protocol import Annotation
 from backends.webhook_check import WebhookCheck
 from state.decision_log import DecisionLog
 from state.effort_summary import totals_of
@@ -77,6 +75,9 @@ from state.ledger import Ledger, LedgerEntry
 from state.locks import RoundLocks
 from state.registry import Registry
 from state.schedule import parse_cron
+from studio.config import ProjectVocabulary, parse_label_config
+from studio.protocol import Annotation
+from studio.results import annotation_to_correction
 
 __all__ = [
     "Observer",

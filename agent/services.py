@@ -24,13 +24,13 @@ from celery import Celery
 from agent.settings import AgentSettings
 from agent.studio import StudioReader
 from backends.dispatch import CeleryDispatcher
-from backends.ls_client import LabelStudioClient
 from backends.state import RedisState
 from backends.webhook import AGENT_EVENTS_KEY
 from state.decision_log import DecisionLog, open_decision_log
 from state.ledger import Ledger, open_ledger
 from state.locks import NAMESPACE, Heartbeat, RoundLocks, redis_url
 from state.registry import Registry
+from studio.client import LabelStudioClient
 from workers.celery_app import make_celery
 
 __all__ = ["AgentLocks", "AgentServices", "EventInbox", "LockKeeper", "build_services"]

@@ -50,7 +50,7 @@ class AgentSettings(BackendSettings):
     agent_queue_low_water: int = Field(default=20, ge=0)
     # Tasks per selected batch, and the strategy that chooses them (assistant.selection).
     agent_batch_size: int = Field(default=100, ge=1)
-    agent_strategy: str = "hybrid"
+    agent_strategy: str = "saving"
     # Re-order the queue after a promotion or a vocabulary change even when it is not low.
     agent_reselect_on_change: bool = True
     # Flag annotations whose label quality under the prediction the annotator saw is below this.

@@ -1,28 +1,25 @@
 """What the agent reads from Label Studio: a project's summary, its tasks and its predictions.
 
-Through the backend's SDK wrapper (:class:`backends.ls_client.LabelStudioClient`: explicit URL and
-token, errors as :class:`~backends.errors.BackendError`). One look at a project costs one request
-for the project, a page per 1,000 tasks, and one request for its predictions; the summary alone
-(:meth:`StudioReader.summary`, one request) tells whether anything changed since the last look.
+Through the one Label Studio client (:class:`studio.client.LabelStudioClient`: explicit URL and
+token, errors as :class:`~studio.errors.StudioError`); this module only shapes its answers. One
+look at a project costs one request for the project, a page per 1,000 tasks, and one request for
+its predictions; the summary alone (:meth:`StudioReader.summary`, one request) tells whether
+anything changed since the last look.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from backends.ls_client import LabelStudioClient, _as_dict, _call
 from backends.ordering import RANK_FIELD, REVIEW_FIELD
+from studio.client import LabelStudioClient, is_labeled
 
 __all__ = ["PredictionRow", "ProjectSummary", "StudioReader", "TaskRow"]
 
 logger = logging.getLogger(__name__)
-
-# Tasks per page (as backends.ls_client: ten requests of ~1 MB for 10,000 tasks).
-_PAGE_SIZE = 1000
 
 
 @dataclass(frozen=True)
@@ -112,54 +109,37 @@ class StudioReader:
 
     def summary(self, project: int) -> ProjectSummary:
         """The project's counters and config (one request)."""
-        return _summary(_as_dict(_call(f"GET project {project}", lambda: self.client.sdk.projects.get(id=project))))
+        return _summary(self.client.project(project))
 
     def projects(self) -> list[ProjectSummary]:
         """Every project the token can see."""
-
-        def fetch() -> list[ProjectSummary]:
-            pager: Iterable[Any] = self.client.sdk.projects.list(page_size=100)
-            return [_summary(_as_dict(raw)) for raw in pager]
-
-        return _call("GET projects", fetch)
+        return [_summary(raw) for raw in self.client.projects()]
 
     def tasks(self, project: int) -> list[TaskRow]:
         """Every task of the project: id, data, and whether it is labeled."""
-
-        def fetch() -> list[TaskRow]:
-            pager: Iterable[Any] = self.client.sdk.tasks.list(project=project, fields="task_only", page_size=_PAGE_SIZE)
-            out = []
-            for raw in pager:
-                task = _as_dict(raw)
-                # As backends.bulk's unlabeled filter, so the agent and the plan agree on what to predict.
-                labeled = bool(task.get("total_annotations") or task.get("is_labeled"))
-                out.append(TaskRow(id=int(task["id"]), data=dict(task.get("data") or {}), labeled=labeled))
-            return out
-
-        return _call(f"GET tasks of project {project}", fetch)
+        # As backends.bulk's unlabeled filter, so the agent and the plan agree on what to predict.
+        return [
+            TaskRow(id=int(task["id"]), data=dict(task.get("data") or {}), labeled=is_labeled(task))
+            for task in self.client.task_rows(project)
+        ]
 
     def predictions(self, project: int) -> list[PredictionRow]:
         """Every prediction of the project (one request)."""
-
-        def fetch() -> list[PredictionRow]:
-            out = []
-            for raw in self.client.sdk.predictions.list(project=project):
-                pred = _as_dict(raw)
-                if pred.get("task") is None or pred.get("id") is None:
-                    continue
-                result = pred.get("result")
-                out.append(
-                    PredictionRow(
-                        id=int(pred["id"]),
-                        task=int(pred["task"]),
-                        model_version=str(pred.get("model_version") or ""),
-                        result=[r for r in result if isinstance(r, dict)] if isinstance(result, list) else [],
-                        created_at=str(pred.get("created_at") or ""),
-                    )
+        out = []
+        for pred in self.client.predictions(project):
+            if pred.get("task") is None or pred.get("id") is None:
+                continue
+            result = pred.get("result")
+            out.append(
+                PredictionRow(
+                    id=int(pred["id"]),
+                    task=int(pred["task"]),
+                    model_version=str(pred.get("model_version") or ""),
+                    result=[r for r in result if isinstance(r, dict)] if isinstance(result, list) else [],
+                    created_at=str(pred.get("created_at") or ""),
                 )
-            return out
-
-        return _call(f"GET predictions of project {project}", fetch)
+            )
+        return out
 
 
 def _summary(raw: dict[str, Any]) -> ProjectSummary:

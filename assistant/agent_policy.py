@@ -153,7 +153,9 @@ class PolicyConfig:
             next batch.
         batch_size: Tasks chosen per selection.
         strategy: The selection strategy (``assistant.selection``: random, uncertainty, entropy,
-            novelty, diversity, hybrid).
+            novelty, diversity, hybrid, saving); ``saving`` (the hybrid weighted by each image's
+            expected saving from pre-annotation) was selected on the agent simulation's tuning
+            seeds (docs/preannotation.md).
         reselect_on_change: Select again after a promotion or a vocabulary change, even when the
             queue is not low (the new model orders it better).
         review_quality: Annotations whose label quality (``assistant.label_quality``) under the
@@ -177,7 +179,7 @@ class PolicyConfig:
     min_round_interval_s: float = 0.0
     queue_low_water: int = 20
     batch_size: int = 100
-    strategy: str = "hybrid"
+    strategy: str = "saving"
     reselect_on_change: bool = True
     review_quality: float = 0.3
     review_max: int = 100

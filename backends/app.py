@@ -48,14 +48,12 @@ from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 
 from backends.auth import AuthPolicy
-from backends.controls import parse_label_config
 from backends.dispatch import CeleryDispatcher, Dispatcher
 from backends.errors import BackendError
 from backends.metrics import BackendMetrics
 from backends.middleware import EdgeMiddleware, error_body
 from backends.predicting import Predictor, checkpoint_version
 from backends.presence import QueueConsumers, active_queues_of, no_worker_message
-from backends.protocol import LSPredictRequest, SetupRequest, SetupResponse, parse_project_id
 from backends.settings import BackendSettings
 from backends.state import RedisState, SharedState
 from backends.webhook import EventSink, WebhookHandler, WebhookReply, redis_event_sink
@@ -69,6 +67,9 @@ from state.locks import redis_url
 from state.metrics import QueueDepths, broker_redis, queue_depths
 from state.model_info import DEMO_MODEL_FIX, DEMO_MODEL_WHAT, served_model
 from state.registry import Registry
+from studio.config import parse_label_config
+from studio.errors import StudioError
+from studio.protocol import LSPredictRequest, SetupRequest, SetupResponse, parse_project_id
 from workers.celery_app import make_celery
 
 __all__ = ["MODEL_CLASS", "Services", "create_app", "effort_figures"]
@@ -207,7 +208,7 @@ def _webhook_watch(settings: BackendSettings) -> WebhookWatch | None:
             "Fix: set ASSISTANT_LABEL_STUDIO_API_KEY"
         )
         return None
-    from backends.ls_client import LabelStudioClient
+    from studio.client import LabelStudioClient
 
     return WebhookWatch(LabelStudioClient(settings.label_studio_url, key, timeout=10.0, max_retries=0))
 
@@ -289,7 +290,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body(detail, _rid(request)), code)
 
     async def backend_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, BackendError)
+        assert isinstance(exc, BackendError | StudioError)
         log = logger.error if exc.status_code >= 500 else logger.info
         log("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc.message)
         return JSONResponse(error_body(exc.message, _rid(request)), exc.status_code)
@@ -309,6 +310,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(ValidationError, invalid)
     app.add_exception_handler(BackendError, backend_error)
+    app.add_exception_handler(StudioError, backend_error)
 
 
 # --- the app ----------------------------------------------------------------------------------------

@@ -52,15 +52,15 @@ import redis
 from celery.result import AsyncResult
 from celery.states import PENDING, READY_STATES, SUCCESS
 
-from backends.controls import parse_label_config
 from backends.convert import TaskFailure, recalibration_of
 from backends.dispatch import CeleryDispatcher, PredictJob, plan_chunks
 from backends.errors import BackendError
-from backends.ls_client import LabelStudioClient
 from backends.predicting import checkpoint_version
 from backends.state import SharedState
 from state.effort import EffortStore
 from state.registry import Registry
+from studio.client import LabelStudioClient
+from studio.config import parse_label_config
 
 __all__ = [
     "BULK_IMPORT_MAX_TASKS",

@@ -44,9 +44,7 @@ from celery.result import AsyncResult
 from celery.states import READY_STATES, STARTED, SUCCESS
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from backends.controls import ProjectVocabulary
 from backends.convert import TaskFailure, build_predict_requests
-from backends.protocol import Task
 from backends.state import SharedState
 from state.contracts import (
     COUNT_EFFORT,
@@ -57,6 +55,8 @@ from state.contracts import (
     PredictResult,
     RoundRequest,
 )
+from studio.config import ProjectVocabulary
+from studio.protocol import Task
 
 __all__ = [
     "COUNT_EFFORT",

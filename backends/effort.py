@@ -42,11 +42,7 @@ from celery import Task, shared_task
 from celery.utils.time import get_exponential_backoff_interval
 from pydantic import ValidationError
 
-from backends.controls import ProjectVocabulary, parse_label_config
-from backends.convert import keys_by_control
 from backends.errors import BackendError
-from backends.ls_client import LabelStudioUnavailable
-from backends.protocol import ResultItem
 from backends.state import SharedState
 from backends.tasks import client_of, ledger_of, state_of
 from state.contracts import COUNT_EFFORT
@@ -56,6 +52,10 @@ from state.effort_upkeep import UpkeepReport, refit_if_due, upkeep
 from state.ledger import Ledger, LedgerEntry
 from state.registry import Registry
 from state.settings import Settings
+from studio.config import ProjectVocabulary, parse_label_config
+from studio.errors import LabelStudioUnavailable, StudioError
+from studio.protocol import ResultItem
+from studio.results import keys_by_control
 from workers.celery_app import settings_of
 
 __all__ = ["CountReport", "EffortCounter", "PredictionSource", "compare", "count_effort"]
@@ -259,12 +259,12 @@ class EffortCounter:
 
         Raises:
             LabelStudioUnavailable: Label Studio could not be reached (recorded first; retry later).
-            BackendError: Label Studio refused the config request (recorded first).
+            StudioError: Label Studio refused the config request, or the config is unusable (recorded first).
         """
         report = CountReport(project)
         try:
             vocab = self._count(project, report)
-        except BackendError as exc:
+        except (BackendError, StudioError) as exc:
             state = self.store.note_failure(project, exc.message)
             logger.warning(
                 "project %s: counting stopped (failure %d in a row, %d rows still to count): %s",
@@ -278,7 +278,7 @@ class EffortCounter:
         if self.settings.guard_enabled and vocab is None:
             try:
                 vocab = parse_label_config(self.source.label_config(project))
-            except BackendError as exc:  # the guard judges under the right costs or not at all
+            except (BackendError, StudioError) as exc:  # the guard judges under the right costs or not at all
                 logger.warning("project %s: the guard waits for the next pass: %s", project, exc.message)
                 report.upkeep = UpkeepReport(refit_if_due(self.store, project, checkpoint, self.settings), [])
                 return report
@@ -318,7 +318,7 @@ class EffortCounter:
                     found = self._prediction(entry)
                 except LabelStudioUnavailable:
                     raise
-                except BackendError as exc:  # this annotation only (e.g. a prediction LS refuses)
+                except (BackendError, StudioError) as exc:  # this annotation only (e.g. a prediction LS refuses)
                     logger.warning("project %s: annotation %s not counted: %s", project, annotation, exc.message)
                     uncounted.append(annotation)
                     skipped["failed"] = skipped.get("failed", 0) + 1
@@ -367,19 +367,19 @@ class EffortCounter:
 # --- the Celery task ----------------------------------------------------------------------------------
 def count_projects(
     counter: EffortCounter, state: SharedState, projects: Sequence[int], owner: str
-) -> tuple[list[CountReport], dict[int, BackendError]]:
+) -> tuple[list[CountReport], dict[int, BackendError | StudioError]]:
     """Run a pass for each project under its counting lock; a project whose lock is held is left to its holder.
 
     Returns:
         The reports, and project -> error for the projects whose pass failed (recorded already).
     """
     reports: list[CountReport] = []
-    errors: dict[int, BackendError] = {}
+    errors: dict[int, BackendError | StudioError] = {}
     for project in projects:
         while state.acquire_lock(f"effort:{project}", owner, _LOCK_TTL_S):
             try:
                 reports.append(counter.run(project))
-            except BackendError as exc:
+            except (BackendError, StudioError) as exc:
                 errors[project] = exc
             finally:
                 state.release_lock(f"effort:{project}", owner)

@@ -1,24 +1,26 @@
 """The error tree of the Label Studio edge.
 
 It derives from the project's one error base, :class:`errors.AssistantError`. Each error carries
-the HTTP status the app should answer with; the message is safe to send to Label Studio (no traceback, no credentials)::
+the HTTP status the app should answer with; the message is safe to send to Label Studio (no
+traceback, no credentials)::
 
     BackendError                 status 400 unless told otherwise
-    ├── LabelConfigError         the labeling config has no usable image-tagging control (422)
     ├── TaskDataError            one task's data cannot be turned into an image reference (422)
     └── WorkerResultError        a worker's answer does not match the request it got (502)
 
+The labeling config's and Label Studio's own errors are :mod:`studio.errors`.
+
 Example:
-    >>> err = LabelConfigError("no <Image> object in the labeling config", fix="add <Image name=... />")
+    >>> err = TaskDataError("task 3 has no image in its data", fix="import tasks with an image URL")
     >>> err.status_code, str(err)
-    (422, 'No <Image> object in the labeling config. Fix: Add <Image name=... />.')
+    (422, 'Task 3 has no image in its data. Fix: Import tasks with an image URL.')
 """
 
 from __future__ import annotations
 
 from errors import AssistantError
 
-__all__ = ["BackendError", "LabelConfigError", "TaskDataError", "WorkerResultError"]
+__all__ = ["BackendError", "TaskDataError", "WorkerResultError"]
 
 
 class BackendError(AssistantError):
@@ -39,15 +41,6 @@ class BackendError(AssistantError):
     ) -> None:
         self.status_code = self.default_status if status_code is None else status_code
         super().__init__(what, why=why, fix=fix)
-
-
-class LabelConfigError(BackendError):
-    """The labeling config cannot be mapped to a vocabulary (broken XML, no image, no tag control).
-
-    ``/setup`` answers with it, so Label Studio shows the message when the backend is connected.
-    """
-
-    default_status = 422
 
 
 class TaskDataError(BackendError):

@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from backends.ls_client import LabelStudioClient, _as_dict, _call
-from backends.protocol import Task
+from studio.client import LabelStudioClient
+from studio.protocol import Task
 
 __all__ = [
     "RANK_FIELD",
@@ -150,20 +150,17 @@ def push_order(
 
 def _update_data(client: LabelStudioClient, task_id: int, data: dict[str, Any]) -> None:
     # PATCH replaces `data` as a whole, so the caller passes every key the task had.
-    _call(f"PATCH task {task_id}", lambda: client.sdk.tasks.update(id=str(task_id), data=data))
+    client.update_task_data(task_id, data)
 
 
 def _save_view(client: LabelStudioClient, project: int, data: dict[str, Any]) -> tuple[int, bool]:
-    views = _call(f"GET views of project {project}", lambda: client.sdk.views.list(project=project))
-    for view in views:
-        doc = _as_dict(view)
+    for doc in client.views(project):
         if (doc.get("data") or {}).get("title") == data["title"]:
             view_id = int(doc["id"])
             _update_view(client, project, view_id, data)
             return view_id, False
-    created = _call(f"POST a view to project {project}", lambda: client.sdk.views.create(project=project, data=data))
-    return int(_as_dict(created)["id"]), True
+    return client.create_view(project, data), True
 
 
 def _update_view(client: LabelStudioClient, project: int, view_id: int, data: dict[str, Any]) -> None:
-    _call(f"PATCH view {view_id}", lambda: client.sdk.views.update(id=str(view_id), project=project, data=data))
+    client.update_view(project, view_id, data)

@@ -31,18 +31,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from backends.controls import ProjectVocabulary, parse_label_config
 from backends.convert import TaskFailure, predictions_from_results
 from backends.dispatch import Dispatcher, PredictJob, plan_chunks
-from backends.errors import BackendError, LabelConfigError
+from backends.errors import BackendError
 from backends.metrics import BackendMetrics
 from backends.presence import QueueConsumers, no_worker_message
-from backends.protocol import LSPredictRequest, Prediction, Task
 from backends.serving import ServedCalibrations, load_policy
 from backends.settings import BackendSettings
 from state.effort import EffortStore
 from state.effort_records import checkpoint_of
 from state.registry import Registry
+from studio.config import ProjectVocabulary, parse_label_config
+from studio.errors import LabelConfigError
+from studio.protocol import LSPredictRequest, Prediction, Task
 
 __all__ = ["PredictAnswer", "Predictor", "checkpoint_version"]
 

@@ -51,13 +51,9 @@ import redis
 from celery import Task, shared_task
 from pydantic import BaseModel, ConfigDict, Field
 
-from backends.controls import parse_label_config
 from backends.convert import TaskFailure, predictions_from_results, recalibration_of
 from backends.dispatch import BACKGROUND, PUBLISH_PREDICTIONS, PublishJob, claim_key
 from backends.errors import BackendError
-from backends.ls_client import LabelStudioClient, LabelStudioUnavailable
-from backends.protocol import Prediction
-from backends.protocol import Task as LSTask
 from backends.serving import ServedCalibrations, ServingPolicy, load_policy
 from backends.state import RedisState, SharedState
 from state.contracts import PredictResult
@@ -65,6 +61,11 @@ from state.effort_records import checkpoint_of
 from state.ledger import Ledger, open_ledger
 from state.locks import redis_url
 from state.settings import Settings
+from studio.client import LabelStudioClient
+from studio.config import parse_label_config
+from studio.errors import LabelStudioUnavailable
+from studio.protocol import Prediction
+from studio.protocol import Task as LSTask
 from workers.celery_app import settings_of
 
 __all__ = [

@@ -40,8 +40,8 @@ import redis
 
 from backends.dispatch import Dispatcher
 from backends.errors import BackendError
-from backends.protocol import WebhookEvent
 from state.ledger import Ledger, LedgerEvent
+from studio.protocol import WebhookEvent
 
 __all__ = ["AGENT_EVENTS_KEY", "EventSink", "WebhookHandler", "WebhookReply", "ledger_events", "redis_event_sink"]
 

@@ -9,7 +9,7 @@ a harmless glitch. Nothing else would say that corrections are lost, so :func:`c
 looks, and ``assistant doctor``, the backend (after ``/setup``) and the agent report what it finds.
 
 Two requests (the project's ML backends and its webhooks) through
-:class:`~backends.ls_client.LabelStudioClient`.
+:class:`~studio.client.LabelStudioClient`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from backends.errors import BackendError
-from backends.ls_client import LabelStudioClient, _as_dict, _call
+from studio.client import LabelStudioClient
 
 __all__ = ["WebhookCheck", "WebhookWatch", "check_webhook", "missing_webhook_error"]
 
@@ -103,12 +103,10 @@ def check_webhook(client: LabelStudioClient, project: int) -> WebhookCheck:
     """Look up the project's ML backends and webhooks and say whether corrections reach a connected model.
 
     Raises:
-        BackendError: Label Studio could not be asked (unreachable, a refused token, no such project).
+        StudioError: Label Studio could not be asked (unreachable, a refused token, no such project).
     """
-    models = _call(f"GET ML backends of project {project}", lambda: client.sdk.ml.list(project=project))
-    model_urls = tuple(str(_as_dict(m).get("url") or "") for m in models or [])
-    hooks = _call(f"GET webhooks of project {project}", lambda: client.sdk.webhooks.list(project=str(project)))
-    found = [_as_dict(h) for h in hooks or []]
+    model_urls = tuple(str(m.get("url") or "") for m in client.ml_backends(project))
+    found = client.webhooks(project)
     # The list is filtered by project in Label Studio 1.23; older servers list the organisation's.
     found = [h for h in found if h.get("project") in (None, project)]
     webhook_urls = tuple(_bare(str(h.get("url") or "")) for h in found)

@@ -167,7 +167,7 @@ def soak(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 output = run.text()
                 console.print(output[output.find("Project ") :].strip() or output[-3000:])
                 figures["cli"] = summary_figures(output) if figures["rc"] == 0 else {}
-                from backends.controls import parse_label_config
+                from studio.config import parse_label_config
 
                 version = parse_label_config(CONFIG).model_version(BASE_VERSION)
                 t0 = time.monotonic()

@@ -97,8 +97,8 @@ def _build(settings: AgentSettings) -> tuple[AgentServices, Agent]:
 
 def _project_source(svc: AgentServices, chosen: list[int]) -> Any:
     """The projects to run: the chosen ones, else every project with an image-tagging config (re-listed)."""
-    from backends.controls import parse_label_config
-    from backends.errors import BackendError
+    from studio.config import parse_label_config
+    from studio.errors import LabelConfigError
 
     if chosen:
         return lambda: chosen
@@ -110,7 +110,7 @@ def _project_source(svc: AgentServices, chosen: list[int]) -> Any:
             for summary in svc.reader.projects():
                 try:
                     parse_label_config(summary.label_config)
-                except BackendError:
+                except LabelConfigError:
                     continue
                 usable.append(summary.project)
             cache.update(at=time.monotonic(), projects=usable)

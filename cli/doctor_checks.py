@@ -24,9 +24,9 @@ import httpx
 if TYPE_CHECKING:
     from celery import Celery
 
-    from backends.controls import ProjectVocabulary
-    from backends.ls_client import LabelStudioClient
     from backends.settings import BackendSettings
+    from studio.client import LabelStudioClient
+    from studio.config import ProjectVocabulary
 
 __all__ = ["Check", "Doctor", "redact"]
 
@@ -252,7 +252,7 @@ class Doctor:
 
     def check_label_studio(self) -> Check:
         """Label Studio answers, and the API key is accepted (a legacy token or a personal access token)."""
-        from backends.ls_client import LabelStudioClient
+        from studio.client import LabelStudioClient
 
         url = self.settings.label_studio_url.rstrip("/")
         try:
@@ -288,7 +288,7 @@ class Doctor:
             client = LabelStudioClient(url, key, timeout=self.timeout, max_retries=0)
             user = client.sdk.users.whoami()
             version = getattr(client.sdk.versions.get(), "release", None)
-        except Exception as exc:  # the SDK's ApiError (401, 403), BackendError, transport errors
+        except Exception as exc:  # the SDK's ApiError (401, 403), StudioError, transport errors
             status = getattr(exc, "status_code", None)
             fix = (
                 "a legacy token works only when Label Studio runs with LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN=true; "

@@ -15,8 +15,8 @@ from cli.doctor_checks import Check
 if TYPE_CHECKING:
     from celery import Celery
 
-    from backends.controls import ProjectVocabulary
-    from backends.ls_client import LabelStudioClient
+    from studio.client import LabelStudioClient
+    from studio.config import ProjectVocabulary
 
 __all__ = ["check_config", "check_image", "check_webhook"]
 
@@ -25,13 +25,13 @@ _IMAGE = "an image, as a worker reads it"
 
 def check_config(client: LabelStudioClient, project: int) -> tuple[Check, ProjectVocabulary | None]:
     """The labeling config has an image-tagging control the model can serve; also what the model ignores."""
-    from backends.controls import parse_label_config
-    from backends.errors import BackendError
+    from studio.config import parse_label_config
+    from studio.errors import StudioError
 
     try:
         config = client.label_config(project)
         vocab = parse_label_config(config)
-    except BackendError as exc:
+    except StudioError as exc:
         return Check("config", "labeling config", "fail", exc.message, fix=exc.fix), None
     used = {c.name for c in vocab.active}
     ignored = [f"{c.name} (model_skip)" for c in vocab.controls if c.knobs.skip]
@@ -45,12 +45,12 @@ def check_config(client: LabelStudioClient, project: int) -> tuple[Check, Projec
 
 def check_webhook(client: LabelStudioClient, project: int) -> Check:
     """A model is connected, and the project's webhook sends it every annotation."""
-    from backends.errors import BackendError
     from backends.webhook_check import check_webhook as look
+    from studio.errors import StudioError
 
     try:
         found = look(client, project)
-    except BackendError as exc:
+    except StudioError as exc:
         return Check("webhook", "model and webhook", "fail", exc.message, fix=exc.fix)
     if found.problem is not None:
         return Check(
@@ -66,16 +66,17 @@ def check_image(
     """A worker reads and decodes the project's first task's image (``assistant.probe_image``: no model)."""
     from backends.convert import task_image_refs
     from backends.errors import BackendError
-    from backends.protocol import Task
     from state.contracts import PROBE_IMAGE, ProbeRequest, ProbeResult
+    from studio.errors import StudioError
+    from studio.protocol import Task
 
     try:
-        raw = next(iter(client.sdk.tasks.list(project=project, fields="task_only", page_size=1)), None)
-    except Exception as exc:  # the SDK's errors: reported, not raised
+        raw = next(iter(client.task_rows(project, limit=1)), None)
+    except StudioError as exc:  # reported, not raised
         return Check("image", _IMAGE, "fail", f"cannot list the project's tasks: {exc}")
     if raw is None:
         return Check("image", _IMAGE, "skip", f"project {project} has no task yet: import images first")
-    task = raw if isinstance(raw, dict) else raw.model_dump(mode="json")
+    task = raw
     try:
         ref = task_image_refs(vocab, Task(id=int(task["id"]), data=task.get("data") or {}))[0]
     except BackendError as exc:

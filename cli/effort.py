@@ -39,8 +39,8 @@ def _pct(value: float | None) -> str:
 
 def _count(settings: Any, ledger: Any, project: int, console: Console) -> None:
     from backends.effort import EffortCounter
-    from backends.ls_client import LabelStudioClient
     from state.registry import Registry
+    from studio.client import LabelStudioClient
 
     client = LabelStudioClient(settings.label_studio_url, settings.label_studio_api_key.get_secret_value())
     counter = EffortCounter(ledger, client, Registry(settings.models_dir, settings.base_model), settings)

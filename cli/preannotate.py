@@ -29,10 +29,10 @@ if TYPE_CHECKING:  # the heavy-ish imports happen inside the command (fast `assi
 
     from backends.bulk import BulkPlan, BulkProgress, BulkRun
     from backends.dispatch import CeleryDispatcher
-    from backends.ls_client import LabelStudioClient
     from backends.settings import BackendSettings
     from state.ledger import Ledger
     from state.registry import Registry
+    from studio.client import LabelStudioClient
 
 __all__ = ["preannotate"]
 
@@ -91,11 +91,11 @@ def preannotate(
 
 def _services() -> tuple[BackendSettings, CeleryDispatcher, LabelStudioClient, Registry]:
     from backends.dispatch import CeleryDispatcher
-    from backends.ls_client import LabelStudioClient
     from backends.settings import get_backend_settings
     from backends.state import RedisState
     from state.locks import redis_url
     from state.registry import Registry
+    from studio.client import LabelStudioClient
     from workers.celery_app import make_celery
 
     settings = get_backend_settings()

@@ -104,14 +104,16 @@ def review(
 
 def _annotated(svc: Services, project: int) -> tuple[list[ExportedTask], list[str]]:
     """The annotated tasks as the rounds read them, and the config's model labels."""
-    from workers.round_data import LabelHistory, SdkAnnotationSource, exported_tasks, parse_vocabulary
+    from studio.config import parse_label_config
+    from studio.export import prediction_index
+    from workers.round_data import LabelHistory, exported_tasks
 
     settings = svc.settings
-    source = SdkAnnotationSource(settings.label_studio_url, settings.label_studio_api_key.get_secret_value())
-    vocab = parse_vocabulary(source.label_config(project))
+    vocab = parse_label_config(svc.client.label_config(project))
     # Read-only: the rounds keep this history; without it every option counts as always shown.
     history = LabelHistory(settings.models_dir / "rounds" / str(project) / "labels.json").load()
-    exported, _ = exported_tasks(source.export(project), source.predictions(project), vocab, history)
+    predictions = prediction_index(svc.client.predictions(project))
+    exported, _ = exported_tasks(svc.client.export(project), predictions, vocab, history)
     return exported, list(vocab.labels)
 
 

@@ -31,12 +31,12 @@ if TYPE_CHECKING:
     from celery import Celery
     from rich.console import Console
 
-    from backends.controls import ProjectVocabulary
-    from backends.ls_client import LabelStudioClient
     from backends.ordering import PushReport, RankedTask
-    from backends.protocol import Task
     from backends.settings import BackendSettings
     from state.contracts import ImageRef, ScorePoolResult
+    from studio.client import LabelStudioClient
+    from studio.config import ProjectVocabulary
+    from studio.protocol import Task
 
 __all__ = ["SCORE_CAPTION", "Services", "print_ranking", "push", "select", "services"]
 
@@ -61,8 +61,8 @@ class Services:
 
 def services() -> Services:
     """Settings, the Label Studio client and a Celery app that only sends (no task imports)."""
-    from backends.ls_client import LabelStudioClient
     from backends.settings import get_backend_settings
+    from studio.client import LabelStudioClient
     from workers.celery_app import make_celery
 
     settings = get_backend_settings()
@@ -166,8 +166,8 @@ def select(
     """Choose the tasks to label next (active learning) and put them first in Label Studio."""
     from rich.console import Console
 
-    from backends.controls import parse_label_config
     from state.contracts import SCORE_POOL, ScorePoolRequest, ScorePoolResult
+    from studio.config import parse_label_config
 
     console = Console()
     svc = services()
@@ -189,6 +189,7 @@ def select(
         k=k,
         seed=seed,
         request_id=f"select-{uuid.uuid4().hex[:12]}",
+        break_even=svc.settings.edit_costs(project).break_even,
     )
     answer = wait_for(
         svc.app,

@@ -51,7 +51,7 @@ def agent(
     low_water: Annotated[int, typer.Option("--low-water", min=0, help="Queue low-water mark.")] = 25,
     strategy: Annotated[
         str, typer.Option("--strategy", help=f"The agent's selection strategy: {strategy_names()}.")
-    ] = "hybrid",
+    ] = "saving",
     novel: Annotated[str, typer.Option("--novel", help="Labels added mid-way (world labels).")] = "zebra,pink,sand",
     test_images: Annotated[int, typer.Option("--test-images", min=10, help="World test images for the curves.")] = 1000,
     automation_bias: AutomationBias = 0.05,

@@ -8,6 +8,7 @@ so that the CLI, the workers and the HTTP backend render them all the same way a
     ├── assistant.errors.*            the model core (ConfigError, CheckpointError, DataError, ...)
     ├── workers.errors.WorkerError    the Celery workers (RequestError, TransientError, MediaError, ...)
     ├── backends.errors.BackendError  the Label Studio edge (carries an HTTP status)
+    ├── studio.errors.StudioError     a labeling config the model cannot use, a failing Label Studio
     ├── state.registry.RegistryError  an unknown model version or project, an unreadable registry
     ├── state.ledger.LedgerError      the corrections and effort ledger
     ├── state.decision_log.DecisionLogError  the agent's decision log

@@ -217,13 +217,15 @@ class ScorePoolRequest(_Message):
 
     Attributes:
         strategy: A registered selection strategy (``random``, ``uncertainty``, ``entropy``,
-            ``novelty``, ``diversity``, ``hybrid``).
+            ``novelty``, ``diversity``, ``hybrid``, ``saving``).
         k: How many images to choose.
         novel_labels: Labels with no annotations yet (the ``novelty`` strategy favours them);
             empty: the labels the model in service has not been trained on.
         seed: Seed of any randomness in the strategy.
         labeled: Images already labeled: the diversity strategies choose away from them (their
             features come from the cache like the pool's).
+        break_even: The project's edit-cost break-even point: with it, each image's expected
+            saving from pre-annotation is measured (the ``saving`` strategy weighs by it).
     """
 
     project: int | None = None
@@ -236,6 +238,7 @@ class ScorePoolRequest(_Message):
     seed: int = 0
     request_id: str | None = None
     labeled: list[ImageRef] = Field(default_factory=list)
+    break_even: float | None = Field(default=None, gt=0, lt=1)
 
     _labels = field_validator("labels")(_check_labels)
 

@@ -18,11 +18,21 @@ def _modules_after_import(module: str) -> set[str]:
 
 
 @pytest.mark.parametrize(
-    "module", ["backends", "backends.protocol", "backends.convert", "state.contracts", "preannotation"]
+    "module",
+    [
+        "backends",
+        "backends.convert",
+        "state.contracts",
+        "preannotation",
+        "studio",
+        "studio.config",
+        "studio.client",
+        "studio.protocol",
+    ],
 )
 def test_light_modules_never_load_the_model(module):
     loaded = _modules_after_import(module)
-    for heavy in ("torch", "open_clip", "assistant", "transformers"):
+    for heavy in ("torch", "open_clip", "assistant", "transformers", "celery"):
         assert heavy not in loaded, f"importing {module} loaded {heavy}"
 
 

@@ -426,7 +426,7 @@ def test_the_backend_image_runs_without_the_model_packages() -> None:
         "state.logs",
         "backends.bulk",
         "backends.dispatch",
-        "backends.ls_client",
+        "studio.client",
         "uvicorn",
     ]
     # The agent service runs on the backend image too (`assistant agent run`, `agent health`):

@@ -195,7 +195,14 @@ def score_pool(runtime: Runtime, request: ScorePoolRequest) -> ScorePoolResult:
     try:
         strategy = create_strategy(request.strategy, seed=request.seed)
         calibrator = model.tagger.calibrator
-        builder = _LazyPool(len(request.images), labels, calibrator.thresholds(labels), novel, not calibrator.is_prior)
+        builder = _LazyPool(
+            len(request.images),
+            labels,
+            calibrator.thresholds(labels),
+            novel,
+            not calibrator.is_prior,
+            request.break_even,
+        )
     except AssistantError as exc:
         raise RequestError(exc.what, why=exc.why, fix=exc.fix) from None
     keep = strategy.needs_embeddings
@@ -251,8 +258,17 @@ def score_pool(runtime: Runtime, request: ScorePoolRequest) -> ScorePoolResult:
 class _LazyPool:
     """A :class:`PoolBuilder` created with the first chunk (its embedding width is known then)."""
 
-    def __init__(self, n: int, labels: list[str], thresholds: NDArray[Any], novel: list[str], calibrated: bool) -> None:
+    def __init__(
+        self,
+        n: int,
+        labels: list[str],
+        thresholds: NDArray[Any],
+        novel: list[str],
+        calibrated: bool,
+        break_even: float | None = None,
+    ) -> None:
         self.n, self.labels, self.thresholds, self.novel = n, labels, thresholds, novel
+        self.break_even = break_even
         # False under a prior (Calibrator.default() or a backbone's calibration.json): no
         # annotation of this project has calibrated the thresholds yet.
         self.calibrated = calibrated
@@ -264,7 +280,13 @@ class _LazyPool:
         if self.builder is None:
             dim = None if embeddings is None else int(embeddings.shape[1])
             self.builder = PoolBuilder(
-                self.n, self.labels, self.thresholds, novel_labels=self.novel, dim=dim, calibrated=self.calibrated
+                self.n,
+                self.labels,
+                self.thresholds,
+                novel_labels=self.novel,
+                dim=dim,
+                calibrated=self.calibrated,
+                break_even=self.break_even,
             )
         # Float16, the cache's own precision: half the memory of a 10⁶-image pool.
         self.builder.add(indices, probs, None if embeddings is None else embeddings.astype(np.float16))

@@ -5,7 +5,8 @@
 1. claim the project's round lock (``state.locks``) and keep it alive with a heartbeat; a
    project whose lock another live round holds is answered ``busy``;
 2. remove what a killed round left behind (staging checkpoints, half-written reports);
-3. export the annotations from Label Studio and build the round dataset (``workers.round_data``);
+3. read the labeling config and the annotations from Label Studio (``studio``) and build the
+   round dataset (``workers.round_data``);
 4. train, evaluate and decide (``assistant.rounds.run_round``) against the version in service,
    with the base model's backbone as the frozen distillation teacher and the feature cache
    serving stage-2 features;
@@ -66,20 +67,15 @@ from state.ledger import Ledger, open_ledger
 from state.locks import Heartbeat, RoundLocks
 from state.registry import Registry, VersionRecord
 from state.settings import Settings
+from studio.client import LabelStudioClient
+from studio.export import prediction_index
 from workers.celery_app import settings_of
 from workers.effort_report import add_effort_section
 from workers.errors import RequestError
 from workers.feature_cache import CachedFeatures, FeatureCache
 from workers.media import MediaFetcher
 from workers.pipeline import from_image_features, to_image_features
-from workers.round_data import (
-    AnnotationSource,
-    LabelHistory,
-    SdkAnnotationSource,
-    exported_tasks,
-    fetch_images,
-    parse_vocabulary,
-)
+from workers.round_data import AnnotationSource, LabelHistory, exported_tasks, fetch_images, round_labels
 
 __all__ = [
     "RoundPaths",
@@ -342,8 +338,9 @@ class _Round:
     def source(self) -> AnnotationSource:
         """Label Studio; made on first use, so a missing API key fails (and is recorded) in the round."""
         if self._source is None:
-            self._source = SdkAnnotationSource(
-                self.settings.label_studio_url, self.settings.label_studio_api_key.get_secret_value()
+            # An export of a large project takes a while: 300 s per request, not the client's 30.
+            self._source = LabelStudioClient(
+                self.settings.label_studio_url, self.settings.label_studio_api_key.get_secret_value(), timeout=300.0
             )
         return self._source
 
@@ -386,12 +383,13 @@ class _Round:
 
     def _dataset(self) -> RoundData:
         self.report("export", 0, 3)
-        vocab = parse_vocabulary(self.source.label_config(self.project))
+        # The one parser: the label set a round trains is the one /setup and /predict serve.
+        vocab, labels = round_labels(self.source.label_config(self.project))
         history = LabelHistory(self.paths.state / "labels.json").update(vocab.labels)
         self.report("export", 1, 3)
         tasks = self.source.export(self.project)
         self.report("export", 2, 3)
-        predictions = self.source.predictions(self.project)
+        predictions = prediction_index(self.source.predictions(self.project))
         self.report("export", 3, 3)
         exported, skipped = exported_tasks(tasks, predictions, vocab, history)
         self.counts.update({f"skipped_{k}": v for k, v in skipped.items()})
@@ -424,7 +422,7 @@ class _Round:
             if t.task_id in by_task
         ]
         files = {str(s.task_id): s.path for s in stored}
-        return _round_data(annotations, files, LabelSet(vocab.labels), self.settings, self.project)
+        return _round_data(annotations, files, labels, self.settings, self.project)
 
     def _teacher(self, current: VersionRecord, parent: LoadedModel) -> Any:
         if "stage1" not in (self.request.stages or self.settings.round_stages):

@@ -22,6 +22,7 @@ from assistant.selection.pool import (
     PoolBuilder,
     SelectionPool,
     image_entropy,
+    image_saving,
     image_uncertainty,
     tag_uncertainty,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "create_strategy",
     "describe_strategies",
     "image_entropy",
+    "image_saving",
     "image_uncertainty",
     "k_center_greedy",
     "list_strategies",

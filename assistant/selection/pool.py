@@ -40,6 +40,7 @@ __all__ = [
     "PoolBuilder",
     "SelectionPool",
     "image_entropy",
+    "image_saving",
     "image_uncertainty",
     "tag_uncertainty",
 ]
@@ -90,6 +91,25 @@ def image_entropy(probabilities: ArrayLike) -> Floats:
     return out
 
 
+def image_saving(probabilities: ArrayLike, break_even: float) -> Floats:
+    """Per image, the share of its from-scratch edits pre-annotation is expected to save, ``(N,)`` in [0, 1].
+
+    Under the break-even rule a tag is shown when ``p >= b``; showing it saves ``p·c_add - (1 - p)
+    ·c_remove = (c_add + c_remove)(p - b)`` edits on average, and labeling the image from scratch
+    costs ``c_add · Σ p``. With ``c_add / (c_add + c_remove) = 1 - b`` the share saved is
+    ``Σ_shown (p - b) / ((1 - b) · Σ p)``, which depends on the costs only through ``b``.
+
+    Args:
+        probabilities: ``(N, C)`` calibrated scores.
+        break_even: The edit costs' break-even point (0.5 at equal costs).
+    """
+    p = np.atleast_2d(np.asarray(probabilities, dtype=np.float32))
+    gain = np.clip(p - np.float32(break_even), 0.0, None).sum(axis=1)
+    scratch = np.maximum((1.0 - break_even) * p.sum(axis=1), _EPS)
+    out: Floats = np.clip(gain / scratch, 0.0, 1.0).astype(np.float32)
+    return out
+
+
 @dataclass(frozen=True)
 class SelectionPool:
     """An unlabeled pool as the strategies see it. Build one with :class:`PoolBuilder`.
@@ -111,6 +131,9 @@ class SelectionPool:
             any (a prior, ``Calibrator.is_prior``: the default or a backbone's one global
             threshold), closeness to a threshold says little, and the hybrid strategy relies on
             diversity alone.
+        saving: ``(N,)`` the share of the from-scratch edits that pre-annotating each image is
+            expected to save under the break-even rule (:func:`image_saving`), or None when the
+            pool was built without a break-even point.
     """
 
     labels: tuple[str, ...]
@@ -125,6 +148,7 @@ class SelectionPool:
     labeled_embeddings: NDArray[np.float16] | None
     valid: NDArray[np.bool_]
     calibrated: bool = True
+    saving: Floats | None = None
 
     def __len__(self) -> int:
         return int(self.uncertainty.shape[0])
@@ -137,7 +161,8 @@ class SelectionPool:
     def nbytes(self) -> int:
         """Memory held by the arrays."""
         arrays = [self.uncertainty, self.entropy, self.top_tag, self.top_prob, self.valid]
-        arrays += [a for a in (self.novel_scores, self.embeddings, self.labeled_embeddings) if a is not None]
+        optional = (self.novel_scores, self.embeddings, self.labeled_embeddings, self.saving)
+        arrays += [a for a in optional if a is not None]
         return int(sum(a.nbytes for a in arrays))
 
     def borderline(self, index: int) -> str:
@@ -157,6 +182,7 @@ class SelectionPool:
         labeled_embeddings: ArrayLike | None = None,
         valid: ArrayLike | None = None,
         calibrated: bool = True,
+        break_even: float | None = None,
     ) -> SelectionPool:
         """A pool from in-memory arrays (small pools, tests, the simulation).
 
@@ -169,6 +195,7 @@ class SelectionPool:
             labeled_embeddings: ``(M, D)`` embeddings of labeled images.
             valid: ``(N,)`` mask of usable rows (default: all).
             calibrated: See :attr:`SelectionPool.calibrated`.
+            break_even: See :class:`PoolBuilder`.
         """
         probs = np.asarray(probabilities, dtype=np.float32)
         if probs.ndim != 2:
@@ -181,6 +208,7 @@ class SelectionPool:
             novel_labels=novel_labels,
             dim=None if emb is None else emb.shape[1],
             calibrated=calibrated,
+            break_even=break_even,
         )
         rows = np.arange(probs.shape[0]) if valid is None else np.nonzero(np.asarray(valid, dtype=bool))[0]
         builder.add(rows, probs[rows], None if emb is None else emb[rows])
@@ -198,6 +226,8 @@ class PoolBuilder:
         dim: Embedding dimension, or None to keep no embeddings (no diversity strategies).
         top_k: Tags averaged into the image uncertainty.
         calibrated: See :attr:`SelectionPool.calibrated`.
+        break_even: The edit costs' break-even point: with it, each image's expected saving is
+            kept (:attr:`SelectionPool.saving`, the ``saving`` strategy's weight).
     """
 
     def __init__(
@@ -210,9 +240,14 @@ class PoolBuilder:
         dim: int | None = None,
         top_k: int = UNCERTAIN_TOP_K,
         calibrated: bool = True,
+        break_even: float | None = None,
     ) -> None:
         self.labels = tuple(labels)
         self.calibrated = calibrated
+        if break_even is not None and not 0.0 < break_even < 1.0:
+            raise DataError(f"a break-even point is in (0, 1), got {break_even}", fix="use EditCosts.break_even")
+        self.break_even = break_even
+        self._saving = None if break_even is None else np.zeros(n_images, dtype=np.float32)
         self.thresholds = np.asarray(thresholds, dtype=np.float32)
         if self.thresholds.shape != (len(self.labels),):
             raise DataError(f"{self.thresholds.shape[0]} thresholds for {len(self.labels)} labels")
@@ -243,6 +278,8 @@ class PoolBuilder:
             return
         for start in range(0, idx.size, _BLOCK_ROWS):
             self._reduce(idx[start : start + _BLOCK_ROWS], probs[start : start + _BLOCK_ROWS])
+        if self._saving is not None and self.break_even is not None:
+            self._saving[idx] = image_saving(probs, self.break_even)
         if self._novel is not None:
             self._novel[idx] = probs[:, self._novel_cols]
         if self._emb is not None:
@@ -297,4 +334,5 @@ class PoolBuilder:
             labeled_embeddings=labeled,
             valid=self._valid,
             calibrated=self.calibrated,
+            saving=self._saving,
         )

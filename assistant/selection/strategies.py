@@ -14,6 +14,9 @@ diversity  images farthest from everything labeled or chosen (k-center greedy on
 hybrid     uncertain images that are also far from the labeled ones: k-center greedy weighted by
            uncertainty over the most uncertain candidates; while the model is uncalibrated,
            the most typical image of each of k clusters instead (TypiClust)
+saving     the hybrid, with each image's uncertainty weighted by the share of its edits that
+           pre-annotation is expected to save (the agent's default): informative images that
+           annotators also label faster
 ========== ======================================================================================
 
 The hybrid follows the "filter, then diversify" recipe of cluster-margin (Citovsky et al. 2021)
@@ -44,6 +47,8 @@ the true loss or the true tag count (:mod:`benchworld.simulation.oracles`) do no
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
+from typing import Final
 
 import numpy as np
 from numpy.typing import NDArray
@@ -54,9 +59,13 @@ from assistant.selection.pool import SelectionPool
 from assistant.selection.registry import Selection, Strategy, register_strategy
 from assistant.selection.typical import typical_picks
 
-__all__ = ["Diversity", "Entropy", "Hybrid", "Novelty", "RandomSampling", "Uncertainty"]
+__all__ = ["SAVING_FLOOR", "Diversity", "Entropy", "Hybrid", "Novelty", "RandomSampling", "Saving", "Uncertainty"]
 
 logger = logging.getLogger(__name__)
+
+#: The ``saving`` strategy's weight of an image with no expected saving, against 1 + saving for
+#: the others: a tenth keeps uncertain images with nothing to show in the running.
+SAVING_FLOOR: Final = 0.1
 
 
 def _top(values: NDArray[np.floating], valid: NDArray[np.bool_], k: int) -> NDArray[np.int64]:
@@ -278,6 +287,42 @@ class Hybrid(Strategy):
             for size, lab in zip(picks.cluster_size.tolist(), picks.cluster_labeled.tolist(), strict=True)
         )
         return Selection(self.name, picks.indices, picks.typicality, reasons)
+
+
+@register_strategy
+class Saving(Hybrid):
+    """The hybrid over uncertainty weighted by the expected saving of pre-annotation.
+
+    An image's weight is ``uncertainty · (SAVING_FLOOR + saving)``, where ``saving`` is the share
+    of its from-scratch edits that the break-even rule's pre-annotation is expected to save
+    (:func:`~assistant.selection.image_saving`, from the pool's break-even point). Uncertainty
+    alone puts first the images the model is least sure of, where pre-annotation helps least; the
+    weight keeps the hybrid's filter-then-diversify recipe but prefers, among informative images,
+    those whose pre-annotations save work. The floor keeps images with nothing to show (most of
+    them under a young model) in play. Selected on the agent simulation's tuning seeds
+    (docs/preannotation.md); a pool built without a break-even point is chosen as the hybrid
+    chooses.
+    """
+
+    name = "saving"
+    favours = (
+        "uncertain, diverse images whose pre-annotations are expected to save edits (the hybrid, "
+        "its uncertainty weighted by the expected saving)"
+    )
+
+    def select(self, pool: SelectionPool, k: int) -> Selection:
+        """See :meth:`Strategy.select`."""
+        if pool.saving is None:
+            return super().select(pool, k)
+        weighted = replace(pool, uncertainty=(pool.uncertainty * (SAVING_FLOOR + pool.saving)).astype(np.float32))
+        chosen = super().select(weighted, k)
+        if not pool.calibrated:
+            return Selection(self.name, chosen.indices, chosen.scores, chosen.reasons)
+        reasons = tuple(
+            f"{reason}, expected saving {float(pool.saving[i]):.0%}"
+            for i, reason in zip(chosen.indices.tolist(), chosen.reasons, strict=True)
+        )
+        return Selection(self.name, chosen.indices, chosen.scores, reasons)
 
 
 def _gap_reason(gap: float) -> str:

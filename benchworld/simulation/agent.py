@@ -695,6 +695,7 @@ class _SimAgent:
             novel_labels=[o for o, s in zip(p.options, seen, strict=True) if not s],
             embeddings=glob[rows],
             labeled_embeddings=glob[labeled] if labeled.size else None,
+            break_even=p.cfg.serving.costs.break_even,
         )
         seed = int.from_bytes(key.encode()[-4:], "little") ^ p.cfg.seed
         chosen = create_strategy(strategy, seed=seed).select(pool, min(k, rows.size))

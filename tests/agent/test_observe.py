@@ -13,10 +13,10 @@ import pytest
 from agent.observe import Observer, last_fire, memory_from_log, rate_annotation, read_round_log
 from agent.studio import PredictionRow, ProjectSummary, TaskRow
 from assistant.agent_policy import Decision
-from backends.controls import parse_label_config
 from state.decision_log import DecisionLog, open_decision_log
 from state.ledger import Ledger, LedgerEvent, open_ledger
 from state.registry import Registry
+from studio.config import parse_label_config
 
 CONFIG = (
     '<View><Image name="image" value="$image"/><Choices name="tags" toName="image" choice="multiple">'

@@ -16,6 +16,7 @@ from assistant.selection import (
     create_strategy,
     describe_strategies,
     image_entropy,
+    image_saving,
     image_uncertainty,
     k_center_greedy,
     list_strategies,
@@ -25,9 +26,10 @@ from assistant.selection import (
 )
 from assistant.selection.strategies import Uncertainty
 from assistant.selection.typical import kmeans, typical_picks
+from preannotation import EditCosts, expected_cost, scratch_cost, show_mask
 
 LABELS = [f"l{i}" for i in range(6)]
-ALL = ["diversity", "entropy", "hybrid", "novelty", "random", "uncertainty"]
+ALL = ["diversity", "entropy", "hybrid", "novelty", "random", "saving", "uncertainty"]
 
 
 def _pool(n: int = 200, seed: int = 0, **kwargs) -> SelectionPool:
@@ -40,7 +42,7 @@ def _pool(n: int = 200, seed: int = 0, **kwargs) -> SelectionPool:
 def test_the_registry_lists_documents_and_refuses_unknown_names() -> None:
     assert list_strategies() == ALL
     assert all(describe_strategies()[name] for name in ALL)
-    with pytest.raises(ConfigError, match="diversity, entropy, hybrid, novelty, random, uncertainty"):
+    with pytest.raises(ConfigError, match="diversity, entropy, hybrid, novelty, random, saving, uncertainty"):
         create_strategy("margin")
     with pytest.raises(ConfigError, match="(?i)invalid options"):
         create_strategy("uncertainty", beta=3)
@@ -276,3 +278,36 @@ def test_the_strategy_modules_raise_no_warnings() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         create_strategy("hybrid").select(_pool(), 5)
+
+
+def test_image_saving_is_the_share_of_from_scratch_edits_the_rule_expects_to_save() -> None:
+    np.testing.assert_allclose(image_saving([[0.9, 0.1], [0.4, 0.4]], 0.5), [0.8, 0.0], atol=1e-6)
+    # Cheap adds (break-even 0.25) show both 0.4 tags: (0.15 + 0.15) / (0.75 · 0.8) = 0.5.
+    np.testing.assert_allclose(image_saving([[0.4, 0.4]], 0.25), [0.5], atol=1e-6)
+    rng = np.random.default_rng(3)
+    for costs in (EditCosts(), EditCosts(add=3, remove=1), EditCosts(add=1, remove=2)):
+        for p in rng.random((20, 8)) ** 2:
+            shown = show_mask(p, costs)
+            expected = 1.0 - expected_cost(p, shown, costs) / scratch_cost(p, costs)
+            assert image_saving(p[None], costs.break_even)[0] == pytest.approx(max(expected, 0.0), abs=1e-5)
+
+
+def test_saving_prefers_uncertain_images_whose_preannotations_save_edits() -> None:
+    points, cluster = _clusters(per=20, centers=3)
+    probs = np.full((len(points), len(LABELS)), 0.02)
+    probs[cluster == 0, 0] = 0.45  # cluster 0: borderline, nothing worth showing
+    probs[cluster == 1, 0] = 0.35  # cluster 1: a little less borderline, ...
+    probs[cluster == 1, 1] = 0.95  # ... and a tag the rule shows, nearly always right
+    plain = SelectionPool.from_arrays(probs, np.full(len(LABELS), 0.5), LABELS, embeddings=points)
+    pool = SelectionPool.from_arrays(probs, np.full(len(LABELS), 0.5), LABELS, embeddings=points, break_even=0.5)
+    assert pool.saving is not None and plain.saving is None
+    hybrid = create_strategy("hybrid", candidates_per_pick=1).select(pool, 4)
+    saving = create_strategy("saving", candidates_per_pick=1).select(pool, 4)
+    assert set(cluster[hybrid.indices].tolist()) == {0}
+    assert set(cluster[saving.indices].tolist()) == {1}
+    assert all("expected saving" in r for r in saving.reasons)
+    # A pool without a break-even point is chosen as the hybrid chooses.
+    same = create_strategy("saving", candidates_per_pick=1).select(plain, 4)
+    np.testing.assert_array_equal(same.indices, hybrid.indices)
+    with pytest.raises(DataError, match="break-even"):
+        PoolBuilder(3, LABELS, np.full(len(LABELS), 0.5), break_even=1.0)

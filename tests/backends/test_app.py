@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from backends.controls import parse_label_config
 from backends.convert import DEFAULT_MAX_TAGS, MAX_SCORES_KEPT, SCORES_KEY
 from backends.state import MemoryState
+from studio.config import parse_label_config
 from tests.backends._app_fakes import FakeDispatcher, Harness, make_harness
 from tests.backends._fixtures import config, payload, prediction_errors
 
@@ -106,6 +106,20 @@ def test_setup_refuses_unusable_configs_with_the_fix(client: TestClient, name: s
 
     body = assert_error(resp, 422, fragment)
     assert "Fix:" in body["detail"]
+
+
+def test_setup_serves_values_with_spaces_and_refuses_a_blank_one_with_the_fix(client: TestClient) -> None:
+    # Issue 16 (6a): "dog " is served (and trained) as dog; a blank value is refused when the model
+    # is connected, not discovered by a failed round later.
+    spaced = config("multilabel").replace('<Choice value="cat"/>', '<Choice value="cat "/>')
+    assert spaced != config("multilabel")
+    served = client.post("/setup", json={"project": 1, "schema": spaced})
+    assert served.status_code == 200
+    assert served.json()["model_version"].endswith(parse_label_config(config("multilabel")).fingerprint)
+
+    blank = config("multilabel").replace('<Choice value="cat"/>', '<Choice value="  "/>')
+    body = assert_error(client.post("/setup", json={"project": 1, "schema": blank}), 422, "is blank")
+    assert "predicted_values" in body["detail"] and "Fix:" in body["detail"]
 
 
 def test_a_new_choice_changes_the_version(client: TestClient) -> None:

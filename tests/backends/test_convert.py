@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from backends.controls import ProjectVocabulary, parse_label_config
 from backends.convert import (
     DEFAULT_MAX_TAGS,
     EMPTY_NOTE,
@@ -15,15 +14,17 @@ from backends.convert import (
     SCORES_KEY,
     PredictionBatch,
     TaskFailure,
-    annotation_to_correction,
     build_predict_requests,
     confidence,
     predictions_from_results,
     task_image_refs,
 )
-from backends.errors import BackendError, TaskDataError, WorkerResultError
-from backends.protocol import Annotation, LSPredictRequest, Prediction, Task
+from backends.errors import TaskDataError, WorkerResultError
 from state.contracts import ImageFailure, ImageRef, ImageScores, PredictRequest, PredictResult
+from studio.config import ProjectVocabulary, parse_label_config
+from studio.errors import StudioError
+from studio.protocol import Annotation, LSPredictRequest, Prediction, Task
+from studio.results import annotation_to_correction
 from tests.backends._fixtures import config, payload, prediction_errors
 
 VERSION = "mkt-p1-r2"
@@ -501,5 +502,5 @@ def test_cancelled_annotations_carry_no_signal() -> None:
 
 def test_the_prediction_must_be_the_parent() -> None:
     annotation = Annotation(id=5, parent_prediction=2, result=[])
-    with pytest.raises(BackendError, match="not the parent"):
+    with pytest.raises(StudioError, match="not the parent"):
         annotation_to_correction(parse_label_config(CAPTURED), annotation, PARENT)

@@ -10,14 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backends.controls import parse_label_config
 from backends.convert import SCORES_KEY, build_predict_requests, predictions_from_results
-from backends.errors import LabelConfigError
-from backends.protocol import Task
 from backends.serving import ServingPolicy, load_policy
 from preannotation import EditCosts, LogitMap, Recalibration, expected_cost
 from state.ledger import open_ledger
 from state.settings import Settings
+from studio.config import parse_label_config
+from studio.errors import LabelConfigError
+from studio.protocol import Task
 from tests.backends.test_convert import fake_worker
 
 TAGS = ("cat", "dog", "sofa", "tree", "zebra", "car")

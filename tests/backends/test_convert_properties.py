@@ -34,23 +34,31 @@ from hypothesis import strategies as st
 from label_studio_sdk.label_interface.interface import LabelInterface
 from pydantic import ValidationError
 
-from backends.controls import (
-    ChoicesControl,
-    ProjectVocabulary,
-    TaxonomyControl,
-    parse_label_config,
-)
 from backends.convert import (
     MAX_SCORES_KEPT,
     SCORES_KEY,
-    annotation_to_correction,
     build_predict_requests,
     confidence,
     predictions_from_results,
     task_image_refs,
 )
-from backends.errors import LabelConfigError, TaskDataError, WorkerResultError
-from backends.protocol import (
+from backends.errors import TaskDataError, WorkerResultError
+from state.contracts import (
+    ImageFailure,
+    ImageRef,
+    ImageScores,
+    PredictRequest,
+    PredictResult,
+    vocabulary_fingerprint,
+)
+from studio.config import (
+    ChoicesControl,
+    ProjectVocabulary,
+    TaxonomyControl,
+    parse_label_config,
+)
+from studio.errors import LabelConfigError
+from studio.protocol import (
     MAX_ID,
     Annotation,
     LSPredictRequest,
@@ -61,14 +69,7 @@ from backends.protocol import (
     WebhookEvent,
     parse_project_id,
 )
-from state.contracts import (
-    ImageFailure,
-    ImageRef,
-    ImageScores,
-    PredictRequest,
-    PredictResult,
-    vocabulary_fingerprint,
-)
+from studio.results import annotation_to_correction
 
 VERSION = "prop-v1"
 # Bounded so that the module runs in seconds on 2 shared cores; CI may raise them with a profile.

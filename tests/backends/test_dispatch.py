@@ -20,12 +20,9 @@ import numpy as np
 import pytest
 
 from backends.bulk import BulkRun, plan_preannotation, resolve_version
-from backends.controls import parse_label_config
 from backends.convert import SCORES_KEY, recalibration_of
 from backends.dispatch import INLINE, CeleryDispatcher, PredictJob, PublishJob, claim_key, plan_chunks
 from backends.errors import BackendError
-from backends.ls_client import LabelStudioClient, LabelStudioUnavailable
-from backends.protocol import Task
 from backends.serving import load_policy
 from backends.state import MemoryState, RedisState
 from backends.tasks import publish
@@ -34,6 +31,10 @@ from state.contracts import PredictRequest
 from state.ledger import open_ledger
 from state.registry import Registry
 from state.settings import Settings
+from studio.client import LabelStudioClient
+from studio.config import parse_label_config
+from studio.errors import LabelStudioError, LabelStudioUnavailable, StudioError
+from studio.protocol import Task
 from tests.backends._app_fakes import fake_result
 from tests.backends._fixtures import config
 
@@ -149,7 +150,7 @@ def client_answering(handler: Any) -> LabelStudioClient:
     )
 
 
-def test_client_turns_label_studio_failures_into_backend_errors() -> None:
+def test_client_turns_label_studio_failures_into_studio_errors() -> None:
     ls = FakeLS(config("multilabel"), tasks(1))
     client = ls.client()
     ls.unavailable = 1
@@ -159,14 +160,14 @@ def test_client_turns_label_studio_failures_into_backend_errors() -> None:
 
     with pytest.raises(LabelStudioUnavailable, match="503"):
         client.task_prediction_versions(1)
-    with pytest.raises(BackendError, match="404") as not_found:
+    with pytest.raises(LabelStudioError, match="404") as not_found:
         client_answering(lambda r: httpx.Response(404, json={"detail": "gone"})).label_config(3)
-    assert not isinstance(not_found.value, LabelStudioUnavailable)  # not worth retrying
-    with pytest.raises(BackendError, match="401.*ASSISTANT_LABEL_STUDIO_API_KEY"):
+    assert not_found.value.status == 404 and not_found.value.status_code == 502  # not worth retrying
+    with pytest.raises(LabelStudioError, match="401.*ASSISTANT_LABEL_STUDIO_API_KEY"):
         client_answering(lambda r: httpx.Response(401, json={"detail": "bad token"})).label_config(3)
     with pytest.raises(LabelStudioUnavailable, match="Cannot reach"):
         client_answering(refuse).label_config(3)
-    with pytest.raises(BackendError, match="No Label Studio API key"):
+    with pytest.raises(StudioError, match="No Label Studio API key"):
         LabelStudioClient("http://ls.test", "")
 
 
@@ -345,7 +346,7 @@ def test_resolve_version_checks_the_fingerprint_and_the_registry(registry: Regis
 
 
 def fake_prediction(version: str) -> Any:
-    from backends.protocol import Prediction
+    from studio.protocol import Prediction
 
     return Prediction(model_version=version, score=0.5, result=[])
 

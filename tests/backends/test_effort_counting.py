@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 
 from backends.effort import CountReport, EffortCounter, compare, count_projects
-from backends.errors import BackendError
-from backends.ls_client import LabelStudioUnavailable
 from backends.state import MemoryState
 from state.ledger import Ledger, LedgerEvent, open_ledger
 from state.registry import Registry
 from state.settings import Settings
+from studio.errors import LabelStudioError, LabelStudioUnavailable
 
 CONFIG = """<View><Image name="image" value="$image"/>
   <Choices name="tags" toName="image" choice="multiple">
@@ -49,7 +48,7 @@ class FakeStudio:
     def prediction(self, prediction: int) -> dict[str, Any] | None:
         self._check()
         if prediction == 403:
-            raise BackendError("Label Studio answered 403 to GET prediction 403", status_code=502)
+            raise LabelStudioError("Label Studio answered 403 to GET prediction 403", status=403)
         return self.predictions.get(prediction)
 
     def task_predictions(self, task: int) -> list[dict[str, Any]]:
@@ -332,7 +331,7 @@ def test_a_tripped_tag_resumes_when_a_refit_predicts_it_better(ledger: Ledger, t
 
 
 def test_compare_reads_only_active_controls_and_marks_novel_tags(ledger: Ledger) -> None:
-    from backends.controls import parse_label_config
+    from studio.config import parse_label_config
 
     ledger.append(
         [annotation(1, 1, ["zebra"], parent=7)]
@@ -381,4 +380,4 @@ def test_one_pass_per_project_at_a_time(ledger: Ledger, tmp_path: Path) -> None:
     studio.down = True
     ledger.append([annotation(2, 1, ["cat"], parent=11)])
     _, errors = count_projects(counter, state, [PROJECT], "me")
-    assert isinstance(errors[PROJECT], BackendError) and state.acquire_lock(f"effort:{PROJECT}", "x", 1)
+    assert isinstance(errors[PROJECT], LabelStudioUnavailable) and state.acquire_lock(f"effort:{PROJECT}", "x", 1)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from backends.errors import BackendError, LabelConfigError, TaskDataError, WorkerResultError
+from backends.errors import BackendError, TaskDataError, WorkerResultError
 from errors import AssistantError
 
 
@@ -11,7 +11,6 @@ from errors import AssistantError
     [
         (BackendError("bad input"), 400, "Bad input."),
         (BackendError("bad input", status_code=409), 409, "Bad input."),
-        (LabelConfigError("no image.", why="none found", fix="add one"), 422, "No image. None found. Fix: Add one."),
         (TaskDataError("task 3 has no image", task_id=3), 422, "Task 3 has no image."),
         (WorkerResultError("labels differ"), 502, "Labels differ."),
     ],

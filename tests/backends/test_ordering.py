@@ -8,9 +8,9 @@ from typing import Any
 import httpx
 import pytest
 
-from backends.ls_client import LabelStudioClient
 from backends.ordering import RANK_FIELD, SELECT_VIEW, RankedTask, push_order, view_data
-from backends.protocol import Task
+from studio.client import LabelStudioClient
+from studio.protocol import Task
 
 
 class FakeLabelStudio:

@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from backends.errors import BackendError
-from backends.ls_client import LabelStudioClient
 from backends.webhook_check import WebhookWatch, check_webhook
+from studio.client import LabelStudioClient
+from studio.errors import LabelStudioError
 
 MODEL = "http://127.0.0.1:9090"
 HOOK = {"id": 1, "project": 3, "url": f"{MODEL}/webhook", "send_payload": True, "send_for_all_actions": True,
@@ -92,7 +92,7 @@ def test_no_model_connected() -> None:
 
 
 def test_label_studio_refusing_the_token_is_an_error_not_a_verdict() -> None:
-    with pytest.raises(BackendError, match="401"):
+    with pytest.raises(LabelStudioError, match="401"):
         check_webhook(_client([], [], status=401), 3)
 
 

@@ -6,13 +6,14 @@ import pickle
 
 import pytest
 
-from assistant.errors import CheckpointError, ConfigError, ImageError
-from backends.errors import BackendError, LabelConfigError, TaskDataError
+from assistant.errors import CheckpointError, ConfigError, DataError
+from backends.errors import BackendError, TaskDataError
 from errors import AssistantError
 from preannotation.costs import PreannotationError
 from state.decision_log import DecisionLogError
 from state.ledger import LedgerError
 from state.registry import RegistryError
+from studio.errors import LabelConfigError, LabelStudioError, LabelStudioUnavailable
 from workers.errors import MediaError, WorkerError
 
 
@@ -31,12 +32,14 @@ _EVERY_TREE = [
     AssistantError("base", why="w", fix="f"),
     ConfigError("bad setting", fix="set it"),
     CheckpointError("corrupt", why="bad magic"),
-    ImageError("cannot decode", reason="corrupt", fix="re-upload"),
+    DataError("cannot decode", why="truncated file", fix="re-upload"),
     WorkerError("worker", fix="restart"),
     RegistryError("unknown version v9", fix="list versions"),
     MediaError("timed out", reason="timeout", why="slow host"),
     BackendError("edge", status_code=409),
     LabelConfigError("no image", fix="add <Image>"),
+    LabelStudioError("Label Studio answered 404", status=404),
+    LabelStudioUnavailable("cannot reach Label Studio"),
     TaskDataError("task 3 has no image", task_id=3, reason="missing_data"),
     LedgerError("cannot open the ledger", fix="check the URL"),
     DecisionLogError("cannot open the decision log", why="refused"),

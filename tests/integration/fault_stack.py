@@ -266,7 +266,7 @@ class FaultStack:
     @property
     def version(self) -> str:
         """The full model version every prediction of :data:`CONFIG` gets (what ``/setup`` answers)."""
-        from backends.controls import parse_label_config
+        from studio.config import parse_label_config
 
         return parse_label_config(CONFIG).model_version(BASE_VERSION)
 

@@ -30,8 +30,8 @@ from typing import Any
 import httpx
 import pytest
 
-from backends.controls import parse_label_config
 from state.ledger import Ledger, open_ledger
+from studio.config import parse_label_config
 from tests.backends._fixtures import prediction_errors
 from tests.conftest import REPO_ROOT
 from tests.integration.ls_harness import LSClient, LSServer

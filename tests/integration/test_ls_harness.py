@@ -24,10 +24,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from backends.controls import parse_label_config
 from backends.convert import build_predict_requests, predictions_from_results
-from backends.protocol import LSPredictRequest
 from state.contracts import ImageFailure, ImageScores, PredictResult
+from studio.config import parse_label_config
+from studio.protocol import LSPredictRequest
 from tests.integration.ls_harness import MULTILABEL_CONFIG, LSClient, LSServer, RecordingBackend
 
 pytestmark = pytest.mark.integration
@@ -247,3 +247,30 @@ def test_label_studio_stores_what_the_converters_produce(
         assert items["taxo"]["value"] == {"taxonomy": [["Animal", "Giraffe"]]}
         assert items["taxo"]["assistant"]["scores"]["Animal / Giraffe"] == pytest.approx(0.9)
         assert 0.0 <= pred["score"] <= 1.0
+
+
+def test_a_stale_prediction_is_replaced_in_place(ls_server: LSServer, ls_client: LSClient, project: Project) -> None:
+    """``LabelStudioClient.update_prediction`` (a refit's re-prediction): same id, new result, one prediction."""
+    from backends.convert import recalibration_of
+    from studio.client import LabelStudioClient
+    from studio.protocol import Prediction
+
+    client = LabelStudioClient(ls_server.url, ls_server.api_key)
+    task = project.local[0]
+    old = Prediction.model_validate(
+        {"model_version": "mkt-r0+fp", "score": 0.4, "result": _result(["giraffe"], assistant=TAGS)}
+    )
+    pid = client.create_prediction(task, old)
+    assert pid is not None
+    new = Prediction.model_validate(
+        {"model_version": "mkt-r0+fp", "score": 0.7,
+         "result": _result(["giraffe", "outdoor"], assistant={**TAGS, "recalibration": "r3"})}
+    )  # fmt: skip
+
+    client.update_prediction(pid, new)
+
+    (stored,) = [p for p in client.task_predictions(task) if p["model_version"] == "mkt-r0+fp"]
+    assert stored["id"] == pid and stored["score"] == pytest.approx(0.7)
+    assert stored["result"][0]["value"] == {"choices": ["giraffe", "outdoor"]}
+    assert recalibration_of(stored["result"]) == "r3"
+    assert [recalibration_of(p["result"]) for p in client.predictions(project.id) if p["id"] == pid] == ["r3"]

@@ -1,4 +1,4 @@
-"""Round data from Label Studio exports: config parsing (agreeing with the backend), the target rule, images."""
+"""Round data from Label Studio exports: the target rule (the backend's corrections), the label history, images."""
 
 from __future__ import annotations
 
@@ -9,23 +9,15 @@ import pytest
 
 from assistant.corrections import correction_targets
 from assistant.labels import LabelSet
-from backends.controls import parse_label_config
-from backends.convert import annotation_to_correction
-from backends.protocol import Annotation, Prediction
+from studio.config import parse_label_config
+from studio.protocol import Annotation, Prediction
+from studio.results import annotation_to_correction
 from tests.conftest import REPO_ROOT
 from workers.feature_cache import FeatureCache
 from workers.media import MediaFetcher
-from workers.round_data import (
-    LabelHistory,
-    RoundDataError,
-    exported_tasks,
-    fetch_images,
-    parse_vocabulary,
-    shown_labels,
-)
+from workers.round_data import LabelHistory, exported_tasks, fetch_images, shown_labels
 
 CONFIGS = REPO_ROOT / "tests" / "fixtures" / "label_configs"
-GOOD = ["multilabel.xml", "multi_control.xml", "taxonomy.xml", "taxonomy_leafs_only.xml", "two_images.xml"]
 CONFIG = """<View><Image name="image" value="$image"/>
   <Choices name="tags" toName="image" choice="multiple">
     <Choice value="cat"/><Choice value="dog"/><Choice value="pet" predicted_values="cat,dog,hamster"/>
@@ -39,25 +31,6 @@ def _item(*choices: str, control: str = "tags") -> dict:
 
 def _task(task_id: int, annotations: list[dict], image: str = "/img.png") -> dict:
     return {"id": task_id, "data": {"image": image}, "annotations": annotations}
-
-
-@pytest.mark.parametrize("name", GOOD)
-def test_the_vocabulary_agrees_with_the_backends_parser(name: str) -> None:
-    config = (CONFIGS / name).read_text()
-    ours = parse_vocabulary(config)
-    theirs = parse_label_config(config)
-    assert ours.labels == theirs.labels
-    for control in theirs.active:
-        mine = ours.control(control.name)
-        assert mine is not None
-        assert mine.targets == {t.key: t.model_labels for t in control.targets}
-
-
-def test_a_config_without_image_options_is_a_clear_error() -> None:
-    with pytest.raises(RoundDataError, match="(?i)no image-tagging options"):
-        parse_vocabulary((CONFIGS / "bad_no_choices.xml").read_text())
-    with pytest.raises(RoundDataError, match="(?i)not valid XML"):
-        parse_vocabulary("<View>")
 
 
 @pytest.mark.parametrize("name", ["multi_control.xml", "taxonomy.xml"])
@@ -80,13 +53,13 @@ def test_positives_and_hard_negatives_agree_with_the_backends_corrections(name: 
         "data": {control.value_key: "/img.png"},
         "annotations": [{"id": 1, "result": result, "parent_prediction": 9}],
     }
-    (exported,), _ = exported_tasks([task], {9: {"id": 9, "result": pred}}, parse_vocabulary(config), {})
+    (exported,), _ = exported_tasks([task], {9: {"id": 9, "result": pred}}, theirs, {})
     assert set(exported.annotation.positives) == set(expected.positive_labels)
     assert set(exported.annotation.hard_negatives) == set(expected.negative_labels)
 
 
 def test_the_latest_annotation_counts_and_options_added_later_are_unknown() -> None:
-    vocab = parse_vocabulary(CONFIG)
+    vocab = parse_label_config(CONFIG)
     history = {"cat": "", "dog": "", "hamster": "", "snow": "2026-03-01T00:00:00+00:00"}
     tasks = [
         _task(
@@ -131,7 +104,7 @@ def test_the_label_history_starts_with_everything_and_stamps_later_labels(tmp_pa
 
 
 def test_images_are_stored_by_content_once_and_failures_are_reported(settings, image_dir: Path, tmp_path: Path):
-    vocab = parse_vocabulary(CONFIG)
+    vocab = parse_label_config(CONFIG)
     paths = sorted(image_dir.glob("*.png"))
     tasks = [_task(i + 1, [{"id": i, "result": [_item("cat")]}], str(p)) for i, p in enumerate(paths[:3])]
     tasks.append(_task(9, [{"id": 9, "result": [_item("dog")]}], str(image_dir / "missing.png")))

@@ -37,8 +37,8 @@ class FakeSource:
         self.exports += 1
         return self.tasks
 
-    def predictions(self, project: int) -> dict[int, dict[str, Any]]:
-        return self.preds
+    def predictions(self, project: int) -> list[dict[str, Any]]:
+        return list(self.preds.values())
 
 
 class MemoryLocks:

@@ -25,11 +25,11 @@ def _refs(image_dir: Path) -> list[ImageRef]:
     return [ImageRef(key=str(i), url=str(p), task_id=100 + i) for i, p in enumerate(sorted(image_dir.glob("*.png")))]
 
 
-@pytest.mark.parametrize("strategy", ["random", "uncertainty", "entropy", "novelty", "diversity", "hybrid"])
+@pytest.mark.parametrize("strategy", ["random", "uncertainty", "entropy", "novelty", "diversity", "hybrid", "saving"])
 def test_every_strategy_chooses_k_distinct_pool_images(runtime: Runtime, image_dir: Path, strategy: str) -> None:
     refs = _refs(image_dir)
     request = ScorePoolRequest(
-        labels=LABELS, images=refs[:5], labeled=refs[5:], strategy=strategy, k=3, seed=4, project=1
+        labels=LABELS, images=refs[:5], labeled=refs[5:], strategy=strategy, k=3, seed=4, project=1, break_even=0.5
     )
     result = pipeline.score_pool(runtime, request)
     assert result.strategy == strategy and result.model_version == "tiny-v1"

@@ -12,6 +12,15 @@ stores in results). Its model label (what the model scores) is ``value``, or eac
 Taxonomy nodes are emitted as paths from the root; a node name that occurs twice in one taxonomy
 gets the model label ``"Parent / Node"`` unless ``predicted_values`` says otherwise.
 
+**One parser, one normalisation.** Prediction (``/setup``, ``/predict``), the rounds and the agent
+all build their vocabulary here, so the label set a round trains is the one prediction serves.
+A model label is its config text without surrounding whitespace (:func:`model_label`); the output
+string Label Studio stores stays verbatim (``value="dog "`` is shown and stored as ``"dog "`` and
+scored as ``dog``). A value the model cannot use is a :class:`~studio.errors.LabelConfigError`
+when the config is parsed, so ``/setup`` refuses it when the model is connected: a blank value
+without ``predicted_values`` (in a control the model predicts), two taxonomy nodes whose paths
+join to the same key, more than ``state.contracts.MAX_LABELS`` labels.
+
 **Knobs** (attributes of the control tag; ``model_threshold`` also works on one ``<Choice>``):
 
 =====================  ========================================================================
@@ -52,9 +61,9 @@ from typing import Any, ClassVar
 
 from label_studio_sdk.label_interface.interface import LabelInterface
 
-from backends.errors import LabelConfigError
 from preannotation import EditCosts
-from state.contracts import vocabulary_fingerprint
+from state.contracts import MAX_LABELS, vocabulary_fingerprint
+from studio.errors import LabelConfigError
 
 __all__ = [
     "EXAMPLE_CONFIG",
@@ -70,6 +79,7 @@ __all__ = [
     "TagControl",
     "Target",
     "TaxonomyControl",
+    "model_label",
     "parse_label_config",
 ]
 
@@ -391,26 +401,51 @@ def _output(choice: ET.Element) -> str | None:
     return choice.get("alias") or choice.get("value")
 
 
-def _model_labels(choice: ET.Element, default: str) -> tuple[str, ...]:
-    # Stripped: the workers strip labels and refuse blank or repeated ones (state.contracts), so
-    # an unstripped " cat" next to "cat" would fail every request, and a lone " cat" would come
-    # back as "cat", a vocabulary the backend no longer recognises. A blank value names no label.
+def model_label(text: str) -> str:
+    """The model label a config value names: the value without surrounding whitespace.
+
+    This is the one normalisation of the project: the workers' contract and the model's label set
+    refuse labels with surrounding spaces, and Label Studio keeps ``value="dog "`` verbatim in its
+    results. So the **output** string (what Label Studio stores, ``"dog "``) stays as written,
+    and the **model label** (what the model scores and a round trains, ``"dog"``) is stripped.
+    Inner spaces, slashes and non-ASCII text are kept as they are.
+    """
+    return text.strip()
+
+
+def _model_labels(choice: ET.Element, default: str, where: str, skip: bool) -> tuple[str, ...]:
+    """A choice's model labels: each name of ``predicted_values``, else ``default`` (normalised).
+
+    Raises:
+        LabelConfigError: The choice names no label (its value is blank and it has no
+            ``predicted_values``) and its control is not skipped. The model could never score
+            it, so ``/setup`` says so instead of leaving it out unseen.
+    """
     raw = choice.get(PREDICTED_VALUES) or ""
-    names = tuple(dict.fromkeys(n.strip() for n in raw.split(",") if n.strip()))
+    names = tuple(dict.fromkeys(model_label(n) for n in raw.split(",") if model_label(n)))
     if names:
         return names
-    return (default.strip(),) if default.strip() else ()
+    if not model_label(default):
+        if skip:  # the model ignores the control anyway
+            return ()
+        raise _config_error(
+            f"{where} has a <Choice> whose value {choice.get('value')!r} is blank",
+            why="the model scores labels by their text, and a blank value names none",
+            fix=f'give the choice a value, or {PREDICTED_VALUES}="name" for the model, '
+            f'or add {KNOB_SKIP}="true" to the control',
+        )
+    return (model_label(default),)
 
 
-def _choices_targets(element: ET.Element, where: str) -> tuple[Target, ...]:
+def _choices_targets(element: ET.Element, where: str, skip: bool) -> tuple[Target, ...]:
     targets: dict[str, Target] = {}
     # iter() also finds choices wrapped in <View> inside <Choices>, which Label Studio allows.
     for choice in element.iter("Choice"):
         output = _output(choice)
         if output is None or output in targets:
             continue
-        model_labels = _model_labels(choice, choice.get("value") or output)
-        if not model_labels:  # a blank choice: annotators may pick it, the model cannot score it
+        model_labels = _model_labels(choice, choice.get("value") or output, where, skip)
+        if not model_labels:  # a blank choice of a skipped control
             continue
         targets[output] = Target(
             path=(output,),
@@ -427,40 +462,52 @@ def _taxonomy_nodes(element: ET.Element, prefix: tuple[ET.Element, ...] = ()) ->
             yield from _taxonomy_nodes(child, (*prefix, child))
 
 
-def _taxonomy_targets(element: ET.Element, where: str) -> tuple[Target, ...]:
+def _node_name(node: ET.Element) -> str:
+    return model_label(node.get("value") or _output(node) or "")
+
+
+def _taxonomy_targets(element: ET.Element, where: str, skip: bool) -> tuple[Target, ...]:
     leafs_only = element.get("leafsOnly", "false").lower() == "true"
     nodes = list(_taxonomy_nodes(element))
-    # A node name used twice (e.g. "Other" under two parents) would make one model label select
-    # two paths: those nodes get their path as the model label instead.
-    names = Counter(node[-1].get("value") or _output(node[-1]) for node in nodes)
+    # A node name used twice (e.g. "Other" under two parents, or "dog" and "dog ") would make one
+    # model label select two paths: those nodes get their path as the model label instead.
+    names = Counter(_node_name(node[-1]) for node in nodes)
     targets: dict[str, Target] = {}
     for node in nodes:
         leaf = node[-1]
         if leafs_only and any(child.tag == "Choice" for child in leaf):
             continue
         path = tuple(_output(n) or "" for n in node)
-        name = leaf.get("value") or path[-1]
-        default = name if names[name] == 1 else PATH_SEPARATOR.join(n.get("value") or _output(n) or "" for n in node)
-        model_labels = _model_labels(leaf, default)
-        if not model_labels:  # a blank node still roots its subtree, but the model cannot score it
+        name = _node_name(leaf)
+        default = name if names[name] == 1 else PATH_SEPARATOR.join(_node_name(n) for n in node)
+        model_labels = _model_labels(leaf, default, where, skip)
+        if not model_labels:  # a blank node of a skipped control
             continue
         target = Target(
             path=path,
             model_labels=model_labels,
             threshold=_float_knob(leaf.attrib, f"{where} <Choice value={path[-1]!r}>"),
         )
-        targets.setdefault(target.key, target)
+        other = targets.setdefault(target.key, target)
+        if other is not target and other.path != target.path:
+            raise _config_error(
+                f"{where} has two nodes that Label Studio's paths cannot tell apart: "
+                f"{list(other.path)} and {list(target.path)}",
+                why=f'a path is kept as its nodes joined by "{PATH_SEPARATOR}", and these join to the same text',
+                fix=f'rename one of them so that no node value contains "{PATH_SEPARATOR}"',
+            )
     return tuple(targets.values())
 
 
 def _build_choices(name: str, to_name: str, value_key: str, element: ET.Element) -> TagControl:
     where = f'<Choices name="{name}">'
+    knobs = _knobs(element.attrib, where)
     return ChoicesControl(
         name=name,
         to_name=to_name,
         value_key=value_key,
-        targets=_choices_targets(element, where),
-        knobs=_knobs(element.attrib, where),
+        targets=_choices_targets(element, where, knobs.skip),
+        knobs=knobs,
         multiple=element.get("choice", "single") == "multiple",
     )
 
@@ -476,7 +523,7 @@ def _build_taxonomy(name: str, to_name: str, value_key: str, element: ET.Element
         name=name,
         to_name=to_name,
         value_key=value_key,
-        targets=_taxonomy_targets(element, where),
+        targets=_taxonomy_targets(element, where, knobs.skip),
         knobs=knobs,
         multiple=max_usages != 1,
     )
@@ -587,6 +634,13 @@ def _vocabulary(controls: list[TagControl]) -> ProjectVocabulary:
                 fix=f'list the options as <Choice value="..."/> children, or add {KNOB_SKIP}="true" to the control',
             )
     labels = tuple(dict.fromkeys(label for c in controls if not c.knobs.skip for label in c.model_labels))
+    if len(labels) > MAX_LABELS:
+        raise _config_error(
+            f"the labeling config names {len(labels):,} model labels",
+            why=f"a prediction request carries at most {MAX_LABELS:,} (state.contracts.MAX_LABELS)",
+            fix=f'split the options over several projects, or add {KNOB_SKIP}="true" to the controls the model '
+            "need not predict",
+        )
     if not labels:
         raise _config_error(
             "the labeling config leaves the model no label to predict",

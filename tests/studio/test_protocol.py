@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from backends.protocol import (
+from studio.protocol import (
     Annotation,
     LSPredictRequest,
     LSPredictResponse,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from backends.controls import (
+from state.contracts import vocabulary_fingerprint
+from studio.config import (
     EXAMPLE_CONFIG,
     ChoicesControl,
     Knobs,
@@ -12,8 +13,7 @@ from backends.controls import (
     TaxonomyControl,
     parse_label_config,
 )
-from backends.errors import LabelConfigError
-from state.contracts import vocabulary_fingerprint
+from studio.errors import LabelConfigError
 from tests.backends._fixtures import config, payload
 
 
@@ -209,10 +209,16 @@ def test_a_10000_choice_config_is_one_vocabulary_parsed_once() -> None:
         # Blank choices name no label the model could score.
         (
             '<View><Image name="i" value="$i"/><Choices name="t" toName="i"><Choice value="  "/></Choices></View>',
-            "no <Choice>",
+            "whose value '  ' is blank",
+        ),
+        # Two taxonomy paths that join to one key: Label Studio's ["A / B"] and ["A", "B"].
+        (
+            '<View><Image name="i" value="$i"/><Taxonomy name="t" toName="i">'
+            '<Choice value="A / B"/><Choice value="A"><Choice value="B"/></Choice></Taxonomy></View>',
+            "cannot tell apart",
         ),
     ],
-    ids=["billion-laughs", "external-entity", "blank-choice"],
+    ids=["billion-laughs", "external-entity", "blank-choice", "taxonomy-key-collision"],
 )
 def test_hostile_configs_are_a_label_config_error(xml: str, fragment: str) -> None:
     with pytest.raises(LabelConfigError, match=fragment):
@@ -223,7 +229,7 @@ def test_model_labels_are_stripped_so_workers_take_them() -> None:
     # Workers strip labels and refuse repeats: " cat" next to "cat" made every request fail.
     vocab = parse_label_config(
         '<View><Image name="i" value="$i"/><Choices name="t" toName="i" choice="multiple">'
-        '<Choice value=" cat"/><Choice value="cat"/><Choice value="dog "/><Choice value=" "/></Choices></View>'
+        '<Choice value=" cat"/><Choice value="cat"/><Choice value="dog "/></Choices></View>'
     )
     assert vocab.labels == ("cat", "dog")
     assert [(t.value, t.model_labels) for t in vocab.controls[0].targets] == [
@@ -231,3 +237,29 @@ def test_model_labels_are_stripped_so_workers_take_them() -> None:
         ("cat", ("cat",)),
         ("dog ", ("dog",)),
     ]
+
+
+def test_a_blank_choice_is_refused_unless_the_model_skips_its_control() -> None:
+    blank = '<Choice value="cat"/><Choice value=" "/>'
+    with pytest.raises(LabelConfigError, match="(?s)blank.*predicted_values") as info:
+        parse_label_config(f'<View><Image name="i" value="$i"/><Choices name="t" toName="i">{blank}</Choices></View>')
+    assert info.value.status_code == 422
+    # A blank choice the model scores through predicted_values is fine; so is one in a skipped control.
+    vocab = parse_label_config(
+        '<View><Image name="i" value="$i"/>'
+        '<Choices name="t" toName="i"><Choice value="cat"/><Choice value=" " predicted_values="dog"/></Choices>'
+        f'<Choices name="s" toName="i" model_skip="true">{blank}</Choices></View>'
+    )
+    assert vocab.labels == ("cat", "dog")
+    assert [t.key for t in vocab.control("s").targets] == ["cat"]
+
+
+def test_taxonomy_names_that_differ_only_in_spaces_are_one_name() -> None:
+    # "dog" and "dog " are the same model label: both nodes get their path, as for any repeat.
+    vocab = parse_label_config(
+        '<View><Image name="i" value="$i"/><Taxonomy name="t" toName="i">'
+        '<Choice value="A"><Choice value="dog"/></Choice><Choice value="B "><Choice value="dog "/></Choice>'
+        "</Taxonomy></View>"
+    )
+    assert vocab.labels == ("A", "A / dog", "B", "B / dog")
+    assert [t.path for t in vocab.controls[0].targets] == [("A",), ("A", "dog"), ("B ",), ("B ", "dog ")]
