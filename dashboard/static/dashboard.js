@@ -18,6 +18,11 @@
         .catch(function () { /* the next tick tries again */ });
     }, every * 1000);
   }
+  // A filter applies as soon as it changes (the page's Content-Security-Policy forbids inline handlers).
+  document.addEventListener("change", function (event) {
+    var select = event.target.closest && event.target.closest("select[data-autosubmit]");
+    if (select && select.form) select.form.submit();
+  });
   document.addEventListener("click", function (event) {
     var button = event.target.closest && event.target.closest("[data-expand-all]");
     if (!button) return;

@@ -63,6 +63,9 @@ def test_every_page_needs_the_backends_credentials(client: TestClient):
 def test_the_pages_show_the_project(client: TestClient, world: World):
     index = client.get("/ui/")
     assert index.status_code == 200 and f'href="/ui/p/{PROJECT}/"' in index.text
+    # scripts only from the backend, never in a frame of another site
+    assert "script-src 'self'" in index.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in index.headers["content-security-policy"]
     now = client.get(f"/ui/p/{PROJECT}/")
     assert now.status_code == 200 and "mkt-p3-r0001" in now.text and "held-out mAP" in now.text
     assert "not running" in now.text and "free" in now.text
