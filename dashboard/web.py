@@ -67,19 +67,27 @@ class AuthResult(Protocol):
     """What a credentials check answers (``backends.auth.AuthResult``)."""
 
     @property
-    def ok(self) -> bool: ...  # noqa: D102
+    def ok(self) -> bool:
+        """Whether the credentials are good (or none are configured)."""
+        ...
 
     @property
-    def reason(self) -> str: ...  # noqa: D102
+    def reason(self) -> str:
+        """Why not, for people."""
+        ...
 
 
 class Authorizer(Protocol):
     """The backend's Basic-auth policy (``backends.auth.AuthPolicy``)."""
 
     @property
-    def basic_enabled(self) -> bool: ...  # noqa: D102
+    def basic_enabled(self) -> bool:
+        """Whether Basic credentials are configured (else every request is let in, as anonymous)."""
+        ...
 
-    def check_basic(self, authorization: str | None) -> AuthResult: ...  # noqa: D102
+    def check_basic(self, authorization: str | None) -> AuthResult:
+        """Check an ``Authorization`` header."""
+        ...
 
 
 class PageError(Exception):
