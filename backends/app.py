@@ -166,6 +166,7 @@ class Services:
             redis_prefix=settings.redis_key_prefix,
             queues=_queue_reader(settings),
             workers=_workers_reader(self.dispatcher),
+            home=settings.home,
         )
 
     def close(self) -> None:

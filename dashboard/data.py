@@ -10,6 +10,7 @@ online, is read in the background (:class:`Refreshed`), so a page never waits fo
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import re
@@ -38,6 +39,8 @@ T = TypeVar("T")
 #: Round ids and report file names that may be served (no path separators, no leading dot).
 SAFE_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _REPORT_FILE: Final = "report.md"
+# The file the agent touches at every step (cli/agent.py's ALIVE_FILE; the web tier cannot import the CLI).
+AGENT_ALIVE_FILE: Final = "agent-alive"
 
 
 class Refreshed(Generic[T]):
@@ -143,6 +146,7 @@ class DashboardData:
         redis_prefix: ``Settings.redis_key_prefix``.
         queues: Reads the broker's queue depths; None: not shown.
         workers: The workers online per queue, refreshed in the background; None: not shown.
+        home: ``Settings.home`` (where a local agent touches its alive file); None: not read.
     """
 
     registry: Registry
@@ -155,6 +159,7 @@ class DashboardData:
     redis_prefix: str = ""
     queues: Callable[[], QueueDepths] | None = None
     workers: Refreshed[dict[str, list[str]]] | None = None
+    home: Path | None = None
     round_log: RoundLog = field(init=False)
     _versions_cache: tuple[int, list[VersionRecord]] | None = field(default=None, init=False)
 
@@ -270,6 +275,19 @@ class DashboardData:
         if value is None:
             return None
         return value.decode() if isinstance(value, bytes) else str(value)
+
+    def agent_alive_at(self) -> str | None:
+        """When an agent on this machine last looked (``cli/agent.py``'s ``<home>/agent-alive``), ISO UTC.
+
+        Only where the backend shares the agent's home (the local stack); None elsewhere.
+        """
+        if self.home is None:
+            return None
+        try:
+            mtime = (self.home / AGENT_ALIVE_FILE).stat().st_mtime
+        except OSError:
+            return None
+        return dt.datetime.fromtimestamp(mtime, dt.UTC).isoformat(timespec="seconds")
 
     def queue_depths(self) -> QueueDepths | None:
         """The broker's queues, or None when not configured."""

@@ -124,6 +124,7 @@ def now_view(
     last_decision: DecisionRow | None,
     unfinished: Sequence[DecisionRow],
     round_lock: LockCard,
+    alive_at: str | None = None,
 ) -> NowView:
     """Build the Now page.
 
@@ -139,6 +140,7 @@ def now_view(
         last_decision: The agent's newest decision row (its last look that decided something).
         unfinished: Decisions pending or running.
         round_lock: The project's round lock.
+        alive_at: When a local agent last looked (its alive file); else its newest decision says.
     """
     version = str(current.get("version", "?"))
     promoted_at = next((str(e.get("at")) for e in reversed(history) if e.get("version") == version), None)
@@ -163,7 +165,7 @@ def now_view(
     agent = AgentCard(
         running=agent_holder is not None,
         holder=agent_holder,
-        last_look=None if last_decision is None else last_decision.at[:19],
+        last_look=alive_at or (None if last_decision is None else last_decision.at),
         waiting_for=waiting,
     )
     by_queue = None if workers is None else {q: sorted(names) for q, names in sorted(workers.items())}

@@ -330,6 +330,7 @@ def _add_pages(router: APIRouter, dash: Dashboard) -> None:
             last_decision=data.decisions.latest(p),
             unfinished=data.decisions.unfinished(p),
             round_lock=views.LockCard(holder, ttl),
+            alive_at=data.agent_alive_at(),
         )
         return render("now.html", view=view, redis_error=depths_error, **_nav(p, "now"))
 

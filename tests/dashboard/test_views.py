@@ -244,6 +244,7 @@ def test_now_says_what_the_agent_waits_for_and_when_the_version_was_promoted():
     )
     assert view.model.promoted_at == "2026-12-06T10:00:00" and view.model.metrics == {"mAP": 41.0}
     assert view.agent.running and view.agent.waiting_for.startswith("preannotate (running since")
+    assert view.agent.last_look == _row(9, "select").at  # no alive file: its newest decision
     assert view.workers == {"predict": ["w1@h", "w2@h"], "train": []}
     assert view.round_lock.text == "held by round@host, expires in 12 s unless renewed"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -198,3 +200,15 @@ def test_a_store_that_cannot_be_read_gets_a_503_page(tmp_path: Path):
         page = client.get(f"/ui/p/{PROJECT}/")
         assert page.status_code == 503 and "text/html" in page.headers["content-type"]
         assert "records cannot be read right now" in page.text and "Traceback" not in page.text
+
+
+def test_now_shows_when_a_local_agent_last_looked(client: TestClient, harness: Harness):
+    alive = harness.settings.home / "agent-alive"
+    alive.touch()
+    when = dt.datetime(2026, 12, 7, 4, 30, tzinfo=dt.UTC).timestamp()
+    os.utime(alive, (when, when))
+    try:
+        assert "2026-12-07 04:30:00 UTC" in client.get(f"/ui/p/{PROJECT}/").text
+    finally:
+        alive.unlink()
+    assert "2026-12-07 04:30:00 UTC" not in client.get(f"/ui/p/{PROJECT}/").text
