@@ -5,6 +5,6 @@ torch (import-linter checks it):
 
 - ``data.py``: the data-access functions (registry, round log, effort ledger, Redis);
 - ``decisions.py``: the decision log, one page at a time, and the audit of promote/rollback;
-- ``views.py``: the pure view models of the five pages;
+- ``views/``: the pure view models, one module per page;
 - ``web.py``: the routes, templates and static files.
 """
