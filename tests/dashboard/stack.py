@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from dashboard.data import agent_lock_key
 from dashboard.decisions import open_decision_rows
 from state.ledger import open_ledger
 from state.locks import RoundLocks
@@ -115,6 +116,7 @@ def running_stack(
         write_decisions(home / "agent.sqlite3", decision_rows(PROJECT, min(10_000, decisions - start), start=start))
     ns = RedisNamespace(REDIS_URL, name)
     RoundLocks(ns.client, ns.prefix).acquire(PROJECT, "round r0004 on worker-1", 600)
+    ns.client.set(agent_lock_key(ns.prefix, PROJECT), "agent@labeling-host:4242", ex=600)  # an agent runs it
     ns.client.rpush(f"{ns.prefix}predict", *[b"{}"] * 3)
     port = free_port()
     env = assistant_env(
