@@ -32,10 +32,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from agent.decision_log import DecisionLog, Record
 from agent.execute import Executor, Interrupted, Outcome
 from agent.report import add_to_round_report
 from assistant.agent_policy import Decision, Observation, Policy
-from state.decision_log import DecisionLog, Record
 
 __all__ = ["Agent", "Looker", "StepReport", "run_forever"]
 

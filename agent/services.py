@@ -21,12 +21,12 @@ from typing import Any
 import redis
 from celery import Celery
 
+from agent.decision_log import DecisionLog, open_decision_log
 from agent.settings import AgentSettings
 from agent.studio import StudioReader
 from backends.dispatch import CeleryDispatcher
 from backends.state import RedisState
 from backends.webhook import AGENT_EVENTS_KEY
-from state.decision_log import DecisionLog, open_decision_log
 from state.ledger import Ledger, open_ledger
 from state.locks import NAMESPACE, Heartbeat, RoundLocks, redis_url
 from state.registry import Registry

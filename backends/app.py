@@ -59,8 +59,8 @@ from backends.state import RedisState, SharedState
 from backends.webhook import EventSink, WebhookHandler, WebhookReply, redis_event_sink
 from backends.webhook_check import WebhookWatch
 from dashboard.data import DashboardData, Refreshed, celery_workers
-from dashboard.decisions import DecisionRows, open_decision_rows
 from dashboard.web import error_page, is_dashboard_path, mount_dashboard
+from state.decision_log import DecisionRows, open_decision_rows
 from state.effort_summary import project_effort
 from state.ledger import Ledger, open_ledger
 from state.locks import redis_url

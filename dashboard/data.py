@@ -23,8 +23,8 @@ from typing import Any, Final, Generic, TypeVar
 
 import redis
 
-from dashboard.decisions import DecisionRows
 from preannotation import EditCosts
+from state.decision_log import DecisionRows
 from state.effort_summary import project_effort
 from state.ledger import Ledger
 from state.locks import NAMESPACE, RoundLocks

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from dashboard.decisions import DecisionRow
+from state.decision_log import DecisionRow
 
 __all__ = ["AGENT_ACTIONS", "AgentView", "StoryRow", "agent_view"]
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from dashboard.decisions import DecisionRow
+from state.decision_log import DecisionRow
 
 __all__ = ["AgentCard", "LockCard", "ModelCard", "NowView", "now_view"]
 

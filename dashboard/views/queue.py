@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dashboard.decisions import DecisionRow
+from state.decision_log import DecisionRow
 
 __all__ = ["QueueItem", "QueueView", "queue_view", "task_link"]
 

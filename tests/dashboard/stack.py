@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dashboard.data import agent_lock_key
-from dashboard.decisions import open_decision_rows
+from state.decision_log import open_decision_rows
 from state.ledger import open_ledger
 from state.locks import RoundLocks
 from state.registry import Registry

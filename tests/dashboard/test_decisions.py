@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
+from agent.decision_log import DecisionLog, open_decision_log
 from assistant.agent_policy import Decision
-from dashboard.decisions import DecisionRows, open_decision_rows
-from state.decision_log import DecisionLog, open_decision_log
+from state.decision_log import DecisionRows, open_decision_rows
 from tests.sql import PG_URL, drop_pg_tables, pg_unreachable
 
 
@@ -72,7 +72,7 @@ def test_pages_show_each_decision_in_its_latest_state_newest_first(kind: str, tm
         rest = rows.page(3, before=second.next_before, limit=3)
         assert [r.key for r in rest.rows] == ["select:p3:1", "select:p3:0"] and rest.next_before is None
         assert [r.key for r in rows.page(3, action="train").rows] == ["train:p3:99"]
-        assert [r.key for r in rows.unfinished(3)] == ["train:p3:99"]
+        assert [r.key for r in rows.recent_unfinished(3)] == ["train:p3:99"]
         assert rows.projects() == [3, 4] and rows.has(4) and not rows.has(5)
         assert rows.latest(3, statuses=("done",), actions=("select",)).key == "select:p3:6"  # type: ignore[union-attr]
 

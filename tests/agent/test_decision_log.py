@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from agent.decision_log import DecisionLog, open_decision_log
 from assistant.agent_policy import Decision
-from state.decision_log import DecisionLog, DecisionLogError, open_decision_log
+from state.decision_log import DecisionLogError
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 T0 = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
@@ -42,7 +43,7 @@ def log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DecisionLog]
     try:
         yield opened
     finally:
-        with opened._store.cursor() as cur:  # only the table this test created
+        with opened.rows._store.cursor() as cur:  # only the table this test created
             cur.execute(f"DROP TABLE IF EXISTS {prefix}agent_decisions")
         opened.close()
 
