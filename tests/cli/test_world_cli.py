@@ -94,4 +94,4 @@ def test_world_stats_prints_the_targets_and_fails_a_world_that_misses_them(tmp_p
 def test_world_stats_refuses_an_unknown_world() -> None:
     result = CliRunner().invoke(app, ["world", "stats", "--world", "world-v9"])
     assert result.exit_code == 1
-    assert "unknown world version" in result.output and "world-v1, world-v2" in result.output
+    assert result.stderr.startswith("Error: Unknown world version") and "world-v1, world-v2" in result.output
