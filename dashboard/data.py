@@ -5,7 +5,8 @@ Each page reads through :class:`DashboardData`, never the stores directly, so a 
 Everything is read on demand and cheaply: the registry's files, the round log (one JSON line per
 round, re-parsed only when the file changed), the effort ledger's stored totals, one page of the
 decision log, a few Redis keys. The one slow source, the Celery broadcast that finds the workers
-online, is read in the background (:class:`Refreshed`), so a page never waits for it.
+online, is read in the background (:class:`Refreshed`), so a page never waits for it; the backend
+injects that read (``backends.presence.workers_by_queue``, its one question to Celery about workers).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from state.locks import NAMESPACE, RoundLocks
 from state.metrics import QueueDepths
 from state.registry import PromotionEvent, Registry, VersionRecord
 
-__all__ = ["DashboardData", "Refreshed", "ReportFiles", "RoundLog", "agent_lock_key", "celery_workers"]
+__all__ = ["DashboardData", "Refreshed", "ReportFiles", "RoundLog", "agent_lock_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -309,13 +310,3 @@ class DashboardData:
 def agent_lock_key(prefix: str, project: int) -> str:
     """The Redis key of a project's agent lock (``agent.services.AgentLocks.key``; a test keeps them equal)."""
     return f"{prefix}{NAMESPACE}agent-lock:{project}"
-
-
-def celery_workers(app: Any, timeout_s: float = 1.0) -> dict[str, list[str]]:
-    """Queue → names of the workers consuming it (Celery's ``active_queues`` broadcast)."""
-    replies = app.control.inspect(timeout=timeout_s).active_queues() or {}
-    out: dict[str, list[str]] = {}
-    for worker, queues in replies.items():
-        for queue in queues or []:
-            out.setdefault(str(queue.get("name")), []).append(str(worker))
-    return out

@@ -7,7 +7,7 @@ import threading
 import time
 from pathlib import Path
 
-from dashboard.data import Refreshed, RoundLog, agent_lock_key, celery_workers
+from dashboard.data import Refreshed, RoundLog, agent_lock_key
 
 
 def _wait(cond, timeout: float = 5.0) -> None:
@@ -71,23 +71,3 @@ def test_the_agent_lock_key_is_the_agents():
 
     client = redis.Redis()  # never connects: only the key is computed
     assert agent_lock_key("pfx:", 3) == AgentLocks(client, "pfx:").key(3)
-
-
-def test_workers_are_grouped_by_the_queues_they_consume():
-    class Inspect:
-        def active_queues(self):
-            return {
-                "w1@gpu": [{"name": "predict"}, {"name": "train"}],
-                "w2@cpu": [{"name": "predict"}],
-                "w3@idle": None,
-            }
-
-    class Control:
-        def inspect(self, timeout: float) -> Inspect:
-            assert timeout == 0.5
-            return Inspect()
-
-    class App:
-        control = Control()
-
-    assert celery_workers(App(), 0.5) == {"predict": ["w1@gpu", "w2@cpu"], "train": ["w1@gpu"]}
