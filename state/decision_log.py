@@ -47,6 +47,7 @@ from state.sqlstore import SQLiteStore, SQLStore, open_store, redact_url
 __all__ = [
     "AGENT_LOG_FILE",
     "AUDIT_ACTIONS",
+    "DECISION_ACTIONS",
     "UNFINISHED",
     "DecisionLogError",
     "DecisionPage",
@@ -65,6 +66,11 @@ UNFINISHED: Final = frozenset({"pending", "running"})
 AGENT_LOG_FILE: Final = "agent.sqlite3"
 #: Actions the dashboard writes (people acting on the registry), next to the agent's own.
 AUDIT_ACTIONS: Final = ("promote", "rollback")
+#: Every action the log holds, in the policy's execution order, then the audit actions: the one
+#: list the store checks and the dashboard filters by. The policy core (``assistant.agent_policy``)
+#: imports nothing of ``state/``, so its ``Action`` type names them again; ``tests/agent`` keeps
+#: the two equal.
+DECISION_ACTIONS: Final = ("guard", "preannotate", "rescore", "repredict", "review", "train", "select", *AUDIT_ACTIONS)
 _STATUSES: Final = frozenset({"pending", "running", "done", "failed", "deferred"})
 _SQLITE_BUSY_S = 10.0
 
@@ -202,8 +208,10 @@ class DecisionRows:
             at: The time (default: now, UTC).
 
         Raises:
-            ValueError: An unknown status, or params/saw/outcome that are not JSON.
+            ValueError: An unknown action or status, or params/saw/outcome that are not JSON.
         """
+        if action not in DECISION_ACTIONS:
+            raise ValueError(f"unknown decision action {action!r}; known: {', '.join(DECISION_ACTIONS)}")
         if status not in _STATUSES:
             raise ValueError(f"unknown decision status {status!r}; known: {', '.join(sorted(_STATUSES))}")
         when = at or dt.datetime.now(dt.UTC)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from state.decision_log import DecisionRow
+from state.decision_log import DECISION_ACTIONS, DecisionRow
 
 __all__ = ["AGENT_ACTIONS", "AgentView", "StoryRow", "agent_view"]
 
@@ -38,18 +38,8 @@ class AgentView:
     before: int | None
 
 
-#: The filter's choices: the policy's actions, then what people do from the dashboard.
-AGENT_ACTIONS: Final = (
-    "guard",
-    "preannotate",
-    "rescore",
-    "repredict",
-    "review",
-    "train",
-    "select",
-    "promote",
-    "rollback",
-)
+#: The filter's choices: the policy's actions, then what people do from the dashboard (the log's own list).
+AGENT_ACTIONS: Final = DECISION_ACTIONS
 
 
 def _outcome_text(row: DecisionRow) -> str:
