@@ -287,29 +287,30 @@ class DecisionRows:
             latest[row.key] = row
         return list(latest.values())
 
+    def _filter(
+        self, project: int, statuses: Sequence[str], actions: Sequence[str], alias: str = ""
+    ) -> tuple[list[str], list[Any]]:
+        # The project's rows in one of ``statuses`` and of ``actions`` (each only when given).
+        p = self._p
+        where: list[str] = [f"{alias}project = {p}"]
+        args: list[Any] = [project]
+        for column, values in (("status", statuses), ("action", actions)):
+            if values:
+                where.append(f"{alias}{column} IN ({', '.join([p] * len(values))})")
+                args.extend(values)
+        return where, args
+
     def latest(self, project: int, *, statuses: Sequence[str] = (), actions: Sequence[str] = ()) -> DecisionRow | None:
         """The newest row of the project (in one of ``statuses`` and of ``actions`` when given)."""
-        p = self._p
-        where = [f"project = {p}"]
-        args: list[Any] = [project]
-        if statuses:
-            where.append(f"status IN ({', '.join([p] * len(statuses))})")
-            args.extend(statuses)
-        if actions:
-            where.append(f"action IN ({', '.join([p] * len(actions))})")
-            args.extend(actions)
+        where, args = self._filter(project, statuses, actions)
         found = self._select(" AND ".join(where), args, "ORDER BY seq DESC LIMIT 1")
         return found[0] if found else None
 
     def done_since(self, project: int, since: dt.datetime, actions: Sequence[str]) -> list[DecisionRow]:
-        """Rows ``done`` at or after ``since`` for ``actions`` (the day's budget), in log order."""
-        p = self._p
-        marks = ", ".join([p] * len(actions))
-        return self._select(
-            f"project = {p} AND status = 'done' AND action IN ({marks}) AND at >= {p}",
-            (project, *actions, since.isoformat()),
-            "ORDER BY seq",
-        )
+        """Rows ``done`` at or after ``since`` for ``actions`` (the day's budget; all when empty), in log order."""
+        where, args = self._filter(project, ("done",), actions)
+        where.append(f"at >= {self._p}")
+        return self._select(" AND ".join(where), [*args, since.isoformat()], "ORDER BY seq")
 
     def page(
         self,
@@ -322,14 +323,7 @@ class DecisionRows:
     ) -> DecisionPage:
         """The newest ``limit`` decisions (latest state of each key) older than ``before``."""
         p, t = self._p, self._table
-        where = [f"a.project = {p}"]
-        args: list[Any] = [project]
-        if action:
-            where.append(f"a.action = {p}")
-            args.append(action)
-        if status:
-            where.append(f"a.status = {p}")
-            args.append(status)
+        where, args = self._filter(project, (status,) if status else (), (action,) if action else (), "a.")
         if before is not None:
             where.append(f"a.seq < {p}")
             args.append(before)
