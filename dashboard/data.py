@@ -28,11 +28,11 @@ from preannotation import EditCosts
 from state.decision_log import DecisionRows
 from state.effort_summary import project_effort
 from state.ledger import Ledger
-from state.locks import NAMESPACE, RoundLocks
+from state.locks import AgentLocks, RoundLocks
 from state.metrics import QueueDepths
 from state.registry import PromotionEvent, Registry, VersionRecord
 
-__all__ = ["DashboardData", "Refreshed", "ReportFiles", "RoundLog", "agent_lock_key"]
+__all__ = ["DashboardData", "Refreshed", "ReportFiles", "RoundLog"]
 
 logger = logging.getLogger(__name__)
 
@@ -269,10 +269,10 @@ class DashboardData:
         return locks.holder(project), locks.ttl_s(project)
 
     def agent_holder(self, project: int) -> str | None:
-        """Who holds the project's agent lock (``agent.services.AgentLocks``'s key), None when no agent runs it."""
+        """Who holds the project's agent lock (``state.locks.AgentLocks``' key), None when no agent runs it."""
         if self.redis_client is None:
             return None
-        value = self.redis_client.get(agent_lock_key(self.redis_prefix, project))
+        value = self.redis_client.get(AgentLocks(self.redis_client, self.redis_prefix).key(project))
         if value is None:
             return None
         return value.decode() if isinstance(value, bytes) else str(value)
@@ -305,8 +305,3 @@ class DashboardData:
         if error:
             note += f" (the last check failed: {error})"
         return value, note
-
-
-def agent_lock_key(prefix: str, project: int) -> str:
-    """The Redis key of a project's agent lock (``agent.services.AgentLocks.key``; a test keeps them equal)."""
-    return f"{prefix}{NAMESPACE}agent-lock:{project}"
