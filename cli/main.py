@@ -27,6 +27,7 @@ from cli import status as _status
 from cli import tagging as _tagging
 from cli import worker as _worker
 from cli import world as _world
+from cli import world_stats as _world_stats
 from cli.boundary import error_boundary
 
 __all__ = ["app", "main"]
@@ -108,6 +109,7 @@ app.command("status")(_status.status)
 app.command("doctor")(_doctor.doctor)
 app.command("effort")(_effort.effort)
 app.add_typer(_world.world_app, name="world")
+_world.world_app.command("stats")(_world_stats.stats)
 app.command("bench")(_world.bench)
 
 

@@ -24,7 +24,7 @@ import typer
 
 from cli import simulate_agent as _simulate_agent
 from cli import simulate_al as _simulate_al
-from cli.simulation_base import AutomationBias, Guard, RefitEvery
+from cli.simulation_base import AutomationBias, Guard, RefitEvery, WorldVersion
 
 __all__ = ["rounds", "simulate_app"]
 
@@ -69,6 +69,7 @@ def rounds(
     out: Annotated[Path, typer.Option("--out", help="Folder for the PNG, JSON and Markdown table.")] = Path(
         "var/simulation"
     ),
+    world: WorldVersion = "world-v2",
 ) -> None:
     """Simulate a labeling project: corrections, fine-tuning rounds, promotion; print and plot mAP per round."""
     import dataclasses
@@ -78,7 +79,7 @@ def rounds(
     from assistant.rounds import RoundConfig
     from benchworld.simulation import SimulationConfig, plot_simulation, plot_simulation_effort, simulate_rounds
     from cli.rounds import ProgressBars, _bars
-    from cli.simulation_base import load_base, serving_config
+    from cli.simulation_base import load_base, serving_config, world_of
 
     console = Console()
     base_cfg = RoundConfig()
@@ -99,6 +100,7 @@ def rounds(
         automation_bias=automation_bias,
         serving=serving_config(refit_every, guard),
         seed=seed,
+        world=world_of(world),
     )
     source, base = load_base(base_model, threads)
     with _bars(console) as progress:

@@ -28,7 +28,7 @@ from typing import Annotated
 import typer
 
 from cli.registry_help import strategy_names
-from cli.simulation_base import AutomationBias, Guard, RefitEvery
+from cli.simulation_base import AutomationBias, Guard, RefitEvery, WorldVersion
 
 __all__ = ["agent"]
 
@@ -62,6 +62,7 @@ def agent(
     out: Annotated[Path, typer.Option("--out", help="Folder for the JSON, PNGs and Markdown.")] = Path(
         "var/agent-simulation"
     ),
+    world: WorldVersion = "world-v2",
 ) -> None:
     """Simulate the agent against a fixed schedule: mAP against annotation effort."""
     from rich.console import Console
@@ -69,7 +70,7 @@ def agent(
     from assistant.agent_policy import PolicyConfig
     from benchworld.simulation.agent import AgentSimConfig, plot_agent_simulation, quick_config, simulate_agent
     from cli.rounds import ProgressBars, _bars
-    from cli.simulation_base import load_base, serving_config
+    from cli.simulation_base import load_base, serving_config, world_of
 
     console = Console()
     labels = tuple(s.strip() for s in novel.split(",") if s.strip())
@@ -89,7 +90,9 @@ def agent(
             test_images=test_images,
             seed=seed,
         )
-    cfg = dataclasses.replace(cfg, automation_bias=automation_bias, serving=serving_config(refit_every, guard))
+    cfg = dataclasses.replace(
+        cfg, automation_bias=automation_bias, serving=serving_config(refit_every, guard), world=world_of(world)
+    )
     source, base = load_base(base_model, threads)
     with _bars(console) as progress:
         result = simulate_agent(base, cfg, progress=ProgressBars(progress))

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from cli.registry_help import strategy_names
+from cli.simulation_base import WorldVersion
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -79,11 +80,13 @@ def _config(
     stream: str,
     epochs: int,
     tolerance: float,
+    world: str = "world-v2",
 ) -> ActiveLearningConfig:
     from assistant.selection import list_strategies
     from benchworld.simulation import SimulationConfig
     from benchworld.simulation.active import AL_ROUND, ActiveLearningConfig
     from benchworld.world.config import Stream
+    from cli.simulation_base import world_of
 
     if stream not in ("test", "val"):
         raise typer.BadParameter(f"--eval-stream must be test or val, got {stream!r}")
@@ -98,7 +101,7 @@ def _config(
         pool_images=pool,
         eval_images=eval_images,
         eval_stream=Stream.TEST if stream == "test" else Stream.VAL,
-        simulation=SimulationConfig(round=round_cfg, automation_bias=0.0),
+        simulation=SimulationConfig(round=round_cfg, automation_bias=0.0, world=world_of(world)),
     )
 
 
@@ -155,6 +158,7 @@ def active_learning(
     tolerance: Tolerance = 100.0,
     threads: Threads = 0,
     out: Out = Path("var/active-learning"),
+    world: WorldVersion = "world-v2",
 ) -> None:
     """Learning curves of the selection strategies on the benchmark world (mAP against labels spent)."""
     from rich.console import Console
@@ -163,7 +167,7 @@ def active_learning(
     from cli.simulation_base import load_base
 
     console = Console()
-    cfg = _config(strategy or [], seeds, budget, rounds, pool, eval_images, eval_stream, epochs, tolerance)
+    cfg = _config(strategy or [], seeds, budget, rounds, pool, eval_images, eval_stream, epochs, tolerance, world)
     folder = out / "runs" / cfg.fingerprint()
     folder.mkdir(parents=True, exist_ok=True)
     completed = [r for r in _read_runs(folder) if r.strategy in cfg.strategies and r.seed in cfg.seeds]
@@ -218,6 +222,7 @@ def label_quality(
     ] = "annotated",
     threads: Threads = 0,
     out: Out = Path("var/label-quality"),
+    world: WorldVersion = "world-v2",
 ) -> None:
     """Corrupt a share of the annotated tasks, train rounds on them, and count what the review flags."""
     from rich.console import Console
@@ -227,7 +232,7 @@ def label_quality(
     from cli.simulation_base import load_base
 
     console = Console()
-    cfg = _config(["random"], seeds, budget, rounds, budget, eval_images, "val", epochs, tolerance)
+    cfg = _config(["random"], seeds, budget, rounds, budget, eval_images, "val", epochs, tolerance, world)
     source, base = load_base(base_model, threads)
     with _bars(console) as progress:
         results = simulate_label_quality(

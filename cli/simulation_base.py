@@ -9,8 +9,9 @@ import typer
 if TYPE_CHECKING:
     from assistant.checkpoint import LoadedModel
     from benchworld.simulation.serving import ServingConfig
+    from benchworld.world.config import WorldConfig
 
-__all__ = ["AutomationBias", "Guard", "RefitEvery", "load_base", "serving_config"]
+__all__ = ["AutomationBias", "Guard", "RefitEvery", "WorldVersion", "load_base", "serving_config", "world_of"]
 
 #: ``--automation-bias``: the simulated annotator keeps a wrong shown tag with this probability.
 AutomationBias = Annotated[
@@ -20,6 +21,15 @@ AutomationBias = Annotated[
         min=0.0,
         max=1.0,
         help="Probability that the annotator keeps a wrong tag it was shown (a label error).",
+    ),
+]
+#: ``--world``: which benchmark world the simulation plays (v1 stays reproducible by name).
+WorldVersion = Annotated[
+    str,
+    typer.Option(
+        "--world",
+        help="World version: world-v2 (default: long tail, context, photo series, camera, an annotation team "
+        "whose own error rates replace --automation-bias) or world-v1 (the flat world of the earlier figures).",
     ),
 ]
 #: ``--refit-every``: annotations between two refits of the project's calibration.
@@ -49,6 +59,17 @@ def serving_config(refit_every: int | None, guard: bool) -> ServingConfig:
         refit_every=default.refit_every if refit_every is None else refit_every,
         guard=default.guard if guard else None,
     )
+
+
+def world_of(version: str) -> WorldConfig:
+    """The world of a version, or a clear error for an unknown one."""
+    from assistant.errors import ConfigError
+    from benchworld.world.config import world_config
+
+    try:
+        return world_config(version)
+    except ConfigError as exc:
+        raise typer.BadParameter(exc.message) from None
 
 
 def load_base(source: str | None, threads: int) -> tuple[str, LoadedModel]:

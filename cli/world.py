@@ -62,37 +62,47 @@ def _progress(description: str) -> Iterator[Callable[[int, int, dict[str, float]
         yield update
 
 
-def _world_dir(quick: bool) -> Path:
+# The world version every command uses unless told otherwise; world-v1 stays reproducible by name.
+WORLD_HELP = "World version: world-v2 (the default: long tail, context, photo series, camera) or world-v1."
+DEFAULT_WORLD = "world-v2"
+
+
+def _world_dir(quick: bool, version: str = DEFAULT_WORLD) -> Path:
     from state.settings import get_settings
 
-    return get_settings().home / "world" / ("quick" if quick else "full")
+    # v1's splits keep their old place, so a cache built before v2 stays valid.
+    base = get_settings().home / "world"
+    return (base if version == "world-v1" else base / version) / ("quick" if quick else "full")
 
 
-def _splits(quick: bool) -> dict[str, MultiLabelSplit]:
-    """Load the splits, building them first when missing or stale."""
+def _splits(quick: bool, version: str = DEFAULT_WORLD) -> dict[str, MultiLabelSplit]:
+    """Load the splits of a world version, building them first when missing or stale."""
     from assistant.errors import DataError
     from benchworld.world import FULL_SIZES, QUICK_SIZES, build_world, load_world
 
-    directory = _world_dir(quick)
+    directory = _world_dir(quick, version)
     try:
-        return load_world(directory)
+        return load_world(directory, version=version)
     except (DataError, FileNotFoundError, OSError):
         pass
     sizes = QUICK_SIZES if quick else FULL_SIZES
-    with _progress(f"generating the {'quick' if quick else 'full'} world") as update:
-        build_world(directory, sizes=sizes, progress=lambda split, done, total: update(done, total, {}))
-    return load_world(directory)
+    with _progress(f"generating the {'quick' if quick else 'full'} {version}") as update:
+        build_world(
+            directory, _world_config(version), sizes=sizes, progress=lambda split, done, total: update(done, total, {})
+        )
+    return load_world(directory, version=version)
 
 
 @world_app.command("build")
 def build(
     quick: Annotated[bool, typer.Option(help="The small splits (2,000 / 500 / 1,000 images).")] = False,
+    world: Annotated[str, typer.Option(help=WORLD_HELP)] = DEFAULT_WORLD,
 ) -> None:
     """Generate the world's train / validation / test splits (deterministic, cached)."""
-    splits = _splits(quick)
+    splits = _splits(quick, world)
     for name, split in splits.items():
         console.print(f"{name}: {len(split)} images, data hash {split.data_hash[:16]}")
-    console.print(f"in {_world_dir(quick)}")
+    console.print(f"in {_world_dir(quick, world)}")
 
 
 @world_app.command("samples")
@@ -110,8 +120,11 @@ def pretrain(
     batch_size: Annotated[int, typer.Option(help="Pairs per step.")] = 256,
     arch: Annotated[str, typer.Option(help="Registered open_clip architecture.")] = "world-tiny",
     seed: Annotated[int, typer.Option(help="Seed of the initialisation.")] = 0,
-    max_minutes: Annotated[float, typer.Option(help="Stop early past this wall time (recorded).")] = 60.0,
+    max_minutes: Annotated[
+        float, typer.Option(help="Stop past this wall time; the cosine schedule then follows the clock (recorded).")
+    ] = 60.0,
     quick_eval: Annotated[bool, typer.Option(help="Score zero-shot on the quick test split.")] = False,
+    world: Annotated[str, typer.Option(help=WORLD_HELP)] = DEFAULT_WORLD,
 ) -> None:
     """Pretrain the tiny open_clip model contrastively on the world (the offline stand-in for CLIP).
 
@@ -121,26 +134,34 @@ def pretrain(
     from benchworld.world.pretrain import PretrainConfig, save_open_clip_dir, stream_hash
     from benchworld.world.pretrain import pretrain as run_pretrain
 
-    cfg = PretrainConfig(arch=arch, steps=steps, batch_size=batch_size, seed=seed, max_minutes=max_minutes)
+    cfg = PretrainConfig(
+        arch=arch, steps=steps, batch_size=batch_size, seed=seed, max_minutes=max_minutes, time_schedule=True
+    )
     if out.exists() and any(out.iterdir()):
         raise AssistantError(f"{out} is not empty", fix="pass another --out or remove it")
-    with _progress(f"pretraining {arch} on {cfg.pairs:,} pairs") as update:
-        backbone, result = run_pretrain(cfg, progress=update)
-    splits = _splits(quick_eval)
-    test = splits["test"]
-    scores = _zero_shot_summary(backbone, test, frozen_scores)
-    manifest = {
+    world_cfg = _world_config(world)
+    with _progress(f"pretraining {arch} on {cfg.pairs:,} pairs of {world}") as update:
+        backbone, result = run_pretrain(cfg, world_cfg, progress=update)
+    manifest: dict[str, Any] = {
         "config": cfg.__dict__,
         "seed": seed,
-        "data_hash": stream_hash(_world_config(), cfg, backbone.context_length),
+        "generator_version": world,
+        "data_hash": stream_hash(world_cfg, cfg, backbone.context_length),
         "pairs": result.pairs,
         "steps": result.steps,
         "seconds": round(result.seconds, 1),
         "pairs_per_second": round(result.pairs / max(result.seconds, 1e-9), 1),
         "stopped_early": result.stopped_early,
         "training_curve": result.curve,
-        "zero_shot": scores,
     }
+    # Saved before the evaluation: minutes of training are never lost to a failure after them.
+    save_open_clip_dir(backbone, arch, out, manifest)
+    splits = _splits(quick_eval, world)
+    test = splits["test"]
+    scores = _zero_shot_summary(backbone, test, frozen_scores)
+    if world_cfg.camera is not None:
+        scores["shift_gap"] = _shift_gap(backbone, world_cfg, test)
+    manifest["zero_shot"] = scores
     save_open_clip_dir(backbone, arch, out, manifest)
     console.print(
         f"{result.pairs:,} pairs in {result.seconds / 60:.1f} min ({manifest['pairs_per_second']} pairs/s); "
@@ -291,10 +312,18 @@ def _fit_and_write_prior(directory: Path, val: MultiLabelSplit, quick: bool, dev
     return fit
 
 
-def _world_config() -> Any:
-    from benchworld.world import WorldConfig
+def _world_config(version: str = DEFAULT_WORLD) -> Any:
+    from benchworld.world.config import world_config
 
-    return WorldConfig()
+    return world_config(version)
+
+
+def _shift_gap(backbone: Any, world: Any, shifted: MultiLabelSplit) -> dict[str, Any]:
+    """The camera shift's cost to the frozen model: the same test scenes without the camera."""
+    from benchworld.world import generate_split
+    from benchworld.world.bench import shift_gap
+
+    return shift_gap(backbone, shifted, generate_split("test", len(shifted), world.without_camera()))
 
 
 def _zero_shot_summary(backbone: Any, test: MultiLabelSplit, frozen_scores: Any) -> dict[str, Any]:

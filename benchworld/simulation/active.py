@@ -58,7 +58,7 @@ from assistant.labels import LabelSet
 from assistant.plots import plot_learning_curves
 from assistant.rounds import RoundConfig
 from assistant.selection import SelectionPool, create_strategy, list_strategies
-from benchworld.simulation.annotator import LabeledImages, SimulatedAnnotator, render_labeled
+from benchworld.simulation.annotator import LabeledImages, SimulatedAnnotator, TeamAnnotator, render_labeled
 from benchworld.simulation.features import CachedFeatures, encode_images
 from benchworld.simulation.loop import (
     RoundRow,
@@ -79,6 +79,7 @@ __all__ = [
     "LabelQualityResult",
     "StrategyRun",
     "plot_active_learning",
+    "rarest_third",
     "simulate_active_learning",
     "simulate_label_quality",
     "strategy_selector",
@@ -190,6 +191,9 @@ class StrategyRun:
         map: mAP (percent) over the final options at each point.
         map_seen: Over the initial options.
         map_novel: Over the novel options (NaN without novel labels).
+        map_rare: Over the rarest third of the final options (by their prevalence in the seed's
+            pool: the same labels for every strategy of a seed).
+        rare_labels: Those labels.
         promoted: Per round after row 0, whether the candidate was promoted.
         seconds: Wall time of the run.
     """
@@ -202,6 +206,8 @@ class StrategyRun:
     map_novel: list[float]
     promoted: list[bool]
     seconds: float
+    map_rare: list[float] = field(default_factory=list)
+    rare_labels: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -230,7 +236,10 @@ class ActiveLearningResult:
     def summary(self) -> dict[str, dict[str, Any]]:
         """Per strategy, against random sampling (see the module docstring for the rules).
 
-        Keys: ``final`` (mean mAP at the full budget), ``labels_to_random_final`` (labels at which
+        Keys: ``final`` (mean mAP at the full budget), ``final_rare`` (over the rarest third of the
+        labels), ``labels_to_random_final_rare`` and ``label_ratio_rare`` (the same on the rarest
+        third: labels at which the strategy's rare-third curve reaches random's final rare-third
+        mAP), ``labels_to_random_final`` (labels at which
         the mean curve first reaches random's final mAP, linearly interpolated; None if never),
         ``label_ratio`` (that over the budget), ``worst_gap`` (the most negative mean difference
         to random over the points), ``noise_at_worst`` (random's seed spread there),
@@ -241,12 +250,19 @@ class ActiveLearningResult:
             return {}
         x, random_mean, random_std = curves["random"]
         target = float(random_mean[-1])
+        rare = self.curves("map_rare") if all(r.map_rare for r in self.runs) else {}
         out: dict[str, dict[str, Any]] = {}
         for name, (_, mean, _) in curves.items():
             reached = _first_reach(x, mean, target)
             gap = mean - random_mean
             worst = int(np.argmin(gap))
+            if rare:
+                rare_mean, rare_target = rare[name][1], float(rare["random"][1][-1])
+                rare_reached = _first_reach(x, rare_mean, rare_target)
             out[name] = {
+                "final_rare": float(rare[name][1][-1]) if rare else None,
+                "labels_to_random_final_rare": rare_reached if rare else None,
+                "label_ratio_rare": None if not rare or rare_reached is None else rare_reached / float(x[-1]),
                 "final": float(mean[-1]),
                 "labels_to_random_final": reached,
                 "label_ratio": None if reached is None else reached / float(x[-1]),
@@ -264,13 +280,22 @@ class ActiveLearningResult:
         lines = ["mAP (%) on the evaluation set by labels spent, mean ± std over seeds", head, "-" * len(head)]
         for name, (_, mean, std) in curves.items():
             lines.append(f"{name:<12}" + "".join(f"{m:>7.2f} ±{s:>4.2f}" for m, s in zip(mean, std, strict=True)))
+        if all(r.map_rare for r in self.runs):
+            lines += ["", "mAP (%) over the rarest third of the labels (by pool prevalence)", head, "-" * len(head)]
+            for name, (_, mean, std) in self.curves("map_rare").items():
+                cells = "".join(f"{m:>7.2f} ±{s:>4.2f}" for m, s in zip(mean, std, strict=True))
+                lines.append(f"{name:<12}" + cells)
         lines.append("")
         for name, s in self.summary().items():
             ratio = "never" if s["label_ratio"] is None else f"{100 * s['label_ratio']:.0f}% of the budget"
             worse = s["worse_than_noise"] or "no point"
+            rare = ""
+            if s["final_rare"] is not None:
+                rare_ratio = "never" if s["label_ratio_rare"] is None else f"{100 * s['label_ratio_rare']:.0f}%"
+                rare = f"; rarest third: final {s['final_rare']:.2f}, reaches random's at {rare_ratio}"
             lines.append(
                 f"{name:<12} final {s['final']:.2f}; reaches random's final mAP at {ratio}; worst gap to random "
-                f"{s['worst_gap']:+.2f} (noise {s['noise_at_worst']:.2f}); worse than noise at {worse}"
+                f"{s['worst_gap']:+.2f} (noise {s['noise_at_worst']:.2f}); worse than noise at {worse}{rare}"
             )
         return "\n".join(lines)
 
@@ -299,6 +324,17 @@ class ActiveLearningResult:
             "runs": [dataclasses.asdict(r) for r in self.runs],
             "summary": self.summary(),
         }
+
+
+def rarest_third(pool: LabeledImages, labels: Sequence[str]) -> list[str]:
+    """The third of ``labels`` (at least one) least often present in ``pool``, rarest first.
+
+    The long tail is where class imbalance hurts selection (arXiv 2111.12880); the pool, not the
+    evaluation set, decides which labels are rare, so the grouping never looks at test data.
+    """
+    prevalence = pool.truth[:, [pool.names.index(n) for n in labels]].mean(axis=0)
+    order = np.argsort(prevalence, kind="stable")
+    return [labels[int(i)] for i in order[: max(1, len(labels) // 3)]]
 
 
 def _first_reach(x: NDArray[np.float64], y: NDArray[np.float64], target: float) -> float | None:
@@ -438,6 +474,7 @@ def simulate_active_learning(
             test=evaluation,
         )
         points = [_overall(r, n_seen) for r in result.rows]
+        rare = rarest_third(pool, [*cfg.simulation.options(), *cfg.simulation.novel_labels])
         run = StrategyRun(
             strategy=name,
             seed=seed,
@@ -447,6 +484,8 @@ def simulate_active_learning(
             map_novel=[p[2] for p in points],
             promoted=[r.promoted for r in result.rows[1:]],
             seconds=time.perf_counter() - started,
+            map_rare=[float(np.mean([r.test_ap[n] for n in rare])) for r in result.rows],
+            rare_labels=rare,
         )
         done[(name, seed)] = run
         logger.info("%s: mAP %s in %.0f s", label, [round(v, 2) for v in run.map], run.seconds)
@@ -591,7 +630,8 @@ def simulate_label_quality(
     Args:
         base: The model in service before the first round.
         cfg: The rounds (the selection is always random).
-        fraction: Share of tasks the annotator corrupts.
+        fraction: Share of tasks the annotator corrupts (world v1; in v2 the world's annotation
+            team corrupts what its members get wrong, ``benchworld.world.team``).
         flag_fraction: Share of tasks flagged.
         scorer: ``annotated`` (default, as in production): each task is scored by the model in
             service when it was annotated, i.e. the prediction its annotator saw, from a model
@@ -612,7 +652,12 @@ def simulate_label_quality(
         report("runs", len(out), len(cfg.seeds))
         pool = render_labeled(Stream.TRAIN, cfg.budget, cfg.simulation.world, first=seed * cfg.pool_images)
         evaluation = render_labeled(cfg.eval_stream, cfg.eval_images, cfg.simulation.world)
-        annotator = CorruptingAnnotator(pool, fraction=fraction, seed=seed)
+        # World v2: the team's own mistakes; v1: one perfect annotator and uniform corruption.
+        annotator: CorruptingAnnotator | TeamAnnotator
+        if cfg.simulation.world.annotators:
+            annotator = TeamAnnotator(pool, cfg.simulation.world.annotators, seed=seed)
+        else:
+            annotator = CorruptingAnnotator(pool, fraction=fraction, seed=seed)
         rounds = _Rounds([base])
         simulate_rounds(
             base,
@@ -653,7 +698,7 @@ def _annotation_scores(
 
 def _review(
     state: SimulationState,
-    annotator: CorruptingAnnotator,
+    annotator: CorruptingAnnotator | TeamAnnotator,
     seed: int,
     flag_fraction: float,
     probs: NDArray[np.float64],

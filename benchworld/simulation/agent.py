@@ -67,7 +67,7 @@ from assistant.labels import LabelSet
 from assistant.plots import plot_learning_curves
 from assistant.rounds import InsufficientDataError, RoundConfig, RoundData, RoundSplit, run_round
 from assistant.selection import SelectionPool, create_strategy
-from benchworld.simulation.annotator import LabeledImages, SimulatedAnnotator, render_labeled
+from benchworld.simulation.annotator import LabeledImages, SimulatedAnnotator, annotator_for, render_labeled
 from benchworld.simulation.features import CachedFeatures
 from benchworld.simulation.serving import EffortLog, GuardEvent, ProjectServing, Served, ServingConfig
 from benchworld.world.config import Stream, WorldConfig
@@ -424,8 +424,8 @@ class _Project:
     @classmethod
     def start(cls, cfg: AgentSimConfig, pool: LabeledImages, base: LoadedModel) -> _Project:
         """A fresh project with the configured simulated annotator."""
-        annotator = SimulatedAnnotator(
-            pool, miss_rate=cfg.miss_rate, automation_bias=cfg.automation_bias, seed=cfg.seed
+        annotator = annotator_for(
+            pool, cfg.world, miss_rate=cfg.miss_rate, automation_bias=cfg.automation_bias, seed=cfg.seed
         )
         return cls(cfg, pool, base, annotator)
 

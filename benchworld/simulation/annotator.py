@@ -18,10 +18,12 @@ from numpy.typing import NDArray
 from assistant.corrections import AnnotatedImage
 from assistant.errors import ConfigError
 from benchworld.world.config import Stream, WorldConfig
+from benchworld.world.project import project_scene
 from benchworld.world.scenes import SceneGenerator
+from benchworld.world.team import AnnotatorProfile
 from benchworld.world.vocabulary import Vocabulary, default_vocabulary
 
-__all__ = ["LabeledImages", "SimulatedAnnotator", "render_labeled"]
+__all__ = ["LabeledImages", "SimulatedAnnotator", "TeamAnnotator", "annotator_for", "render_labeled"]
 
 
 @dataclass(frozen=True)
@@ -65,14 +67,14 @@ def render_labeled(
     the simulated annotator must be able to tag labels the project adds later.
     """
     world = world or WorldConfig()
-    vocab = vocab or default_vocabulary()
+    vocab = vocab or default_vocabulary(world.version)
     generator = SceneGenerator(world.scene)
     size = world.scene.image_size
     images = np.empty((count, size, size, 3), dtype=np.uint8)
     truth = np.zeros((count, len(vocab)), dtype=bool)
     for i in range(count):
         # The same image as benchworld.world.dataset.generate_split's image i of the stream.
-        scene = generator.scene(world.seed, int(stream), first + i)
+        scene, _ = project_scene(world, generator, int(stream), first + i)
         images[i] = scene.image
         truth[i] = vocab.multi_hot(scene.labels) > 0
         if progress is not None and ((i + 1) % 256 == 0 or i + 1 == count):
@@ -139,3 +141,85 @@ class SimulatedAnnotator:
             hard_negatives=frozenset(removed),
             shown=frozenset(options),
         )
+
+
+class TeamAnnotator(SimulatedAnnotator):
+    """World v2's annotators: a team of fallible people (``benchworld.world.team``), tasks dealt in turn.
+
+    Each task is annotated by one member: each true option is missed with the member's
+    ``miss_rate``, with its ``wrong_rate`` one false option nobody suggested is ticked, and each
+    wrong shown tag is kept with its ``automation_bias``. Every task whose answer differs from the
+    truth over its options is recorded in :attr:`corrupted`, so the label review is measured on the
+    team's own mistakes, not on uniform flips.
+
+    Args:
+        pool: The images it annotates.
+        team: The members' error rates.
+        seed: Seed of every mistake.
+
+    Attributes:
+        corrupted: Task key -> ``("missing" | "wrong", tag)``: the first mistake of each wrong task
+            (a missed tag first).
+        by_member: Task key -> index of the member who annotated it.
+    """
+
+    def __init__(self, pool: LabeledImages, team: Sequence[AnnotatorProfile], *, seed: int = 0) -> None:
+        if not team:
+            raise ConfigError("an annotation team needs at least one member", fix="pass benchworld.world.team.V2_TEAM")
+        for member in team:
+            for name in ("miss_rate", "wrong_rate", "automation_bias"):
+                rate = getattr(member, name)
+                if not 0.0 <= rate <= 1.0:
+                    raise ConfigError(f"{name}={rate} is not a probability", fix=f"use {name} in [0, 1]")
+        super().__init__(pool, seed=seed)
+        self.team = tuple(team)
+        self._team_rng = np.random.default_rng([seed, 11])
+        self._tasks = 0
+        self.corrupted: dict[str, tuple[str, str]] = {}
+        self.by_member: dict[str, int] = {}
+
+    def annotate(self, index: int, options: Sequence[str], predicted: Sequence[str]) -> AnnotatedImage:
+        """See :meth:`SimulatedAnnotator.annotate`; the member on duty makes their mistakes."""
+        member_index = self._tasks % len(self.team)
+        member = self.team[member_index]
+        self._tasks += 1
+        rng = self._team_rng
+        truth = self.pool.truth[index]
+        true = sorted(n for n in options if truth[self._index[n]])
+        missed = [n for n in true if rng.random() < member.miss_rate]
+        positives = set(true) - set(missed)
+        # Sorted: the draws must not depend on set iteration order.
+        wrong_shown = sorted(n for n in predicted if n in options and not truth[self._index[n]])
+        kept = [n for n in wrong_shown if rng.random() < member.automation_bias]
+        self.introduced_errors += len(kept)
+        positives |= set(kept)
+        added: list[str] = []
+        if rng.random() < member.wrong_rate:
+            suggested = set(predicted)
+            absent = sorted(n for n in options if not truth[self._index[n]] and n not in suggested)
+            if absent:
+                added.append(str(rng.choice(absent)))
+                positives |= set(added)
+        key = str(index)
+        self.by_member[key] = member_index
+        if missed:
+            self.corrupted[key] = ("missing", missed[0])
+        elif kept or added:
+            self.corrupted[key] = ("wrong", (kept or added)[0])
+        removed = {n for n in predicted if n not in positives}
+        return AnnotatedImage(
+            key=key,
+            item=f"world:{self.pool.stream}:{index}",
+            positives=frozenset(positives),
+            hard_negatives=frozenset(removed),
+            shown=frozenset(options),
+        )
+
+
+def annotator_for(
+    pool: LabeledImages, world: WorldConfig, *, miss_rate: float = 0.0, automation_bias: float = 0.0, seed: int = 0
+) -> SimulatedAnnotator:
+    """The world's annotator: its team when it has one (v2), else one annotator with the given rates (v1)."""
+    if world.annotators:
+        return TeamAnnotator(pool, world.annotators, seed=seed)
+    return SimulatedAnnotator(pool, miss_rate=miss_rate, automation_bias=automation_bias, seed=seed)

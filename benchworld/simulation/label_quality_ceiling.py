@@ -38,7 +38,7 @@ from assistant.evaluate import per_label_ap
 from assistant.label_quality import review_labels
 from assistant.labels import LabelSet
 from benchworld.simulation.active import ActiveLearningConfig, CorruptingAnnotator
-from benchworld.simulation.annotator import render_labeled
+from benchworld.simulation.annotator import TeamAnnotator, render_labeled
 from benchworld.simulation.loop import SimulationProgress
 from benchworld.world.config import Stream
 
@@ -85,7 +85,13 @@ class _Tasks:
 def _tasks(cfg: ActiveLearningConfig, seed: int, fraction: float) -> _Tasks:
     sim = cfg.for_seed(seed)
     pool = render_labeled(Stream.TRAIN, cfg.budget, sim.world, first=seed * cfg.pool_images)
-    annotator = CorruptingAnnotator(pool, fraction=fraction, seed=seed)
+    # The same annotators as the label-quality check: world v2's team (without shown predictions
+    # here, so no automation-bias errors), world v1's uniform corruption.
+    annotator: CorruptingAnnotator | TeamAnnotator
+    if sim.world.annotators:
+        annotator = TeamAnnotator(pool, sim.world.annotators, seed=seed)
+    else:
+        annotator = CorruptingAnnotator(pool, fraction=fraction, seed=seed)
     options = list(sim.options())
     notes: list[AnnotatedImage] = []
     for r in range(1, cfg.rounds + 1):

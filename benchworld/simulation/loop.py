@@ -46,7 +46,7 @@ from assistant.inference import Tagger
 from assistant.labels import LabelSet
 from assistant.plots import plot_learning_curves
 from assistant.rounds import InsufficientDataError, RoundConfig, RoundData, RoundOutcome, RoundSplit, run_round
-from benchworld.simulation.annotator import LabeledImages, SimulatedAnnotator, render_labeled
+from benchworld.simulation.annotator import LabeledImages, SimulatedAnnotator, annotator_for, render_labeled
 from benchworld.simulation.features import encode_images
 from benchworld.simulation.serving import EffortLog, ProjectServing, ServingConfig
 from benchworld.world.config import Stream, WorldConfig
@@ -152,6 +152,7 @@ class RoundRow:
         version: The version in service after the round.
         test_seen, test_novel: Test-stream mAP of the model in service after the round.
         test_novel_ap: Test AP (percent) of each novel label.
+        test_ap: Test AP (percent) of every option, initial and novel.
         final_heldout_map: mAP of the model in service on the last round's held-out set.
         newly_seen: Labels that became seen in this round's candidate.
         novel_preannotated: Novel tags the model in service pre-selected this round (zero-shot
@@ -179,6 +180,7 @@ class RoundRow:
     test_seen: float = float("nan")
     test_novel: float = float("nan")
     test_novel_ap: dict[str, float] = field(default_factory=dict)
+    test_ap: dict[str, float] = field(default_factory=dict)
     final_heldout_map: float | None = None
     newly_seen: tuple[str, ...] = ()
     novel_preannotated: tuple[int, int] = (0, 0)
@@ -361,6 +363,7 @@ def _evaluate_service(
     row.test_seen = float(np.mean([aps[n] for n in seen]))
     row.test_novel = float(np.mean([aps[n] for n in novel])) if novel else float("nan")
     row.test_novel_ap = {n: aps[n] for n in novel}
+    row.test_ap = {n: aps[n] for n in [*seen, *novel]}
     row.version = service.model.version
 
 
@@ -409,8 +412,8 @@ def simulate_rounds(
         import copy
 
         teacher = copy.deepcopy(base.model.backbone).eval().requires_grad_(False)
-    annotator = annotator or SimulatedAnnotator(
-        pool, miss_rate=cfg.miss_rate, automation_bias=cfg.automation_bias, seed=cfg.seed
+    annotator = annotator or annotator_for(
+        pool, cfg.world, miss_rate=cfg.miss_rate, automation_bias=cfg.automation_bias, seed=cfg.seed
     )
     serving, effort = ProjectServing(cfg.serving), EffortLog(cfg.serving.costs)
     state = SimulationState(pool, [], set(), list(cfg.options()), base, 0, np.random.default_rng(cfg.seed))

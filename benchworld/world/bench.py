@@ -32,7 +32,7 @@ from assistant.prompts import PromptSet, zero_shot_label_embeddings
 from assistant.train import encode_dataset, train_stage1, train_stage2
 from benchworld.world.dataset import MultiLabelSplit
 
-__all__ = ["BenchConfig", "BenchResult", "MethodRow", "frozen_scores", "mkt_scores", "run_bench"]
+__all__ = ["BenchConfig", "BenchResult", "MethodRow", "frozen_scores", "mkt_scores", "run_bench", "shift_gap"]
 
 StatusFn = Callable[[str], None]
 ProgressFn = Callable[[int, int, dict[str, float]], None]
@@ -120,6 +120,45 @@ def mkt_scores(loaded: LoadedModel, features: ImageFeatures, labels: Sequence[st
     emb = model.label_embeddings(list(labels), use_cache=False).float().cpu()
     out = model.score(features, emb, mode="mkt").fused
     return out.double().numpy()
+
+
+@torch.no_grad()
+def _backbone_features(backbone: Backbone, split: MultiLabelSplit, batch: int = 256) -> ImageFeatures:
+    """A bare backbone's features of a split through its eval transform (no MKT model around it)."""
+    from assistant.data import eval_transform
+
+    transform = eval_transform(backbone)
+    images = torch.from_numpy(split.images).permute(0, 3, 1, 2)
+    parts = [
+        backbone.encode_image(torch.stack([transform(im) for im in images[i : i + batch]]))
+        for i in range(0, len(split), batch)
+    ]
+    # Zero-shot scores use the class token only; the patch tokens are not kept.
+    return ImageFeatures(torch.cat([p.global_emb for p in parts]).float(), None)
+
+
+@torch.no_grad()
+def shift_gap(backbone: Backbone, shifted: MultiLabelSplit, plain: MultiLabelSplit, seed: int = 0) -> dict[str, Any]:
+    """What the project camera costs the frozen model: zero-shot mAP on plain minus shifted test images.
+
+    ``plain`` and ``shifted`` hold the same scenes (the world with and without its camera), so
+    the labels are the same and the bootstrap over images is paired.
+    """
+    if plain.data_hash == shifted.data_hash or not np.array_equal(plain.targets, shifted.targets):
+        raise ValueError("the shift gap needs the same test scenes with and without the camera")
+    labels = list(shifted.label_names)
+    unseen = [n for n, s in zip(labels, shifted.seen, strict=True) if not s]
+    unseen_targets = shifted.targets[:, ~np.asarray(shifted.seen, dtype=bool)]
+    out: dict[str, Any] = {"test_images": len(shifted)}
+    for mode, names, targets in (("zsl", unseen, unseen_targets), ("gzsl", labels, shifted.targets)):
+        a = frozen_scores(backbone, _backbone_features(backbone, plain), names)
+        b = frozen_scores(backbone, _backbone_features(backbone, shifted), names)
+        diff = map_difference(a, b, targets, seed=seed)
+        out[f"{mode}_mAP_unshifted"] = 100 * float(np.mean(per_label_ap(a, targets)))
+        out[f"{mode}_mAP_shifted"] = 100 * float(np.mean(per_label_ap(b, targets)))
+        out[f"{mode}_gap"] = diff.difference
+        out[f"{mode}_gap_interval"] = [diff.low, diff.high]
+    return out
 
 
 def _row(

@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 from assistant.errors import DataError
 from benchworld.world.captions import make_captions
 from benchworld.world.config import FULL_SIZES, SplitSizes, Stream, WorldConfig
-from benchworld.world.draws import Draws
+from benchworld.world.project import project_scene
 from benchworld.world.scenes import SceneGenerator
 from benchworld.world.vocabulary import VOCABULARY_VERSION, Vocabulary, default_vocabulary
 
@@ -99,15 +99,14 @@ def generate_split(
         The split, hashed.
     """
     world = world or WorldConfig()
-    vocab = vocab or default_vocabulary()
+    vocab = vocab or default_vocabulary(world.version)
     generator = SceneGenerator(world.scene)
     size = world.scene.image_size
     images = np.empty((count, size, size, 3), dtype=np.uint8)
     truth = np.empty((count, len(vocab)), dtype=np.uint8)
     captions: list[tuple[str, ...]] = []
     for i in range(count):
-        draws = Draws(np.random.default_rng([world.seed, int(_STREAMS[name]), i]))
-        scene = generator.render(draws)
+        scene, draws = project_scene(world, generator, int(_STREAMS[name]), i)
         images[i] = scene.image
         truth[i] = vocab.multi_hot(scene.labels)
         if name == "test":
@@ -141,12 +140,13 @@ def save_split(split: MultiLabelSplit, path: Path) -> None:
     )
 
 
-def load_split(path: Path, verify: bool = True) -> MultiLabelSplit:
+def load_split(path: Path, verify: bool = True, version: str = VOCABULARY_VERSION) -> MultiLabelSplit:
     """Read a split written by :func:`save_split`.
 
     Args:
         path: The ``.npz`` file.
         verify: Recompute the data hash (~0.5 s per 100 MB) and compare.
+        version: The world version the split must be from.
 
     Raises:
         DataError: The file is missing, from another world version, or corrupt.
@@ -166,10 +166,10 @@ def load_split(path: Path, verify: bool = True) -> MultiLabelSplit:
             version=meta["version"],
             data_hash=meta["data_hash"],
         )
-    if split.version != VOCABULARY_VERSION:
+    if split.version != version:
         raise DataError(
             f"benchmark split {path} is from world {split.version!r}",
-            why=f"this code generates world {VOCABULARY_VERSION!r}; labels or images may differ",
+            why=f"world {version!r} was asked for; labels or images may differ",
             fix=_FIX,
         )
     if verify:
@@ -201,7 +201,7 @@ def build_world(
         Split name -> path of its file.
     """
     world = world or WorldConfig()
-    vocab = default_vocabulary()
+    vocab = default_vocabulary(world.version)
     paths: dict[str, Path] = {}
     hashes: dict[str, str] = {}
     for name, count in (("train", sizes.train), ("val", sizes.val), ("test", sizes.test)):
@@ -222,6 +222,6 @@ def build_world(
     return paths
 
 
-def load_world(out_dir: Path, verify: bool = True) -> dict[str, MultiLabelSplit]:
-    """Load the three splits written by :func:`build_world`."""
-    return {name: load_split(out_dir / f"{name}.npz", verify) for name in ("train", "val", "test")}
+def load_world(out_dir: Path, verify: bool = True, version: str = VOCABULARY_VERSION) -> dict[str, MultiLabelSplit]:
+    """Load the three splits written by :func:`build_world` (of world ``version``)."""
+    return {name: load_split(out_dir / f"{name}.npz", verify, version) for name in ("train", "val", "test")}

@@ -62,6 +62,10 @@ class PretrainConfig:
     loader_workers: int = 1
     # Torch intra-op threads (0 keeps torch's default: all cores).
     threads: int = 0
+    # Let the cosine schedule follow the wall clock when max_minutes comes before the last step
+    # (a shared machine): the run then still ends annealed. Off, a run is a pure function of its
+    # settings and seed.
+    time_schedule: bool = False
 
     @property
     def pairs(self) -> int:
@@ -88,7 +92,7 @@ def stream_hash(world: WorldConfig, cfg: PretrainConfig, context_length: int) ->
     """
     doc = {
         "world": world.to_dict(),
-        "vocabulary": default_vocabulary().fingerprint,
+        "vocabulary": default_vocabulary(world.version).fingerprint,
         "batch_size": cfg.batch_size,
         "batches": [0, cfg.steps],
         "twin_share": cfg.twin_share,
@@ -97,10 +101,14 @@ def stream_hash(world: WorldConfig, cfg: PretrainConfig, context_length: int) ->
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _lr(step: int, cfg: PretrainConfig) -> float:
+def _lr(step: int, cfg: PretrainConfig, elapsed: float = 0.0) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    # On a shared machine the wall-time cap may come first: the cosine then follows the clock, so
+    # a run cut at max_minutes still ends annealed (the manifest records the steps it made).
+    if cfg.time_schedule:
+        progress = max(progress, elapsed / (cfg.max_minutes * 60))
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
@@ -166,7 +174,7 @@ def pretrain(
     model.train()
     for step, (images, tokens) in enumerate(loader):
         for group in optimizer.param_groups:
-            group["lr"] = _lr(step, cfg)
+            group["lr"] = _lr(step, cfg, time.perf_counter() - started)
         pixels = (images.float() / 255.0 - mean) / std
         image_features, text_features, scale = model(pixels, tokens)
         loss = loss_fn(image_features, text_features, scale)
@@ -187,7 +195,7 @@ def pretrain(
                     "step": result.steps,
                     "pairs": result.steps * cfg.batch_size,
                     "loss": float(np.mean(window)),
-                    "lr": _lr(step, cfg),
+                    "lr": _lr(step, cfg, elapsed),
                     "logit_scale": float(model.logit_scale.exp().item()),
                     "seconds": round(elapsed, 1),
                 }
@@ -221,12 +229,17 @@ def save_open_clip_dir(backbone: Backbone, arch: str, directory: Path, manifest:
         json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess}, indent=2) + "\n"
     )
     model: Any = bb.model
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    # fp16 on disk halves the shipped file; open_clip casts it back to the model's fp32 on load.
+    state = {
+        k: (v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu()).contiguous().clone()
+        for k, v in model.state_dict().items()
+    }
     save_file(state, str(directory / "open_clip_model.safetensors"))
     full = {
         "architecture": arch,
         "model_cfg": model_cfg,
         "generator_version": VOCABULARY_VERSION,
+        "weights_dtype": "float16",
         "environment": {
             "torch": torch.__version__,
             "python": platform.python_version(),

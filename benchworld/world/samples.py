@@ -9,10 +9,10 @@ import numpy as np
 from PIL import Image
 
 from benchworld.world.captions import make_captions
-from benchworld.world.config import Stream, WorldConfig
+from benchworld.world.config import Stream, WorldConfig, world_config
 from benchworld.world.draws import Draws
 from benchworld.world.scenes import SceneGenerator
-from benchworld.world.vocabulary import default_vocabulary
+from benchworld.world.vocabulary import WORLD_V1, default_vocabulary
 
 __all__ = ["write_samples"]
 
@@ -26,13 +26,14 @@ def write_samples(out_dir: Path, count: int = 8, world: WorldConfig | None = Non
     Args:
         out_dir: Destination folder (created if missing).
         count: Number of images.
-        world: World configuration (default :class:`WorldConfig`).
+        world: World configuration (default: world v1, whose images the committed samples are).
 
     Returns:
         The path of ``labels.json``.
     """
-    world = world or WorldConfig()
-    vocab = default_vocabulary()
+    # The demo's committed samples stay world v1's images (v2 changes the draws, not the labels).
+    world = world or world_config(WORLD_V1)
+    vocab = default_vocabulary(world.version)
     generator = SceneGenerator(world.scene)
     out_dir.mkdir(parents=True, exist_ok=True)
     labels: dict[str, list[str]] = {}

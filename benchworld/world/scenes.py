@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Final
@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 from benchworld.world.appearance import OBJECT_STYLES, ObjectInstance, sample_instance
 from benchworld.world.draws import Draws
 from benchworld.world.render import render_object
+from benchworld.world.structure import home_matrix, partner_matrix
 from benchworld.world.textures import SCENE_NAMES, build_background_bank
 
 __all__ = ["Edit", "PlacedObject", "Scene", "SceneConfig", "SceneGenerator"]
@@ -58,6 +59,13 @@ class SceneConfig:
         bank_seed: Seed of the background texture bank (a property of the world).
         bank_variants: Texture renders per background.
         noise_sd: Per-pixel Gaussian noise, in 0-255 units.
+        object_weights: Relative frequency of each object (``OBJECT_STYLES`` order); empty draws
+            them uniformly, as world v1 does (the long tail of v2: ``benchworld.world.structure``).
+        scene_weights: Relative frequency of each background (``SCENE_NAMES`` order); empty is
+            uniform (v1).
+        context: Weight multiplier of an object whose home background is in the image, applied
+            again when a partner object is already in it (``structure.HOMES``/``PARTNERS``); 1 is
+            none (v1).
     """
 
     image_size: int = 64
@@ -68,6 +76,9 @@ class SceneConfig:
     bank_seed: int = 7
     bank_variants: int = 6
     noise_sd: float = 3.0
+    object_weights: tuple[float, ...] = ()
+    scene_weights: tuple[float, ...] = ()
+    context: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -154,7 +165,7 @@ class SceneGenerator:
         """
         size = self.config.image_size
         canvas, backgrounds = self._background(draws)
-        instances = self._sample_objects(draws)
+        instances = self._sample_objects(draws, backgrounds)
         if edit is not None:
             instances = edit(instances)
         owner = np.full((size, size), -1, dtype=np.int16)
@@ -193,12 +204,12 @@ class SceneGenerator:
     def _background(self, draws: Draws) -> tuple[NDArray[np.float32], tuple[str, ...]]:
         size = self.config.image_size
         if draws.random() >= self.config.split_p:
-            name = draws.choice(SCENE_NAMES)
+            name = self._pick_scene(SCENE_NAMES, draws)
             return self._crop(name, draws), (name,)
         indoor = draws.random() < 0.3
         tops, bottoms = (_INDOOR_TOP, _INDOOR_BOTTOM) if indoor else (_OUTDOOR_TOP, _OUTDOOR_BOTTOM)
-        top = draws.choice(tops)
-        bottom = draws.choice([b for b in bottoms if b != top])
+        top = self._pick_scene(tops, draws)
+        bottom = self._pick_scene([b for b in bottoms if b != top], draws)
         x = np.arange(size, dtype=_F)
         # Outdoor horizons undulate (up to 2.5 px at 64 px); walls meet floors in a straight line.
         amplitude = 0.0 if indoor else draws.uniform(0, 2.5 * self._scale)
@@ -209,16 +220,50 @@ class SceneGenerator:
         canvas = np.where(below[..., None], self._crop(bottom, draws), self._crop(top, draws))
         return canvas, (top, bottom)
 
+    def _pick_scene(self, options: Sequence[str], draws: Draws) -> str:
+        if not self.config.scene_weights:
+            return draws.choice(options)  # v1: uniform, the same draws as before v2 existed
+        weights = np.array([self._scene_weight[o] for o in options])
+        return options[_weighted(weights, draws)]
+
+    @cached_property
+    def _scene_weight(self) -> dict[str, float]:
+        return dict(zip(SCENE_NAMES, self.config.scene_weights, strict=True))
+
     # -- objects -----------------------------------------------------------------------------
 
-    def _sample_objects(self, draws: Draws) -> list[ObjectInstance]:
+    @cached_property
+    def _object_weights(self) -> NDArray[np.float64]:
+        weights = self.config.object_weights or (1.0,) * len(_OBJECT_NAMES)
+        if len(weights) != len(_OBJECT_NAMES):
+            raise ValueError(f"object_weights has {len(weights)} entries for {len(_OBJECT_NAMES)} objects")
+        return np.asarray(weights, dtype=np.float64)
+
+    @cached_property
+    def _context(self) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+        return home_matrix(_OBJECT_NAMES, SCENE_NAMES), partner_matrix(_OBJECT_NAMES)
+
+    def _pick_object(self, backgrounds: tuple[str, ...], names: list[str], draws: Draws) -> str:
+        if not self.config.object_weights and self.config.context == 1.0:
+            return draws.choice(_OBJECT_NAMES)  # v1: uniform, the same draws as before v2 existed
+        weights = self._object_weights
+        if self.config.context != 1.0:
+            homes, partners = self._context
+            at_home = homes[:, [SCENE_NAMES.index(b) for b in backgrounds]].any(axis=1)
+            present = [_OBJECT_NAMES.index(n) for n in names]
+            with_partner = partners[:, present].any(axis=1) if present else np.zeros(len(weights), dtype=bool)
+            weights = weights * np.where(at_home, self.config.context, 1.0)
+            weights = weights * np.where(with_partner, self.config.context, 1.0)
+        return _OBJECT_NAMES[_weighted(weights, draws)]
+
+    def _sample_objects(self, draws: Draws, backgrounds: tuple[str, ...]) -> list[ObjectInstance]:
         count = bisect.bisect_right(self._count_cdf, draws.random()) + 1
         names: list[str] = []
         for _ in range(count):
             if names and draws.random() < self.config.repeat_p:
                 names.append(names[-1])
             else:
-                names.append(draws.choice(_OBJECT_NAMES))
+                names.append(self._pick_object(backgrounds, names, draws))
         instances = [sample_instance(n, draws, self._scale) for n in names]
         # Large first: small objects stay on top, where the local stream can find them.
         return sorted(instances, key=lambda inst: -inst.radius)
@@ -258,3 +303,9 @@ class SceneGenerator:
         full.append(n_own)
         visible[j] = n_own
         return True
+
+
+def _weighted(weights: NDArray[np.float64], draws: Draws) -> int:
+    """Index drawn with probability proportional to ``weights`` (one uniform)."""
+    cdf = np.cumsum(weights)
+    return min(int(np.searchsorted(cdf, draws.random() * cdf[-1], side="right")), len(weights) - 1)

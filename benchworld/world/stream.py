@@ -79,10 +79,11 @@ class PretrainStream:
     ) -> None:
         self.world = world
         self.batch_size = batch_size
-        self.vocab = vocab or default_vocabulary()
+        self.vocab = vocab or default_vocabulary(world.version)
         self.tokenizer = CaptionTokenizer(context_length)
         self.twin_pairs = round(twin_share * batch_size / 2)
-        self._generator = SceneGenerator(world.scene)
+        # The web's own frequencies; never the project camera (pretraining never saw it).
+        self._generator = SceneGenerator(world.pretraining_scene)
 
     def _draws(self, index: int, *sub: int) -> Draws:
         return Draws(np.random.default_rng([self.world.seed, int(Stream.PRETRAIN), index, *sub]))

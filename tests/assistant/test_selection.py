@@ -29,7 +29,7 @@ from assistant.selection.typical import kmeans, typical_picks
 from preannotation import EditCosts, expected_cost, scratch_cost, show_mask
 
 LABELS = [f"l{i}" for i in range(6)]
-ALL = ["diversity", "entropy", "hybrid", "novelty", "random", "saving", "uncertainty"]
+ALL = ["balanced", "diversity", "entropy", "hybrid", "novelty", "random", "saving", "uncertainty"]
 
 
 def _pool(n: int = 200, seed: int = 0, **kwargs) -> SelectionPool:
@@ -42,7 +42,7 @@ def _pool(n: int = 200, seed: int = 0, **kwargs) -> SelectionPool:
 def test_the_registry_lists_documents_and_refuses_unknown_names() -> None:
     assert list_strategies() == ALL
     assert all(describe_strategies()[name] for name in ALL)
-    with pytest.raises(ConfigError, match="diversity, entropy, hybrid, novelty, random, saving, uncertainty"):
+    with pytest.raises(ConfigError, match="balanced, diversity, entropy, hybrid, novelty, random, saving, uncertainty"):
         create_strategy("margin")
     with pytest.raises(ConfigError, match="(?i)invalid options"):
         create_strategy("uncertainty", beta=3)
@@ -114,6 +114,29 @@ def test_novelty_takes_turns_over_the_novel_tags_and_falls_back_without_any() ->
     fallback = create_strategy("novelty").select(plain, 3)
     assert fallback.reasons[0].startswith("no novel tags")
     assert fallback.indices.tolist() == create_strategy("uncertainty").select(plain, 3).indices.tolist()
+
+
+def test_balanced_shares_the_batch_among_the_labels_rare_ones_first() -> None:
+    # 90 images sit at l0's boundary (a frequent label), 6 at l1's, 4 at l2's; l0's images are
+    # also the most uncertain, so uncertainty alone would spend the whole batch on l0.
+    n = 100
+    probs = np.full((n, 3), 0.05)
+    probs[:90, 0] = 0.5 - np.linspace(0.0, 0.05, 90)
+    probs[90:96, 1] = 0.3 - np.linspace(0.0, 0.05, 6)
+    probs[96:, 2] = 0.25 - np.linspace(0.0, 0.05, 4)
+    pool = SelectionPool.from_arrays(probs, np.full(3, 0.5), ["l0", "l1", "l2"])
+    assert set(pool.top_tag[:90]) == {0} and set(pool.top_tag[90:96]) == {1} and set(pool.top_tag[96:]) == {2}
+    assert set(create_strategy("uncertainty").select(pool, 9).indices.tolist()) <= set(range(90))
+    picked = create_strategy("balanced").select(pool, 9)
+    tags = pool.top_tag[picked.indices].tolist()
+    assert tags[:3] == [2, 1, 0]  # the rarest label takes the first turn
+    assert [tags.count(j) for j in range(3)] == [3, 3, 3]
+    # Within a label, its most uncertain image first.
+    assert picked.indices[0] == 96 and picked.indices[1] == 90 and picked.indices[2] == 0
+    assert "balanced turn of 'l2'" in picked.reasons[0]
+    # When a rare label runs out, the others fill the batch.
+    big = create_strategy("balanced").select(pool, 30)
+    assert [pool.top_tag[big.indices].tolist().count(j) for j in range(3)] == [20, 6, 4]
 
 
 def _clusters(per: int = 20, centers: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -13,6 +13,7 @@ from assistant.errors import ConfigError
 from assistant.rounds import RoundConfig
 from benchworld.simulation.agent import AgentSimConfig, plot_agent_simulation, simulate_agent
 from benchworld.simulation.serving import ServingConfig
+from benchworld.world.config import world_config
 from preannotation import EditCosts, GuardConfig
 
 INITIAL = ("red", "green", "blue", "yellow", "grass", "water", "sky", "brick")
@@ -45,6 +46,9 @@ def test_the_agent_and_the_fixed_schedule_on_a_tiny_project(tiny_loaded, tmp_pat
         # and a refit every 6 annotations and a quick guard exercise both.
         serving=ServingConfig(costs=EditCosts(add=9, remove=1), refit_every=6, guard=GuardConfig(min_shown=5)),
         automation_bias=0.3,
+        # The mechanics on world v1's single annotator (its automation bias is the one set here;
+        # world v2's team has its own rates).
+        world=world_config("world-v1"),
     )
     result = simulate_agent(tiny_loaded, cfg)
     agent, fixed = result.agent, result.fixed

@@ -16,7 +16,7 @@ from benchworld.simulation.features import encode_images
 from benchworld.simulation.label_quality_ceiling import label_quality_ceiling
 from benchworld.simulation.loop import SimulationState
 from benchworld.simulation.oracles import ORACLES, is_oracle, oracle_selector
-from benchworld.world.config import Stream
+from benchworld.world.config import Stream, world_config
 from tests.benchworld.test_selection_simulation import INITIAL, _config
 
 
@@ -85,7 +85,10 @@ def test_a_better_synthetic_scorer_lets_the_review_find_more() -> None:
 def test_the_ceiling_reviews_the_same_corrupted_tasks_as_the_label_quality_check(tiny_loaded) -> None:
     from benchworld.simulation.active import simulate_label_quality
 
+    # World v1's uniform corruption is the same with or without shown predictions; v2's team
+    # also keeps shown wrong tags, which the ceiling (no predictions) cannot replay.
     cfg = _config(budget=60, pool_images=60, seeds=(4,))
+    cfg = dataclasses.replace(cfg, simulation=dataclasses.replace(cfg.simulation, world=world_config("world-v1")))
     (real,) = simulate_label_quality(tiny_loaded, cfg, fraction=0.2, flag_fraction=0.2)
     (point,) = label_quality_ceiling(cfg, fraction=0.2, flag_fraction=0.2, separations=(1.0,))
     assert point.corrupted == real.corrupted > 0 and point.flagged == real.flagged

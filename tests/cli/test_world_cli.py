@@ -25,7 +25,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A home whose quick world is tiny (24 validation images), so `--quick` takes seconds."""
     monkeypatch.setenv("ASSISTANT_HOME", str(tmp_path / "home"))
     get_settings.cache_clear()
-    build_world(tmp_path / "home" / "world" / "quick", sizes=SplitSizes(train=4, val=24, test=24))
+    build_world(tmp_path / "home" / "world" / "world-v2" / "quick", sizes=SplitSizes(train=4, val=24, test=24))
     yield tmp_path / "home"
     get_settings.cache_clear()
 
@@ -43,7 +43,7 @@ def test_world_calibrate_writes_the_prior_and_load_model_uses_it(home: Path, tmp
     assert prior.method == "prior" and dict(prior.labels) == {}
     assert load_model(f"local-dir:{model}").calibrator == prior
     recorded = json.loads((model / "manifest.json").read_text())["calibration_prior"]
-    val = load_split(home / "world" / "quick" / "val.npz")
+    val = load_split(home / "world" / "world-v2" / "quick" / "val.npz")
     assert recorded["data"]["data_hash"] == val.data_hash and recorded["data"]["split"] == "val"
     assert recorded["threshold"] == prior.threshold and recorded["images"] == 24 and recorded["labels"] == 49
 
@@ -78,3 +78,20 @@ def test_world_reliability_reports_ece_and_draws_the_diagram(tmp_path: Path) -> 
     assert 0.0 <= seen["ece"] <= 1.0 and sum(b["count"] for b in seen["bins"]) == seen["count"]
     assert seen["rule"]["tasks"] == 12 and doc["calibrator"] == "default"
     assert (out / "reliability.png").stat().st_size > 1000
+
+
+def test_world_stats_prints_the_targets_and_fails_a_world_that_misses_them(tmp_path: Path) -> None:
+    # World v1 has no photo series, so it misses the burst-share target (and says which).
+    out = tmp_path / "stats.json"
+    result = CliRunner().invoke(app, ["world", "stats", "--world", "world-v1", "--images", "200", "--json", str(out)])
+    assert result.exit_code == 1, result.output
+    assert "missed" in result.output and "burst_share" in result.output
+    doc = json.loads(out.read_text())
+    assert doc["version"] == "world-v1" and doc["values"]["burst_share"] < 0.1
+    assert doc["targets"]["slope_ranks_1_50"]["target"] == pytest.approx(-0.571)
+
+
+def test_world_stats_refuses_an_unknown_world() -> None:
+    result = CliRunner().invoke(app, ["world", "stats", "--world", "world-v9"])
+    assert result.exit_code == 1
+    assert "unknown world version" in result.output and "world-v1, world-v2" in result.output

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from assistant.errors import DataError
-from benchworld.world import dataset
-from benchworld.world.config import SplitSizes, Stream
+from benchworld.world.config import SplitSizes, Stream, WorldConfig, world_config
 from benchworld.world.dataset import MultiLabelSplit, build_world, generate_split, load_split, load_world, save_split
+from benchworld.world.project import project_scene
 from benchworld.world.scenes import SceneGenerator
 from benchworld.world.vocabulary import default_vocabulary
 
@@ -38,10 +38,11 @@ def test_train_targets_hide_unseen_labels(train: MultiLabelSplit) -> None:
 
 def test_training_images_show_unseen_content_without_annotating_it(train: MultiLabelSplit) -> None:
     # NUS-WIDE's protocol: unseen concepts are in training images, only not annotated.
-    vocab, generator = default_vocabulary(), SceneGenerator()
+    world = WorldConfig()
+    vocab, generator = default_vocabulary(), SceneGenerator(world.scene)
     with_unseen = 0
     for i in range(20):
-        scene = generator.scene(0, int(Stream.TRAIN), i)
+        scene, _ = project_scene(world, generator, int(Stream.TRAIN), i)
         assert np.array_equal(scene.image, train.images[i])
         truth = vocab.multi_hot(scene.labels)[vocab.seen_mask]
         np.testing.assert_array_equal(train.targets[i, vocab.seen_mask], np.where(truth > 0, 1, -1))
@@ -88,13 +89,23 @@ def test_tampered_file_is_rejected(tmp_path: Path, train: MultiLabelSplit) -> No
         load_split(tmp_path / "bad.npz")
 
 
-def test_other_world_version_is_rejected(
-    tmp_path: Path, train: MultiLabelSplit, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_other_world_version_is_rejected(tmp_path: Path, train: MultiLabelSplit) -> None:
     save_split(train, tmp_path / "train.npz")
-    monkeypatch.setattr(dataset, "VOCABULARY_VERSION", "world-v0")
-    with pytest.raises(DataError, match="world-v1"):
-        load_split(tmp_path / "train.npz")
+    with pytest.raises(DataError, match="world-v2"):
+        load_split(tmp_path / "train.npz", version="world-v1")
+
+
+def test_world_v1_stays_reproducible_by_name() -> None:
+    # v1's images are the plain scene renders of before v2 (no long tail, bursts or camera), so
+    # its published figures can be re-run.
+    v1 = world_config("world-v1")
+    split = generate_split("train", 12, v1)
+    generator = SceneGenerator()
+    for i in range(12):
+        assert np.array_equal(generator.scene(0, int(Stream.TRAIN), i).image, split.images[i])
+    assert split.version == "world-v1"
+    assert set(v1.to_dict()) == {"version", "seed", "scene", "captions"}
+    assert not np.array_equal(generate_split("train", 12).images, split.images)
 
 
 def test_missing_file_says_how_to_build(tmp_path: Path) -> None:

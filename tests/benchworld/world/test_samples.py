@@ -8,7 +8,7 @@ from pathlib import Path
 from PIL import Image
 
 from benchworld.world.samples import write_samples
-from benchworld.world.vocabulary import VOCABULARY_VERSION
+from benchworld.world.vocabulary import WORLD_V1
 
 REPO_SAMPLES = Path(__file__).resolve().parents[3] / "samples"
 
@@ -16,7 +16,7 @@ REPO_SAMPLES = Path(__file__).resolve().parents[3] / "samples"
 def test_write_samples(tmp_path: Path) -> None:
     path = write_samples(tmp_path, count=3)
     payload = json.loads(path.read_text())
-    assert payload["version"] == VOCABULARY_VERSION
+    assert payload["version"] == WORLD_V1  # the demo's samples are world v1's images
     assert sorted(payload["labels"]) == ["world_00.png", "world_01.png", "world_02.png"]
     with Image.open(tmp_path / "world_00.png") as img:
         assert img.size == (64, 64) and img.mode == "RGB"
