@@ -74,7 +74,8 @@ from state.locks import RoundLocks
 from state.registry import Registry
 from state.round_log import read_round_log, round_log_path
 from state.schedule import parse_cron
-from studio.config import ProjectVocabulary, parse_label_config
+from studio.config import parse_label_config
+from studio.controls import ProjectVocabulary
 from studio.protocol import Annotation
 from studio.results import annotation_to_correction
 
