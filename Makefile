@@ -20,7 +20,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 
 PYTEST_ARGS ?=
 
-.PHONY: help install demo stack test test-quick lint typecheck imports compose audit ls-venv bench clean
+.PHONY: help install demo stack test test-quick lint typecheck imports compose audit ls-venv browser bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -88,7 +88,18 @@ audit: $(STAMP)  ## pip-audit: known vulnerabilities in the installed dependenci
 			"cannot be reached from here (AUDIT_REQUIRED=1 makes this an error)" >&2; \
 	fi
 
-test: $(STAMP) $(LS_STAMP) lint typecheck imports compose audit  ## the whole suite: lint, types, import contracts, compose schema, dependency audit, unit + integration tests
+# The dashboard's browser tests drive Debian's chromium (never a browser Playwright downloads). As root
+# with apt-get (CI, containers) it is installed here; elsewhere the tests skip and say why.
+browser:  ## Debian's chromium + chromium-driver for the dashboard's browser tests (apt-get, as root)
+	@command -v chromium >/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+		else \
+			echo "browser: no chromium and not root: the dashboard's browser tests will SKIP." \
+				"Fix: sudo apt-get install chromium chromium-driver" >&2; \
+		fi; }
+
+test: $(STAMP) $(LS_STAMP) browser lint typecheck imports compose audit  ## the whole suite: lint, types, import contracts, compose schema, dependency audit, unit + integration tests
 	ASSISTANT_LS_VENV=$(abspath $(LS_VENV)) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-quick: $(STAMP)  ## the edit loop: unit tests only

@@ -75,7 +75,8 @@ from state.ledger import Ledger, LedgerEntry
 from state.locks import RoundLocks
 from state.registry import Registry
 from state.schedule import parse_cron
-from studio.config import ProjectVocabulary, parse_label_config
+from studio.config import parse_label_config
+from studio.controls import ProjectVocabulary
 from studio.protocol import Annotation
 from studio.results import annotation_to_correction
 

@@ -75,11 +75,6 @@ class AgentSettings(BackendSettings):
     # the agent's last heartbeat, so a killed agent's successor waits at most this long.
     agent_lock_ttl_s: float = Field(default=30.0, gt=0)
 
-    # --- the decision log --------------------------------------------------------------------------------
-    # None: SQLite at <home>/agent.sqlite3; else sqlite:////abs/path.db or postgresql://...
-    agent_log_url: str | None = None
-    agent_log_table_prefix: str = "assistant_"
-
     def policy_config(self) -> PolicyConfig:
         """The policy's settings."""
         return PolicyConfig(

@@ -104,9 +104,20 @@ __all__ = [
     "vocabulary_fingerprint",
 ]
 
-Action = Literal["guard", "preannotate", "rescore", "repredict", "review", "train", "select"]
-#: Every action, in execution order within one step.
-ACTIONS: Final[tuple[Action, ...]] = ("guard", "preannotate", "rescore", "repredict", "review", "train", "select")
+Action = Literal["guard", "preannotate", "rescore", "repredict", "review", "train", "select", "promote", "rollback"]
+#: Every action, in execution order within one step; the last two are never decided by the policy:
+#: people take them from the dashboard (``dashboard/``), which logs them ``done`` for the story.
+ACTIONS: Final[tuple[Action, ...]] = (
+    "guard",
+    "preannotate",
+    "rescore",
+    "repredict",
+    "review",
+    "train",
+    "select",
+    "promote",
+    "rollback",
+)
 #: The actions that post predictions (their decisions carry the version and the labels).
 PREDICTION_ACTIONS: Final[frozenset[str]] = frozenset({"preannotate", "rescore", "repredict"})
 # Task ids shown in a decision's log entry (the digest covers the whole set).

@@ -13,6 +13,7 @@ Routes (the protocol: ``../shared/reference/label-studio.md``; ours: ``docs/back
 ``POST /train``    legacy alias of START_TRAINING (Label Studio < 1.12)                    Basic
 ``GET /versions``  ``{"versions": [...]}``: versions ``/setup`` served, newest first       Basic
 ``GET /metrics``   Prometheus text                                                         Basic
+``/ui/...``        the project dashboard, HTML pages (``dashboard/web.py``)                Basic
 =================  ======================================================================  =======
 
 **Never blocked by predictions.** ``/health`` is ``async`` and does no I/O: its ``workers`` field
@@ -57,6 +58,9 @@ from backends.settings import BackendSettings
 from backends.state import RedisState, SharedState
 from backends.webhook import EventSink, WebhookHandler, WebhookReply, redis_event_sink
 from backends.webhook_check import WebhookWatch
+from dashboard.data import DashboardData, Refreshed, celery_workers
+from dashboard.decisions import DecisionRows, open_decision_rows
+from dashboard.web import error_page, is_dashboard_path, mount_dashboard
 from state.effort_summary import project_effort
 from state.ledger import Ledger, open_ledger
 from state.locks import redis_url
@@ -74,7 +78,9 @@ logger = logging.getLogger(__name__)
 
 MODEL_CLASS = "MKTBackend"
 _REALM = 'Basic realm="labeling-assistant"'
-_ROUTES = ("/health", "/setup", "/predict", "/webhook", "/train", "/versions", "/metrics")
+_ROUTES = ("/health", "/setup", "/predict", "/webhook", "/train", "/versions", "/metrics", "/ui/")
+# The dashboard asks the workers which queues they consume at most this often (a broadcast).
+_WORKERS_TTL_S = 15.0
 
 
 class Services:
@@ -89,6 +95,8 @@ class Services:
         metrics: The metrics (default: new, exporting the background counters of ``state``).
         webhook_watch: Checks each project's webhook after its ``/setup`` (default: through Label
             Studio when an API key is configured, else none).
+        decisions: The agent's decision log, read by the dashboard (default: ``agent_log_url`` or
+            SQLite under ``home``).
         consumers: Which queues the workers consume (default: asked through the Celery app of the
             default dispatcher; none with an injected dispatcher, which then counts as present).
     """
@@ -103,6 +111,7 @@ class Services:
         ledger: Ledger | None = None,
         metrics: BackendMetrics | None = None,
         webhook_watch: WebhookWatch | None = None,
+        decisions: DecisionRows | None = None,
         consumers: QueueConsumers | None = None,
     ) -> None:
         self.settings = settings
@@ -142,11 +151,30 @@ class Services:
         self.webhook_watch = webhook_watch or _webhook_watch(settings)
         # Projects whose /setup already logged that the offline demo model serves them (once each).
         self.demo_warned: set[int | None] = set()
+        self._owns_decisions = decisions is None
+        self.dashboard = DashboardData(
+            registry=self.registry,
+            ledger=self.ledger,
+            decisions=decisions
+            or open_decision_rows(
+                settings.agent_log_url, home=settings.home, table_prefix=settings.agent_log_table_prefix
+            ),
+            models_dir=settings.models_dir,
+            costs=settings.edit_costs,
+            label_studio_url=settings.label_studio_url,
+            redis_client=state.client if isinstance(state, RedisState) else None,
+            redis_prefix=settings.redis_key_prefix,
+            queues=_queue_reader(settings),
+            workers=_workers_reader(self.dispatcher),
+            home=settings.home,
+        )
 
     def close(self) -> None:
         """Release what the services opened themselves."""
         if self._owns_ledger:
             self.ledger.close()
+        if self._owns_decisions:
+            self.dashboard.decisions.close()
 
 
 def effort_figures(ledger: Ledger, registry: Registry, settings: BackendSettings) -> dict[int, dict[str, Any]]:
@@ -200,6 +228,13 @@ def _queue_reader(settings: BackendSettings) -> Callable[[], QueueDepths] | None
     return functools.partial(queue_depths, client, queues, settings.redis_key_prefix)
 
 
+def _workers_reader(dispatcher: Dispatcher) -> Refreshed[dict[str, list[str]]] | None:
+    # Only a Celery dispatcher has workers to ask; the broadcast runs in the background (dashboard/data.py).
+    if not isinstance(dispatcher, CeleryDispatcher):
+        return None
+    return Refreshed(functools.partial(celery_workers, dispatcher.app, 1.0), _WORKERS_TTL_S)
+
+
 def _workers_seen(svc: Services) -> dict[str, Any]:
     """``/health``'s ``workers``: the last answer of whether a worker consumes the predict queue (no I/O)."""
     queue = svc.settings.predict_queue
@@ -241,6 +276,9 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if is_dashboard_path(request.url.path) and exc.status_code in (404, 405):
+            what = "no such page" if exc.status_code == 404 else f"{request.method} is not allowed here"
+            return error_page(exc.status_code, what, f"The dashboard has no {request.url.path[:120]}. Start at /ui/.")
         if exc.status_code == 404:
             detail = f"no route {request.url.path}. Fix: the ML backend serves {', '.join(_ROUTES)}"
         elif exc.status_code == 405:
@@ -313,6 +351,7 @@ def create_app(
     app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes, metrics=svc.metrics)
     _install_error_handlers(app)
     _add_routes(app, svc)
+    mount_dashboard(app, svc.dashboard, svc.auth)
     return app
 
 

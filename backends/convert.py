@@ -61,7 +61,7 @@ from backends.serving import ServingPolicy
 from preannotation import show_mask
 from preannotation.logistic import logit, sigmoid
 from state.contracts import MAX_IMAGES, ImageRef, ImageScores, PredictRequest, PredictResult
-from studio.config import ProjectVocabulary, TagControl
+from studio.controls import ProjectVocabulary, TagControl
 from studio.protocol import LSPredictResponse, Prediction, ResultItem, Task
 
 __all__ = [

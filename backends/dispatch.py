@@ -55,7 +55,7 @@ from state.contracts import (
     PredictResult,
     RoundRequest,
 )
-from studio.config import ProjectVocabulary
+from studio.controls import ProjectVocabulary
 from studio.protocol import Task
 
 __all__ = [

@@ -52,7 +52,8 @@ from state.effort_upkeep import UpkeepReport, refit_if_due, upkeep
 from state.ledger import Ledger, LedgerEntry
 from state.registry import Registry
 from state.settings import Settings
-from studio.config import ProjectVocabulary, parse_label_config
+from studio.config import parse_label_config
+from studio.controls import ProjectVocabulary
 from studio.errors import LabelStudioUnavailable, StudioError
 from studio.protocol import ResultItem
 from studio.results import keys_by_control

@@ -41,7 +41,8 @@ from backends.settings import BackendSettings
 from state.effort import EffortStore
 from state.effort_records import checkpoint_of
 from state.registry import Registry
-from studio.config import ProjectVocabulary, parse_label_config
+from studio.config import parse_label_config
+from studio.controls import ProjectVocabulary
 from studio.errors import LabelConfigError
 from studio.protocol import LSPredictRequest, Prediction, Task
 

@@ -64,6 +64,11 @@ class BackendSettings(Settings):
     ledger_url: str | None = None
     ledger_table_prefix: str = "assistant_"
 
+    # --- the agent's decision log (the agent writes it; the dashboard at /ui reads it) ---------------
+    # None: SQLite at <home>/agent.sqlite3; else sqlite:////abs/path.db or postgresql://...
+    agent_log_url: str | None = None
+    agent_log_table_prefix: str = "assistant_"
+
     # --- auth ----------------------------------------------------------------------------------------
     # HTTP Basic auth on every route but /health (and /webhook, see webhook_token), enabled when
     # both are set. Label Studio sends them when the backend is connected with "Basic auth".

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from backends.settings import BackendSettings
     from studio.client import LabelStudioClient
-    from studio.config import ProjectVocabulary
+    from studio.controls import ProjectVocabulary
 
 __all__ = ["Check", "Doctor", "redact"]
 

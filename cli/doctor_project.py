@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from celery import Celery
 
     from studio.client import LabelStudioClient
-    from studio.config import ProjectVocabulary
+    from studio.controls import ProjectVocabulary
 
 __all__ = ["check_config", "check_image", "check_webhook"]
 

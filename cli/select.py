@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from backends.settings import BackendSettings
     from state.contracts import ImageRef, ScorePoolResult
     from studio.client import LabelStudioClient
-    from studio.config import ProjectVocabulary
+    from studio.controls import ProjectVocabulary
     from studio.protocol import Task
 
 __all__ = ["SCORE_CAPTION", "Services", "print_ranking", "push", "select", "services"]

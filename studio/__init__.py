@@ -2,6 +2,7 @@
 
 - :mod:`studio.config`: the one labeling-config parser (on the SDK's ``LabelInterface``), used
   by prediction, rounds and the agent;
+- :mod:`studio.controls`: the control types (``Choices``, ``Taxonomy``) and the vocabulary;
 - :mod:`studio.client`: the one HTTP client (projects, tasks, predictions, exports, views);
 - :mod:`studio.protocol`: the wire format (tasks, result items, predictions, annotations);
 - :mod:`studio.results`: Label Studio results to label sets (corrections) and back;

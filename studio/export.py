@@ -31,7 +31,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from studio.config import ProjectVocabulary
+from studio.controls import ProjectVocabulary
 from studio.protocol import Annotation, Prediction, ResultItem
 from studio.results import Correction, annotation_to_correction
 

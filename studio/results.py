@@ -20,7 +20,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from studio.config import ProjectVocabulary, TagControl
+from studio.controls import ProjectVocabulary, TagControl
 from studio.errors import StudioError
 from studio.protocol import Annotation, Prediction, ResultItem
 

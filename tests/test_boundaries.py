@@ -26,6 +26,7 @@ def _modules_after_import(module: str) -> set[str]:
         "preannotation",
         "studio",
         "studio.config",
+        "studio.controls",
         "studio.client",
         "studio.protocol",
     ],

@@ -36,7 +36,8 @@ from typing import Any, Protocol
 from assistant.corrections import AnnotatedImage
 from assistant.labels import LabelSet
 from state.contracts import ImageRef
-from studio.config import ProjectVocabulary, parse_label_config
+from studio.config import parse_label_config
+from studio.controls import ProjectVocabulary
 from studio.export import parse_time, read_export
 from workers.errors import MediaError, WorkerError
 from workers.feature_cache import FeatureCache

@@ -21,7 +21,8 @@ from backends.convert import (
 )
 from backends.errors import TaskDataError, WorkerResultError
 from state.contracts import ImageFailure, ImageRef, ImageScores, PredictRequest, PredictResult
-from studio.config import ProjectVocabulary, parse_label_config
+from studio.config import parse_label_config
+from studio.controls import ProjectVocabulary
 from studio.errors import StudioError
 from studio.protocol import Annotation, LSPredictRequest, Prediction, Task
 from studio.results import annotation_to_correction

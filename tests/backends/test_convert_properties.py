@@ -51,12 +51,8 @@ from state.contracts import (
     PredictResult,
     vocabulary_fingerprint,
 )
-from studio.config import (
-    ChoicesControl,
-    ProjectVocabulary,
-    TaxonomyControl,
-    parse_label_config,
-)
+from studio.config import parse_label_config
+from studio.controls import ChoicesControl, ProjectVocabulary, TaxonomyControl
 from studio.errors import LabelConfigError
 from studio.protocol import (
     MAX_ID,

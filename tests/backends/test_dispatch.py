@@ -180,6 +180,21 @@ def test_client_lists_tasks_over_pages_and_filters_unlabeled() -> None:
     assert ls.requests.count("GET /api/tasks/") == 2 * 4  # 3 pages of 1,000 plus the empty one, twice
 
 
+def test_client_reads_one_small_page_the_project_and_its_predictions_as_dicts() -> None:
+    ls = FakeLS(config("multilabel"), tasks(2500))
+    client = ls.client()
+
+    (first,) = client.task_rows(1, limit=1)  # the doctor's probe: one task, one small request
+    assert first["id"] == 1 and ls.requests == ["GET /api/tasks/"]
+    assert client.project(1)["label_config"] == config("multilabel")
+    ls.predictions = [
+        {"id": 1, "task": 2, "model_version": "v1", "result": []},
+        {"id": 2, "task": 2, "model_version": "v2", "result": []},
+    ]
+    assert [p["id"] for p in client.predictions(1)] == [1, 2]
+    assert client.prediction_versions(1) == {2: {"v1", "v2"}}
+
+
 # --- the publish task ---------------------------------------------------------------------------------
 def publish_job(ls: FakeLS, *, claim: bool = True, job_id: str = "job-1") -> tuple[PublishJob, PredictRequest]:
     vocab = parse_label_config(ls.label_config)

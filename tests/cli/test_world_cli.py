@@ -72,7 +72,7 @@ def test_world_reliability_reports_ece_and_draws_the_diagram(tmp_path: Path) -> 
     assert result.exit_code == 0, result.output
     assert "ECE" in result.output and "edits/scratch" in result.output
     doc = json.loads((out / "reliability.json").read_text())
-    assert doc["data"] == {"stream": "val", "first": 2000, "images": 12, "world": "world-v2"}
+    assert doc["data"] == {"stream": "val", "first": 2000, "images": 12, "world": "world-v2"}  # the default world
     seen, unseen = doc["groups"]["seen"], doc["groups"]["unseen"]
     assert seen["count"] == 12 * 49 and unseen["count"] == 12 * 16
     assert 0.0 <= seen["ece"] <= 1.0 and sum(b["count"] for b in seen["bins"]) == seen["count"]
@@ -94,4 +94,4 @@ def test_world_stats_prints_the_targets_and_fails_a_world_that_misses_them(tmp_p
 def test_world_stats_refuses_an_unknown_world() -> None:
     result = CliRunner().invoke(app, ["world", "stats", "--world", "world-v9"])
     assert result.exit_code == 1
-    assert "unknown world version" in result.output.lower() and "world-v1, world-v2" in result.output
+    assert result.stderr.startswith("Error: Unknown world version") and "world-v1, world-v2" in result.output

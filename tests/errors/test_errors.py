@@ -44,6 +44,8 @@ _EVERY_TREE = [
     LedgerError("cannot open the ledger", fix="check the URL"),
     DecisionLogError("cannot open the decision log", why="refused"),
     PreannotationError("cost must be positive", fix="use 1"),
+    LabelStudioError("Label Studio answered 404", status=404, why="no such project"),
+    LabelStudioUnavailable("cannot reach Label Studio", fix="start it"),
 ]
 
 

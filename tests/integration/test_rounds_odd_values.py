@@ -20,8 +20,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from workers.registry import Registry
 
+from state.registry import Registry
 from studio.config import parse_label_config
 from tests.helpers import colour_world, save_pngs
 from tests.integration.ls_harness import LSClient, LSServer

@@ -5,14 +5,8 @@ from __future__ import annotations
 import pytest
 
 from state.contracts import vocabulary_fingerprint
-from studio.config import (
-    EXAMPLE_CONFIG,
-    ChoicesControl,
-    Knobs,
-    ProjectVocabulary,
-    TaxonomyControl,
-    parse_label_config,
-)
+from studio.config import EXAMPLE_CONFIG, parse_label_config
+from studio.controls import ChoicesControl, Knobs, ProjectVocabulary, TaxonomyControl
 from studio.errors import LabelConfigError
 from tests.backends._fixtures import config, payload
 

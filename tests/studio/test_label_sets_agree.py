@@ -26,7 +26,8 @@ from hypothesis import strategies as st
 from assistant.corrections import correction_targets
 from backends.convert import build_predict_requests, predictions_from_results
 from state.contracts import ImageScores, PredictResult
-from studio.config import ProjectVocabulary, parse_label_config
+from studio.config import parse_label_config
+from studio.controls import ProjectVocabulary
 from studio.errors import LabelConfigError
 from studio.protocol import Task
 from workers.round_data import exported_tasks, round_labels
