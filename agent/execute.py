@@ -39,7 +39,7 @@ from typing import Any, Literal, Protocol
 from celery.result import AsyncResult
 from celery.states import READY_STATES, SUCCESS
 
-from agent.observe import parse_time, read_round_log
+from agent.observe import parse_time
 from agent.services import AgentServices
 from agent.studio import TaskRow
 from assistant.agent_policy import PREDICTION_ACTIONS, Decision
@@ -48,6 +48,7 @@ from backends.convert import task_image_refs
 from backends.errors import TaskDataError
 from backends.ordering import REVIEW_FIELD, REVIEW_VIEW, RankedTask, push_order
 from state.contracts import SCORE_POOL, ImageRef, RoundResult, ScorePoolRequest, ScorePoolResult
+from state.round_log import read_round_log
 from studio.config import parse_label_config
 from studio.protocol import Task
 from workers.beat import queue_round

@@ -42,9 +42,7 @@ look (and the policy) when nothing moved, the schedule did not fire and the day 
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -74,6 +72,7 @@ from state.effort_summary import totals_of
 from state.ledger import Ledger, LedgerEntry
 from state.locks import RoundLocks
 from state.registry import Registry
+from state.round_log import read_round_log, round_log_path
 from state.schedule import parse_cron
 from studio.config import parse_label_config
 from studio.controls import ProjectVocabulary
@@ -87,7 +86,6 @@ __all__ = [
     "memory_from_log",
     "parse_time",
     "rate_annotation",
-    "read_round_log",
 ]
 
 logger = logging.getLogger(__name__)
@@ -98,19 +96,6 @@ _SCHEDULE_LOOKBACK = dt.timedelta(days=8)
 _ROUNDS_FOR_ESTIMATE = 3
 # Agent actions whose wall time counts as GPU time (an upper bound: it includes queueing).
 _GPU_ACTIONS = ("preannotate", "rescore", "repredict", "select")
-
-
-def read_round_log(models_dir: Path, project: int) -> list[dict[str, Any]]:
-    """The project's finished rounds, oldest first (``workers.rounds.round_history``'s file, read without torch)."""
-    path = models_dir / "rounds" / str(project) / "rounds.jsonl"
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        with contextlib.suppress(json.JSONDecodeError):
-            if line.strip():
-                out.append(json.loads(line))
-    return out
 
 
 def parse_time(text: Any) -> dt.datetime | None:
@@ -274,7 +259,7 @@ class Observer:
 
     # --- the cheap look ----------------------------------------------------------------------
     def _counters(self, project: int, summary: ProjectSummary) -> tuple[Any, ...]:
-        log_path = self.models_dir / "rounds" / str(project) / "rounds.jsonl"
+        log_path = round_log_path(self.models_dir, project)
         last = self.log.records(project, limit=1, newest=True)
         return (
             *summary.counters(),

@@ -67,6 +67,7 @@ from state.locks import redis_url
 from state.metrics import QueueDepths, broker_redis, queue_depths
 from state.model_info import DEMO_MODEL_FIX, DEMO_MODEL_WHAT, served_model
 from state.registry import Registry
+from state.round_log import round_statuses
 from studio.config import parse_label_config
 from studio.errors import StudioError
 from studio.protocol import LSPredictRequest, SetupRequest, SetupResponse, parse_project_id
@@ -142,6 +143,7 @@ class Services:
             stats=state.stats,
             queues=_queue_reader(settings),
             effort=functools.partial(effort_figures, self.ledger, self.registry, settings),
+            rounds=functools.partial(round_statuses, settings.models_dir),
         )
         self.auth = AuthPolicy(settings.basic_auth_user, settings.basic_auth_password, settings.webhook_token)
         self.predictor = Predictor(

@@ -23,6 +23,9 @@ background samples rather than a failed scrape.
                                                (the effort ledger could not be read)
 ``assistant_effort_*``                         the effort ledger per project, read at scrape time
                                                (:class:`EffortCollector`; ``docs/preannotation.md``)
+``assistant_project_rounds``                   rounds in each project's round log by ``status``
+                                               (promoted, kept, skipped, failed), whoever ran them: a
+                                               worker or ``assistant round run`` (:class:`RoundLogCollector`)
 =============================================  =========================================================
 
 The effort ledger's figures (:class:`EffortCollector`), per project (``project``) and, for the
@@ -47,7 +50,7 @@ counts, per model version (``model_version``):
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -56,7 +59,7 @@ from prometheus_client.registry import Collector
 
 from state.metrics import QueueDepthCollector, QueueDepths
 
-__all__ = ["BackendMetrics", "BackgroundCollector", "EffortCollector", "EffortFigures"]
+__all__ = ["BackendMetrics", "BackgroundCollector", "EffortCollector", "EffortFigures", "RoundLogCollector"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +93,35 @@ class BackgroundCollector(Collector):
 
 #: ``read() -> {project: project_effort(...) plus "refits": {status: n}}`` (``state.effort_summary``).
 EffortFigures = Callable[[], dict[int, dict[str, Any]]]
+
+
+class RoundLogCollector(Collector):
+    """Exports ``assistant_project_rounds{project,status}`` from the round logs at scrape time.
+
+    A failed round is otherwise only in the worker's log and counter; this gauge sees every round,
+    also those run by ``assistant round run`` in a shell (issue 16, 6b).
+
+    Args:
+        read: Returns project -> status -> rounds; an exception exports nothing (logged).
+    """
+
+    def __init__(self, read: Callable[[], Mapping[int, Mapping[str, int]]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        """One gauge family, a sample per project and status."""
+        try:
+            counts = self._read()
+        except Exception as exc:  # an unreadable models directory must not fail the scrape
+            logger.warning("round logs unavailable: %s", exc)
+            return
+        family = GaugeMetricFamily(
+            "assistant_project_rounds", "Rounds in the project's round log, by status", labels=["project", "status"]
+        )
+        for project, by_status in sorted(counts.items()):
+            for status, n in sorted(by_status.items()):
+                family.add_metric([str(project), status], float(n))
+        yield family
 
 
 class EffortCollector(Collector):
@@ -171,6 +203,8 @@ class BackendMetrics:
         stats: Reads the background counters (None: not exported).
         queues: Reads the broker's queue depths (None: not exported).
         effort: Reads the effort ledger's figures (None: not exported).
+        rounds: Reads each project's rounds by status (``state.round_log.round_statuses``;
+            None: not exported).
     """
 
     def __init__(
@@ -178,6 +212,7 @@ class BackendMetrics:
         stats: Callable[[], dict[str, int]] | None = None,
         queues: Callable[[], QueueDepths] | None = None,
         effort: EffortFigures | None = None,
+        rounds: Callable[[], Mapping[int, Mapping[str, int]]] | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -214,6 +249,8 @@ class BackendMetrics:
             r.register(QueueDepthCollector(queues))
         if effort is not None:
             r.register(EffortCollector(effort))
+        if rounds is not None:
+            r.register(RoundLogCollector(rounds))
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Record one answered request."""

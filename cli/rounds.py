@@ -188,9 +188,9 @@ def status(
 
     from state.ledger import open_ledger
     from state.registry import Registry
+    from state.round_log import read_round_log
     from state.settings import get_settings
     from workers.beat import locks_for
-    from workers.rounds import round_history
 
     settings = get_settings()
     registry = Registry(settings.models_dir, settings.base_model)
@@ -209,7 +209,7 @@ def status(
                     "lock_ttl_s": _safe(lambda p=p: locks.ttl_s(p)) if holder else None,
                     "new_corrections": ledger.count_since_last_round(p),
                     "threshold": settings.round_threshold,
-                    "rounds": round_history(settings.models_dir, p)[-last:],
+                    "rounds": read_round_log(settings.models_dir, p)[-last:],
                 }
             )
     finally:

@@ -20,7 +20,6 @@ otherwise, also when no worker is online (the table says so).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 from collections.abc import Callable
@@ -53,19 +52,11 @@ def _version() -> str:
 
 
 def _last_round(models_dir: Path, project: int) -> dict[str, Any] | None:
-    """The last complete line of the project's round log (``workers.rounds.RoundPaths.log``), or None.
+    """The last complete line of the project's round log (:mod:`state.round_log`), or None."""
+    from state.round_log import read_round_log
 
-    Read here rather than through ``workers.rounds.round_history``, which would import torch.
-    """
-    path = models_dir / "rounds" / str(project) / "rounds.jsonl"
-    if not path.is_file():
-        return None
-    for line in reversed(path.read_text(encoding="utf-8").splitlines()):
-        with contextlib.suppress(json.JSONDecodeError):
-            if line.strip():
-                entry = json.loads(line)
-                return entry if isinstance(entry, dict) else None
-    return None
+    rounds = read_round_log(models_dir, project)
+    return rounds[-1] if rounds else None
 
 
 def _registry_projects(models_dir: Path) -> list[int]:

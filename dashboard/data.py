@@ -11,7 +11,6 @@ online, is read in the background (:class:`Refreshed`), so a page never waits fo
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import re
 import threading
@@ -30,6 +29,7 @@ from state.ledger import Ledger
 from state.locks import NAMESPACE, RoundLocks
 from state.metrics import QueueDepths
 from state.registry import PromotionEvent, Registry, VersionRecord
+from state.round_log import read_round_log, round_log_path
 
 __all__ = ["DashboardData", "Refreshed", "ReportFiles", "RoundLog", "agent_lock_key", "celery_workers"]
 
@@ -92,8 +92,8 @@ class RoundLog:
         self._lock = threading.Lock()
 
     def path(self, project: int) -> Path:
-        """The file (``workers.rounds.RoundPaths.log``)."""
-        return self._models_dir / "rounds" / str(project) / "rounds.jsonl"
+        """The file (:func:`state.round_log.round_log_path`)."""
+        return round_log_path(self._models_dir, project)
 
     def entries(self, project: int) -> list[dict[str, Any]]:
         """Every finished round, oldest first; torn lines skipped."""
@@ -107,16 +107,7 @@ class RoundLog:
             cached = self._cache.get(project)
             if cached is not None and cached[0] == stamp:
                 return cached[1]
-        out: list[dict[str, Any]] = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if not line.strip():
-                continue
-            try:
-                doc = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(doc, dict):
-                out.append(doc)
+        out = read_round_log(self._models_dir, project)  # the one reader: torn lines skipped
         with self._lock:
             self._cache[project] = (stamp, out)
         return out

@@ -9,6 +9,7 @@
 - :mod:`state.sqlstore`: the one SQL store (SQLite or PostgreSQL) under the ledgers and the log;
 - :mod:`state.locks`: the round locks in Redis, and :func:`state.locks.redis_url`, the one place
   that picks the Redis the shared state lives in;
+- :mod:`state.round_log`: the round log (one line per finished or failed round), its one reader;
 - :mod:`state.schedule`, :mod:`state.metrics`, :mod:`state.logs`, :mod:`state.model_info`.
 
 Light on purpose (no torch, no Celery task module; an import contract says so): the web process

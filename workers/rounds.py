@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import logging
 import re
 import shutil
@@ -66,6 +65,7 @@ from state.contracts import TRAIN_ROUND, RoundRequest, RoundResult
 from state.ledger import Ledger, open_ledger
 from state.locks import Heartbeat, RoundLocks
 from state.registry import Registry, VersionRecord
+from state.round_log import append_round_log, read_round_log, round_log_path
 from state.settings import Settings
 from studio.client import LabelStudioClient
 from studio.export import prediction_index
@@ -81,7 +81,6 @@ __all__ = [
     "RoundPaths",
     "cached_features",
     "round_config",
-    "round_history",
     "run_project_round",
     "train_round",
 ]
@@ -107,8 +106,8 @@ class RoundPaths:
 
     @property
     def log(self) -> Path:
-        """The round log (one JSON object per finished or failed round)."""
-        return self.state / "rounds.jsonl"
+        """The round log (one JSON object per finished or failed round; :mod:`state.round_log`)."""
+        return round_log_path(self.models_dir, self.project)
 
     @property
     def staging(self) -> Path:
@@ -155,22 +154,9 @@ def round_config(settings: Settings, stages: Sequence[str] | None = None, projec
     )
 
 
-def round_history(models_dir: Path, project: int) -> list[dict[str, Any]]:
-    """The project's finished and failed rounds, oldest first (the round log; torn lines skipped)."""
-    path = RoundPaths(models_dir, project).log
-    if not path.is_file():
-        return []
-    rounds = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        with contextlib.suppress(json.JSONDecodeError):
-            if line.strip():
-                rounds.append(json.loads(line))
-    return rounds
-
-
 def _next_round(paths: RoundPaths, registry: Registry) -> str:
     numbers = [0]
-    for entry in round_history(paths.models_dir, paths.project):
+    for entry in read_round_log(paths.models_dir, paths.project):
         m = _ROUND_RE.match(str(entry.get("round_id", "")))
         if m:
             numbers.append(int(m.group(1)))
@@ -544,9 +530,7 @@ class _Round:
             "started_at": self.started.isoformat(timespec="seconds"),
             "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
-        self.paths.state.mkdir(parents=True, exist_ok=True)
-        with open(self.paths.log, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(entry, sort_keys=True) + "\n")
+        append_round_log(self.paths.models_dir, self.project, entry)
         self.logged = True
 
 

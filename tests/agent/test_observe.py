@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from agent.observe import Observer, last_fire, memory_from_log, rate_annotation, read_round_log
+from agent.observe import Observer, last_fire, memory_from_log, rate_annotation
 from agent.studio import PredictionRow, ProjectSummary, TaskRow
 from assistant.agent_policy import Decision
 from state.decision_log import DecisionLog, open_decision_log
@@ -79,14 +79,6 @@ def _entry(event: LedgerEvent, seq: int = 1) -> Any:
     from state.ledger import LedgerEntry
 
     return LedgerEntry(seq, event, "2026-03-04T10:00:00+00:00")
-
-
-def test_the_round_log_is_read_without_torch(tmp_path: Path) -> None:
-    path = tmp_path / "rounds" / "3" / "rounds.jsonl"
-    path.parent.mkdir(parents=True)
-    path.write_text('{"round_id": "r0001"}\nnot json\n{"round_id": "r0002"}\n')
-    assert [r["round_id"] for r in read_round_log(tmp_path, 3)] == ["r0001", "r0002"]
-    assert read_round_log(tmp_path, 4) == []
 
 
 # --- the observer over fakes -------------------------------------------------------------------------

@@ -13,8 +13,9 @@ from PIL import Image
 from state.contracts import RoundRequest, RoundResult
 from state.ledger import LedgerEvent, open_ledger
 from state.registry import Registry
+from state.round_log import read_round_log
 from tests.helpers import colour_world
-from workers.rounds import RoundPaths, round_config, round_history, run_project_round
+from workers.rounds import RoundPaths, round_config, run_project_round
 
 LABELS = [f"tag{c}" for c in range(6)]
 CONFIG = (
@@ -139,7 +140,7 @@ def test_a_round_registers_a_candidate_with_lineage_reports_and_records_it(round
     assert "## Annotators' edits against labeling from scratch" in report.read_text()
     assert (report.parent / "effort.json").is_file()
     assert ledger.last_round(3) is not None and ledger.count_since_last_round(3) == 0
-    (entry,) = round_history(round_settings.models_dir, 3)
+    (entry,) = read_round_log(round_settings.models_dir, 3)
     assert entry["round_id"] == "r0001" and entry["trigger"] == "threshold" and entry["status"] == result.status
     assert not any(RoundPaths(round_settings.models_dir, 3).staging.iterdir())  # nothing left staged
     # The second round is r0002, trained from whatever serves now, and downloads nothing again.
@@ -162,7 +163,7 @@ def test_too_few_annotations_skip_the_round_but_record_it(round_settings, tmp_pa
     assert result.status == "skipped" and not result.promoted and result.candidate_version is None
     assert "annotate more" in result.reason.lower()
     assert Registry(round_settings.models_dir, round_settings.base_model).list_versions() == []
-    assert round_history(round_settings.models_dir, 3)[0]["status"] == "skipped"
+    assert read_round_log(round_settings.models_dir, 3)[0]["status"] == "skipped"
 
 
 def test_a_crash_mid_round_leaves_the_version_in_service_and_the_next_round_starts_clean(
@@ -210,7 +211,7 @@ def test_a_failed_round_is_recorded_with_its_reason_and_keeps_the_corrections_ne
     locks = MemoryLocks()
     with pytest.raises(ConfigError):
         _run(round_settings, _project(tmp_path, 40), locks, trigger="start_training")
-    (entry,) = round_history(round_settings.models_dir, 3)
+    (entry,) = read_round_log(round_settings.models_dir, 3)
     assert entry["status"] == "failed" and entry["round_id"] == "r0001" and entry["trigger"] == "start_training"
     assert entry["reason"].startswith("The trainer rejects the labels. 'dog ' has a trailing space. Fix:")
     assert entry["attempted_version"] == "mkt-p3-r0001" and entry["candidate_version"] is None
@@ -224,7 +225,7 @@ def test_a_failed_round_is_recorded_with_its_reason_and_keeps_the_corrections_ne
     monkeypatch.setattr(rounds, "run_round", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         _run(round_settings, _project(tmp_path, 40), locks)
-    last = round_history(round_settings.models_dir, 3)[-1]
+    last = read_round_log(round_settings.models_dir, 3)[-1]
     assert last["round_id"] == "r0002" and last["reason"] == "ZeroDivisionError: division by zero"
 
 
