@@ -243,7 +243,12 @@ def label_quality(
             scorer=scorer,
             progress=_RunBars(progress, len(cfg.seeds)),
         )
-    table = Table(title=f"Label quality: {100 * fraction:g}% of tasks corrupted, top {100 * flag:g}% flagged")
+    who = (
+        "the annotation team's own mistakes"
+        if cfg.simulation.world.annotators
+        else f"{100 * fraction:g}% of tasks corrupted"
+    )
+    table = Table(title=f"Label quality: {who}, top {100 * flag:g}% flagged")
     for column in ("seed", "tasks", "corrupted", "flagged", "found", "missing", "wrong", "recall", "random"):
         table.add_column(column)
     for r in results:
@@ -255,6 +260,11 @@ def label_quality(
     console.print(table)
     found, corrupted = sum(r.found for r in results), sum(r.corrupted for r in results)
     console.print(f"Flagged {found} of {corrupted} corrupted tasks over all seeds ({found / max(1, corrupted):.0%}).")
+    tasks, flagged = sum(r.tasks for r in results), sum(r.flagged for r in results)
+    console.print(
+        f"Corrupted share {corrupted / max(1, tasks):.1%}; the most a flagged {100 * flag:g}% could hold: "
+        f"{min(1.0, flagged / max(1, corrupted)):.0%} of them."
+    )
     out.mkdir(parents=True, exist_ok=True)
     document = {
         "base_model": source,

@@ -108,3 +108,17 @@ def test_frozen_zero_shot_uses_the_class_token_only(pretrained):
     shuffled = frozen_scores(backbone, ImageFeatures(feats.global_emb, feats.patches.flip(1)), ["zebra", "red"])
     np.testing.assert_allclose(scores, shuffled)  # patches play no part
     assert scores.shape == (3, 2)
+
+
+def test_the_bundled_model_ships_in_fp16_and_loads_in_fp32():
+    from pathlib import Path
+
+    bundled = Path(__file__).resolve().parents[3] / "assets" / "world-tiny"
+    weights = bundled / "open_clip_model.safetensors"
+    assert weights.stat().st_size < 20_000_000  # about half of the 31 MB fp32 file
+    with safe_open(str(weights), framework="pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys() if f.get_tensor(k).is_floating_point()} == {torch.float16}
+    manifest = json.loads((bundled / "manifest.json").read_text())
+    assert manifest["weights_dtype"] == "float16"
+    backbone = create_backbone(f"local-dir:{bundled}")
+    assert next(backbone.model.parameters()).dtype == torch.float32

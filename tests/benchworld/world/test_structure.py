@@ -116,3 +116,22 @@ def test_world_v1_is_flat_where_v2_is_structured() -> None:
     stats = measure_world(world_config("world-v1"), images=1500)
     missed = {f.split(" ")[0] for f in stats.failures()}
     assert {"median_lift", "burst_share"} <= missed
+
+
+@pytest.mark.slow
+def test_the_camera_costs_the_frozen_model_zero_shot_map() -> None:
+    # The shift gap: frozen zero-shot mAP on the same test scenes without and with the camera.
+    # Target (stated before measuring): a positive gap whose 95% paired interval excludes zero.
+    from assistant.factory import create_backbone
+    from benchworld.world import generate_split
+    from benchworld.world.bench import shift_gap
+
+    bundled = Path(__file__).resolve().parents[3] / "assets" / "world-tiny"
+    world = WorldConfig()
+    gap = shift_gap(
+        create_backbone(f"local-dir:{bundled}"),
+        generate_split("test", 400, world),
+        generate_split("test", 400, world.without_camera()),
+    )
+    assert gap["zsl_gap"] > 0 and gap["zsl_gap_interval"][0] > 0
+    assert gap["gzsl_gap"] > 0 and gap["gzsl_gap_interval"][0] > 0
