@@ -15,6 +15,11 @@ and refreshed in the background after that, so a request never waits for the bro
 workers are online; an empty answer is remembered for ``absent_ttl_s`` (5 s), so a worker that
 starts is seen within seconds, and a request that asks pays at most ``timeout_s``. A broker that
 does not answer gives ``None`` (unknown): the predictor then waits as before.
+
+A worker that answered lately and is missing from the last answer is *busy*, not gone, for
+``busy_grace_s`` (120 s): the default CPU worker runs the solo pool, which cannot answer a
+broadcast while it runs a task (a batch of predictions under load, a training round), so its
+silence is unknown (``None``), never "no worker".
 """
 
 from __future__ import annotations
@@ -57,10 +62,16 @@ class QueueSnapshot:
 
     queues: frozenset[str] | None
     age_s: float | None
+    busy: frozenset[str] = frozenset()
 
     def consumed(self, queue: str) -> bool | None:
-        """Whether some worker consumes ``queue``; None when never asked or the broker did not answer."""
-        return None if self.queues is None else queue in self.queues
+        """Whether some worker consumes ``queue``; None when never asked, the broker did not answer, or
+        a worker that consumed it answered lately but not this time (busy: module docstring)."""
+        if self.queues is None:
+            return None
+        if queue in self.queues:
+            return True
+        return None if queue in self.busy else False
 
 
 def workers_by_queue(app: Celery, timeout_s: float) -> dict[str, list[str]]:
@@ -95,6 +106,8 @@ class QueueConsumers:
         ask: Returns the queue names some worker consumes; raises when the broker cannot be asked.
         present_ttl_s: Seconds an answer that found workers is used before a background refresh.
         absent_ttl_s: Seconds an empty (or failed) answer is used before asking again.
+        busy_grace_s: Seconds a queue some worker consumed stays "busy" (unknown) rather than
+            unconsumed when its workers stop answering.
         clock: Monotonic seconds (tests move it).
     """
 
@@ -104,10 +117,12 @@ class QueueConsumers:
         *,
         present_ttl_s: float = 30.0,
         absent_ttl_s: float = 5.0,
+        busy_grace_s: float = 120.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._ask = ask
-        self.present_ttl_s, self.absent_ttl_s = present_ttl_s, absent_ttl_s
+        self.present_ttl_s, self.absent_ttl_s, self.busy_grace_s = present_ttl_s, absent_ttl_s, busy_grace_s
+        self._seen_at: dict[str, float] = {}
         self._clock = clock
         self._asking = threading.Lock()
         self._queues: frozenset[str] | None = None
@@ -116,8 +131,9 @@ class QueueConsumers:
 
     def snapshot(self) -> QueueSnapshot:
         """The last answer, without asking (``/health``)."""
-        at = self._at
-        return QueueSnapshot(self._queues, None if at is None else max(0.0, self._clock() - at))
+        at, now = self._at, self._clock()
+        busy = frozenset(q for q, seen in self._seen_at.items() if now - seen < self.busy_grace_s)
+        return QueueSnapshot(self._queues, None if at is None else max(0.0, now - at), busy)
 
     def consumed(self, queue: str) -> bool | None:
         """Whether some worker consumes ``queue``: remembered, refreshed, or asked now (at most ``timeout_s``)."""
@@ -150,4 +166,6 @@ class QueueConsumers:
                 logger.warning("could not ask the workers which queues they consume: %s", exc)
                 queues = None
             self._queues, self._at, self._refreshing = queues, self._clock(), False
+            for queue in queues or ():
+                self._seen_at[queue] = self._at
             return self.snapshot()

@@ -226,13 +226,20 @@ def predictions_by_task(ls: LSClient, project: int, version: str) -> dict[int, i
     return counts
 
 
-_REPORT = re.compile(r"job (\S+) chunk (\d+): posted (\d+), skipped (\d+), failed (\d+)")
+_REPORT = re.compile(r"job (\S+) chunk (\d+): posted (\d+), replaced (\d+), skipped (\d+), failed (\d+)")
 
 
 def publish_reports(log: str) -> list[dict[str, Any]]:
-    """The publish task's summary lines in a worker log: ``{"job", "chunk", "posted", "skipped", "failed"}``."""
+    """The publish task's summary lines in a worker log: job, chunk, posted, replaced, skipped, failed."""
     return [
-        {"job": m[1], "chunk": int(m[2]), "posted": int(m[3]), "skipped": int(m[4]), "failed": int(m[5])}
+        {
+            "job": m[1],
+            "chunk": int(m[2]),
+            "posted": int(m[3]),
+            "replaced": int(m[4]),
+            "skipped": int(m[5]),
+            "failed": int(m[6]),
+        }
         for m in _REPORT.finditer(log)
     ]
 

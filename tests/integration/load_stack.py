@@ -39,7 +39,16 @@ from typing import Any
 
 import httpx
 
-from tests.integration.processes import REPO_ROOT, Process, assistant, assistant_env, free_port, healthy, wait_for
+from tests.integration.processes import (
+    REPO_ROOT,
+    Process,
+    assistant,
+    assistant_env,
+    free_port,
+    healthy,
+    sees_a_worker,
+    wait_for,
+)
 from tests.workers._helpers import ImageServer, save_tiny_checkpoint, write_images
 
 REDIS_URL = "redis://127.0.0.1:6379/8"
@@ -151,6 +160,7 @@ def load_stack(root: Path, *, n_images: int, model: str = "tiny") -> Iterator[Lo
         url = f"http://127.0.0.1:{port}"
         wait_for("the backend's /health", lambda: healthy(url), START_TIMEOUT_S, *procs, interval=0.3)
         wait_for("the worker to be ready", lambda: " ready." in worker.text(), START_TIMEOUT_S, *procs, interval=0.3)
+        wait_for("the backend to see the worker", lambda: sees_a_worker(url), START_TIMEOUT_S, *procs, interval=0.5)
         yield LoadStack(url, (USER, PASSWORD), [f"{server.url}/{n}" for n in names], backend, worker, model)
     finally:
         for proc in procs:

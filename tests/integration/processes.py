@@ -7,6 +7,7 @@
 - :func:`assistant`, :func:`assistant_env`: the command line and the environment of a real
   ``assistant worker`` / ``assistant serve`` / ``assistant <command>``.
 - :func:`healthy`: whether a backend answers ``/health``.
+- :func:`sees_a_worker`: whether a backend has seen a worker consume its predict queue.
 
 Nothing here imports torch, Label Studio or Redis.
 """
@@ -26,7 +27,7 @@ from typing import TypeVar
 
 import httpx
 
-__all__ = ["REPO_ROOT", "Process", "assistant", "assistant_env", "free_port", "healthy", "wait_for"]
+__all__ = ["REPO_ROOT", "Process", "assistant", "assistant_env", "free_port", "healthy", "sees_a_worker", "wait_for"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -123,6 +124,19 @@ def healthy(url: str) -> bool:
     """Whether the backend at ``url`` answers ``GET /health`` with 200 within a second."""
     with contextlib.suppress(httpx.HTTPError):
         return httpx.get(f"{url}/health", timeout=1).status_code == 200
+    return False
+
+
+def sees_a_worker(url: str) -> bool:
+    """Whether ``/health`` at ``url`` says a worker consumes the predict queue.
+
+    A backend that asked before its worker was ready remembers "no worker" for a few seconds and
+    answers ``/predict`` at once without predictions meanwhile (``backends.presence``); a test that
+    measures inline predictions waits for this first.
+    """
+    with contextlib.suppress(httpx.HTTPError, ValueError):
+        body = httpx.get(f"{url}/health", timeout=1).json()
+        return bool(body.get("workers", {}).get("consumed"))
     return False
 
 
