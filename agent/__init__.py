@@ -12,6 +12,7 @@ imports it but ``cli``. It never loads the model: every GPU job goes to the work
 - :mod:`agent.loop`: observe, decide, execute, record; resume after a restart;
 - :mod:`agent.report`: the decisions in the round reports.
 
-Its append-only decision log lives in :mod:`state.decision_log` (on the project's one SQL store).
+Its append-only decision log's store is :mod:`state.decision_log` (on the project's one SQL store, read by
+the dashboard too); :mod:`agent.decision_log` types its rows as the policy's decisions.
 Empty on purpose: importing one module must not import the rest.
 """

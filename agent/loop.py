@@ -17,7 +17,7 @@ idempotent, :mod:`agent.execute`); a ``done`` key is never run again because the
 gives the same key.
 
 :func:`run_forever` drives the steps of several projects: it holds each project's agent lock
-(:class:`agent.services.AgentLocks`, renewed by a heartbeat; a second agent on the same project
+(:class:`state.locks.AgentLocks`, renewed by a heartbeat; a second agent on the same project
 gives way), and sleeps between looks on the inbox of Label Studio events, which wakes it at once.
 """
 
@@ -32,10 +32,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from agent.decision_log import DecisionLog, Record
 from agent.execute import Executor, Interrupted, Outcome
 from agent.report import add_to_round_report
 from assistant.agent_policy import Decision, Observation, Policy
-from state.decision_log import DecisionLog, Record
 
 __all__ = ["Agent", "Looker", "StepReport", "run_forever"]
 

@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
+from agent.decision_log import DecisionLog
 from agent.studio import PredictionRow, ProjectSummary, StudioReader, TaskRow
 from assistant.agent_policy import (
     PREDICTION_ACTIONS,
@@ -67,7 +68,6 @@ from assistant.label_quality import review_labels
 from backends.convert import SCORES_KEY, recalibration_of
 from backends.predicting import checkpoint_version
 from backends.webhook_check import WebhookCheck
-from state.decision_log import DecisionLog
 from state.effort_summary import totals_of
 from state.ledger import Ledger, LedgerEntry
 from state.locks import RoundLocks

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from state.decision_log import DecisionLog, Record
+from agent.decision_log import DecisionLog, Record
 
 __all__ = ["add_to_round_report", "describe_outcome", "story"]
 

@@ -2,8 +2,9 @@
 
 - :class:`AgentServices`: Label Studio, the registry, the ledger, the decision log, the queue
   (a Celery app that only sends), the backend's shared state (in-flight marks), the round locks;
-- :class:`AgentLocks`: one agent per project (a Redis lock renewed by a heartbeat, as the round
-  lock: ``<prefix>assistant:agent-lock:<project>``);
+- :class:`~state.locks.AgentLocks` (re-exported; its home is ``state.locks``, which the dashboard
+  reads too): one agent per project (a Redis lock renewed by a heartbeat, as the round lock:
+  ``<prefix>assistant:agent-lock:<project>``);
 - :class:`EventInbox`: the Label Studio events the backend's ``/webhook`` forwards
   (``backends.webhook.AGENT_EVENTS_KEY``), so that the agent wakes up at once instead of at its
   next interval. Events are hints: the agent always looks at the project itself.
@@ -21,14 +22,14 @@ from typing import Any
 import redis
 from celery import Celery
 
+from agent.decision_log import DecisionLog, open_decision_log
 from agent.settings import AgentSettings
 from agent.studio import StudioReader
 from backends.dispatch import CeleryDispatcher
 from backends.state import RedisState
 from backends.webhook import AGENT_EVENTS_KEY
-from state.decision_log import DecisionLog, open_decision_log
 from state.ledger import Ledger, open_ledger
-from state.locks import NAMESPACE, Heartbeat, RoundLocks, redis_url
+from state.locks import NAMESPACE, AgentLocks, Heartbeat, RoundLocks, redis_url
 from state.registry import Registry
 from studio.client import LabelStudioClient
 from workers.celery_app import make_celery
@@ -36,14 +37,6 @@ from workers.celery_app import make_celery
 __all__ = ["AgentLocks", "AgentServices", "EventInbox", "LockKeeper", "build_services"]
 
 logger = logging.getLogger(__name__)
-
-
-class AgentLocks(RoundLocks):
-    """Per-project agent locks: the round lock's scripts under another key."""
-
-    def key(self, project: int) -> str:
-        """``<prefix>assistant:agent-lock:<project>``."""
-        return f"{self.ns}agent-lock:{project}"
 
 
 class LockKeeper:

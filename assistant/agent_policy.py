@@ -84,7 +84,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_args
 
 __all__ = [
     "ACTIONS",
@@ -107,17 +107,9 @@ __all__ = [
 Action = Literal["guard", "preannotate", "rescore", "repredict", "review", "train", "select", "promote", "rollback"]
 #: Every action, in execution order within one step; the last two are never decided by the policy:
 #: people take them from the dashboard (``dashboard/``), which logs them ``done`` for the story.
-ACTIONS: Final[tuple[Action, ...]] = (
-    "guard",
-    "preannotate",
-    "rescore",
-    "repredict",
-    "review",
-    "train",
-    "select",
-    "promote",
-    "rollback",
-)
+#: The decision log's store (``state.decision_log.DECISION_ACTIONS``) lists them too, for the web tier,
+#: which cannot import the core; ``tests/agent/test_decision_log.py`` keeps the two equal.
+ACTIONS: Final[tuple[Action, ...]] = get_args(Action)
 #: The actions that post predictions (their decisions carry the version and the labels).
 PREDICTION_ACTIONS: Final[frozenset[str]] = frozenset({"preannotate", "rescore", "repredict"})
 # Task ids shown in a decision's log entry (the digest covers the whole set).

@@ -53,14 +53,14 @@ from backends.errors import BackendError
 from backends.metrics import BackendMetrics
 from backends.middleware import EdgeMiddleware, error_body
 from backends.predicting import Predictor, checkpoint_version
-from backends.presence import QueueConsumers, active_queues_of, no_worker_message
+from backends.presence import QueueConsumers, active_queues_of, no_worker_message, workers_by_queue
 from backends.settings import BackendSettings
 from backends.state import RedisState, SharedState
 from backends.webhook import EventSink, WebhookHandler, WebhookReply, redis_event_sink
 from backends.webhook_check import WebhookWatch
-from dashboard.data import DashboardData, Refreshed, celery_workers
-from dashboard.decisions import DecisionRows, open_decision_rows
+from dashboard.data import DashboardData, Refreshed
 from dashboard.web import error_page, is_dashboard_path, mount_dashboard
+from state.decision_log import DecisionRows, open_decision_rows
 from state.effort_summary import project_effort
 from state.ledger import Ledger, open_ledger
 from state.locks import redis_url
@@ -234,7 +234,7 @@ def _workers_reader(dispatcher: Dispatcher) -> Refreshed[dict[str, list[str]]] |
     # Only a Celery dispatcher has workers to ask; the broadcast runs in the background (dashboard/data.py).
     if not isinstance(dispatcher, CeleryDispatcher):
         return None
-    return Refreshed(functools.partial(celery_workers, dispatcher.app, 1.0), _WORKERS_TTL_S)
+    return Refreshed(functools.partial(workers_by_queue, dispatcher.app, 1.0), _WORKERS_TTL_S)
 
 
 def _workers_seen(svc: Services) -> dict[str, Any]:

@@ -28,7 +28,14 @@ from typing import Any
 
 from celery import Celery
 
-__all__ = ["NO_WORKER_FIX", "QueueConsumers", "QueueSnapshot", "active_queues_of", "no_worker_message"]
+__all__ = [
+    "NO_WORKER_FIX",
+    "QueueConsumers",
+    "QueueSnapshot",
+    "active_queues_of",
+    "no_worker_message",
+    "workers_by_queue",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -56,12 +63,27 @@ class QueueSnapshot:
         return None if self.queues is None else queue in self.queues
 
 
+def workers_by_queue(app: Celery, timeout_s: float) -> dict[str, list[str]]:
+    """Queue -> names of the workers of ``app`` consuming it (Celery's ``active_queues`` broadcast).
+
+    The one place the backend asks Celery about its workers: ``/predict`` and ``/health`` use the
+    queue names (:func:`active_queues_of`), the dashboard the names per queue (injected by the
+    backend, ``backends.app``, so the dashboard never imports Celery's app).
+    """
+    replies: dict[str, Any] = app.control.inspect(timeout=timeout_s).active_queues() or {}
+    out: dict[str, list[str]] = {}
+    for worker, queues in replies.items():
+        for queue in queues or []:
+            if queue.get("name"):
+                out.setdefault(str(queue["name"]), []).append(str(worker))
+    return out
+
+
 def active_queues_of(app: Celery, timeout_s: float) -> Callable[[], frozenset[str]]:
-    """Asks the workers of ``app`` which queues they consume (Celery's ``active_queues`` broadcast)."""
+    """Asks the workers of ``app`` which queues they consume (:func:`workers_by_queue`)."""
 
     def ask() -> frozenset[str]:
-        replies: dict[str, Any] = app.control.inspect(timeout=timeout_s).active_queues() or {}
-        return frozenset(str(q.get("name")) for queues in replies.values() for q in queues or [] if q.get("name"))
+        return frozenset(workers_by_queue(app, timeout_s))
 
     return ask
 

@@ -26,11 +26,12 @@ import time
 from pathlib import Path
 
 import httpx
+import redis
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from tests.dashboard.stack import PASSWORD, USER, running_stack  # noqa: E402
+from tests.dashboard.stack import PASSWORD, REDIS_URL, USER, running_stack  # noqa: E402
 
 TARGET_MS = 300.0
 
@@ -63,6 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.versions, args.decisions, args.calls = 100, 50, 10_000, 20
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        print(
+            f"bench_dashboard: Redis is not reachable at {REDIS_URL}: {exc}. Fix: start redis-server", file=sys.stderr
+        )
+        return 1
     with tempfile.TemporaryDirectory(prefix="bench-dashboard-") as tmp:
         t0 = time.perf_counter()
         with running_stack(

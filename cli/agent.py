@@ -210,9 +210,9 @@ def log(
     json_output: Annotated[bool, typer.Option("--json", help="JSON to stdout.")] = False,
 ) -> None:
     """The decision log: what the agent saw, what it chose, why, and how it ended."""
+    from agent.decision_log import open_decision_log
     from agent.report import story
     from agent.settings import get_agent_settings
-    from state.decision_log import open_decision_log
 
     settings = get_agent_settings()
     decisions = open_decision_log(

@@ -3,8 +3,8 @@
 Server-rendered pages (FastAPI + Jinja2) behind the backend's Basic auth, importable without
 torch (import-linter checks it):
 
-- ``data.py``: the data-access functions (registry, round log, effort ledger, Redis);
-- ``decisions.py``: the decision log, one page at a time, and the audit of promote/rollback;
-- ``views.py``: the pure view models of the five pages;
+- ``data.py``: the data-access functions (registry, round log, effort ledger, Redis; the decision
+  log through its one store, :mod:`state.decision_log`, as the agent reads it);
+- ``views/``: the pure view models, one module per page;
 - ``web.py``: the routes, templates and static files.
 """

@@ -5,7 +5,8 @@ Each page reads through :class:`DashboardData`, never the stores directly, so a 
 Everything is read on demand and cheaply: the registry's files, the round log (one JSON line per
 round, re-parsed only when the file changed), the effort ledger's stored totals, one page of the
 decision log, a few Redis keys. The one slow source, the Celery broadcast that finds the workers
-online, is read in the background (:class:`Refreshed`), so a page never waits for it.
+online, is read in the background (:class:`Refreshed`), so a page never waits for it; the backend
+injects that read (``backends.presence.workers_by_queue``, its one question to Celery about workers).
 """
 
 from __future__ import annotations
@@ -22,16 +23,16 @@ from typing import Any, Final, Generic, TypeVar
 
 import redis
 
-from dashboard.decisions import DecisionRows
 from preannotation import EditCosts
+from state.decision_log import DecisionRows
 from state.effort_summary import project_effort
 from state.ledger import Ledger
-from state.locks import NAMESPACE, RoundLocks
+from state.locks import AgentLocks, RoundLocks
 from state.metrics import QueueDepths
 from state.registry import PromotionEvent, Registry, VersionRecord
 from state.round_log import read_round_log, round_log_path
 
-__all__ = ["DashboardData", "Refreshed", "ReportFiles", "RoundLog", "agent_lock_key", "celery_workers"]
+__all__ = ["DashboardData", "Refreshed", "ReportFiles", "RoundLog"]
 
 logger = logging.getLogger(__name__)
 
@@ -259,10 +260,10 @@ class DashboardData:
         return locks.holder(project), locks.ttl_s(project)
 
     def agent_holder(self, project: int) -> str | None:
-        """Who holds the project's agent lock (``agent.services.AgentLocks``'s key), None when no agent runs it."""
+        """Who holds the project's agent lock (``state.locks.AgentLocks``' key), None when no agent runs it."""
         if self.redis_client is None:
             return None
-        value = self.redis_client.get(agent_lock_key(self.redis_prefix, project))
+        value = self.redis_client.get(AgentLocks(self.redis_client, self.redis_prefix).key(project))
         if value is None:
             return None
         return value.decode() if isinstance(value, bytes) else str(value)
@@ -295,18 +296,3 @@ class DashboardData:
         if error:
             note += f" (the last check failed: {error})"
         return value, note
-
-
-def agent_lock_key(prefix: str, project: int) -> str:
-    """The Redis key of a project's agent lock (``agent.services.AgentLocks.key``; a test keeps them equal)."""
-    return f"{prefix}{NAMESPACE}agent-lock:{project}"
-
-
-def celery_workers(app: Any, timeout_s: float = 1.0) -> dict[str, list[str]]:
-    """Queue → names of the workers consuming it (Celery's ``active_queues`` broadcast)."""
-    replies = app.control.inspect(timeout=timeout_s).active_queues() or {}
-    out: dict[str, list[str]] = {}
-    for worker, queues in replies.items():
-        for queue in queues or []:
-            out.setdefault(str(queue.get("name")), []).append(str(worker))
-    return out

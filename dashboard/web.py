@@ -48,8 +48,8 @@ from markdown_it import MarkdownIt
 
 from dashboard import views
 from dashboard.data import SAFE_NAME, DashboardData
-from dashboard.decisions import DecisionRow
 from errors import AssistantError
+from state.decision_log import DecisionRow
 
 __all__ = ["PREFIX", "PageError", "error_page", "is_dashboard_path", "mount_dashboard"]
 
@@ -328,7 +328,7 @@ def _add_pages(router: APIRouter, dash: Dashboard) -> None:
             unacked=None if depths is None else depths.unacked,
             agent_holder=agent_holder,
             last_decision=data.decisions.latest(p),
-            unfinished=data.decisions.unfinished(p),
+            unfinished=data.decisions.recent_unfinished(p),
             round_lock=views.LockCard(holder, ttl),
             alive_at=data.agent_alive_at(),
         )

@@ -5,7 +5,7 @@
 - :mod:`state.registry`: model versions and which one each project serves;
 - :mod:`state.ledger`, :mod:`state.effort` (with ``effort_records``, ``effort_summary`` and
   ``effort_upkeep``): the corrections ledger and the effort ledger beside it;
-- :mod:`state.decision_log`: the agent's append-only decision log;
+- :mod:`state.decision_log`: the agent's append-only decision log (its one store; the dashboard reads it too);
 - :mod:`state.sqlstore`: the one SQL store (SQLite or PostgreSQL) under the ledgers and the log;
 - :mod:`state.locks`: the round locks in Redis, and :func:`state.locks.redis_url`, the one place
   that picks the Redis the shared state lives in;

@@ -47,6 +47,7 @@ __all__ = [
     "CLAIM_LUA",
     "NAMESPACE",
     "RELEASE_LUA",
+    "AgentLocks",
     "Heartbeat",
     "RedisURLError",
     "RoundLocks",
@@ -198,6 +199,17 @@ class RoundLocks:
         """Seconds until the lock expires, or None when it is free."""
         ms: Any = self.client.pttl(self.key(project))
         return None if ms is None or int(ms) < 0 else int(ms) / 1000.0
+
+
+class AgentLocks(RoundLocks):
+    """Per-project agent locks (one agent runs a project): the round lock's scripts under another key.
+
+    The agent takes them (``agent.services``); the dashboard reads who holds one (``dashboard.data``).
+    """
+
+    def key(self, project: int) -> str:
+        """``<prefix>assistant:agent-lock:<project>``."""
+        return f"{self.ns}agent-lock:{project}"
 
 
 class Heartbeat:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from agent.decision_log import open_decision_log
 from agent.loop import Agent
 from assistant.agent_policy import Policy
-from state.decision_log import open_decision_log
 from tests.agent._fakes import WorldExecutor, WorldLooker
 
 

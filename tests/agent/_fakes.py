@@ -17,10 +17,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from agent.decision_log import DecisionLog
 from agent.execute import Interrupted, Outcome
 from agent.observe import memory_from_log
 from assistant.agent_policy import PREDICTION_ACTIONS, Decision, Observation
-from state.decision_log import DecisionLog
 
 WORLD = {
     "checkpoint": "base-v1",

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from agent.decision_log import open_decision_log
 from assistant.agent_policy import Decision
 from cli.main import app
-from state.decision_log import open_decision_log
 from tests.conftest import REPO_ROOT
 
 

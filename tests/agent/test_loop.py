@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from agent.decision_log import DecisionLog, open_decision_log
 from agent.execute import Interrupted
 from agent.loop import Agent, run_forever
 from assistant.agent_policy import Policy, PolicyConfig
-from state.decision_log import DecisionLog, open_decision_log
 from tests.agent._fakes import WorldExecutor, WorldLooker, write_world
 
 T0 = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from agent.decision_log import DecisionLog, open_decision_log
 from agent.observe import Observer, last_fire, memory_from_log, rate_annotation
 from agent.studio import PredictionRow, ProjectSummary, TaskRow
 from assistant.agent_policy import Decision
-from state.decision_log import DecisionLog, open_decision_log
 from state.ledger import Ledger, LedgerEvent, open_ledger
 from state.registry import Registry
 from studio.config import parse_label_config

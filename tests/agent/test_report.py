@@ -6,9 +6,9 @@ import datetime as dt
 import json
 from pathlib import Path
 
+from agent.decision_log import open_decision_log
 from agent.report import add_to_round_report, describe_outcome, story
 from assistant.agent_policy import Decision
-from state.decision_log import open_decision_log
 
 T0 = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
 

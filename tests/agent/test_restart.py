@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from state.decision_log import open_decision_log
+from agent.decision_log import open_decision_log
 from tests.agent._fakes import write_world
 from tests.conftest import REPO_ROOT
 

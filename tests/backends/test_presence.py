@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from backends.presence import QueueConsumers
+from backends.presence import QueueConsumers, active_queues_of, workers_by_queue
 from tests.backends._app_fakes import make_harness
 from tests.backends.test_app import predict_body, tasks_for
 
@@ -107,3 +107,25 @@ def test_predict_waits_as_before_with_a_worker_or_when_nobody_can_tell(tmp_path:
     assert "warning" not in body and all(r != [] for r in body["results"])
     assert harness.dispatcher.jobs[0][1] == harness.settings.predict_inline_budget_s
     assert health["workers"]["consumed"] is (None if queues is None else True)
+
+
+def test_workers_are_grouped_by_the_queues_they_consume() -> None:
+    class Inspect:
+        def active_queues(self):
+            return {
+                "w1@gpu": [{"name": "predict"}, {"name": "train"}],
+                "w2@cpu": [{"name": "predict"}],
+                "w3@idle": None,
+            }
+
+    class Control:
+        def inspect(self, timeout: float) -> Inspect:
+            assert timeout == 0.5
+            return Inspect()
+
+    class App:
+        control = Control()
+
+    assert workers_by_queue(App(), 0.5) == {"predict": ["w1@gpu", "w2@cpu"], "train": ["w1@gpu"]}
+    # /predict's question is the same broadcast, reduced to the queue names
+    assert active_queues_of(App(), 0.5)() == frozenset({"predict", "train"})

@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from dashboard.decisions import open_decision_rows
+from state.decision_log import open_decision_rows
 from state.ledger import open_ledger
-from state.locks import RoundLocks
+from state.locks import AgentLocks, RoundLocks
 from state.registry import Registry
 from tests.dashboard.world import PROJECT, World, build_small, decision_rows, write_decisions
 from tests.integration.processes import Process, assistant, assistant_env, free_port, healthy, wait_for
@@ -115,6 +115,7 @@ def running_stack(
         write_decisions(home / "agent.sqlite3", decision_rows(PROJECT, min(10_000, decisions - start), start=start))
     ns = RedisNamespace(REDIS_URL, name)
     RoundLocks(ns.client, ns.prefix).acquire(PROJECT, "round r0004 on worker-1", 600)
+    ns.client.set(AgentLocks(ns.client, ns.prefix).key(PROJECT), "agent@labeling-host:4242", ex=600)  # an agent runs it
     ns.client.rpush(f"{ns.prefix}predict", *[b"{}"] * 3)
     port = free_port()
     env = assistant_env(

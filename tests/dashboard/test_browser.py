@@ -120,6 +120,8 @@ def test_every_page_opens_and_shows_the_project(page: Any, stack: Stack, tmp_pat
     _follow(page, f"a[href='/ui/p/{PROJECT}/']", f"**/ui/p/{PROJECT}/")
     assert page.locator("#model .big").inner_text().startswith("mkt-p3-r0001")
     assert "held by round r0004 on worker-1" in page.locator("#round-lock").inner_text()
+    agent = page.locator("#agent-state").inner_text()
+    assert "running" in agent and "not running" not in agent and "agent@labeling-host:4242" in agent
     assert "predict" in page.locator("#workers table").inner_text()
     _shot(page, tmp_path, "now")
 

@@ -7,7 +7,7 @@ import threading
 import time
 from pathlib import Path
 
-from dashboard.data import Refreshed, RoundLog, agent_lock_key
+from dashboard.data import Refreshed, RoundLog
 
 
 def _wait(cond, timeout: float = 5.0) -> None:
@@ -62,12 +62,3 @@ def test_the_round_log_is_parsed_again_only_when_it_changed(tmp_path: Path):
     with open(path, "a", encoding="utf-8") as fh:
         fh.write("\n" + json.dumps({"round_id": "r0002"}) + "\n")
     assert [e["round_id"] for e in log.entries(3)] == ["r0001", "r0002"]
-
-
-def test_the_agent_lock_key_is_the_agents():
-    import redis
-
-    from agent.services import AgentLocks
-
-    client = redis.Redis()  # never connects: only the key is computed
-    assert agent_lock_key("pfx:", 3) == AgentLocks(client, "pfx:").key(3)

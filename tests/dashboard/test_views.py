@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from dashboard.decisions import DecisionRow
 from dashboard.views import (
     LockCard,
     agent_view,
@@ -14,6 +13,7 @@ from dashboard.views import (
     rounds_view,
     value_view,
 )
+from state.decision_log import DecisionRow
 
 BASE = {"version": "base-123", "parent": None, "is_base": True, "metrics": {}, "checkpoint": "/m/base"}
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from state.decision_log import open_decision_log
+from agent.decision_log import open_decision_log
 from tests.backends._app_fakes import Harness, make_harness
 from tests.dashboard.world import PROJECT, World, build_small, decision_rows, write_decisions
 

@@ -38,7 +38,7 @@ from typing import Any
 import httpx
 import pytest
 
-from state.decision_log import DecisionLog, open_decision_log
+from agent.decision_log import DecisionLog, open_decision_log
 from state.registry import Registry
 from tests.helpers import colour_world, save_pngs
 from tests.integration.ls_harness import LSClient, LSServer

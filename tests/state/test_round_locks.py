@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
-import redis
 
 from errors import AssistantError
 from state.locks import Heartbeat, RoundLocks, cli_holder, redis_url
+from tests.integration.redis_namespace import RedisNamespace
 
 pytestmark = pytest.mark.integration
 
@@ -19,16 +18,11 @@ REDIS_URL = "redis://127.0.0.1:6379/11"
 
 @pytest.fixture
 def locks() -> Iterator[RoundLocks]:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    namespace = RedisNamespace(REDIS_URL, "locks")  # skips when Redis is down
     try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.skip(f"Redis is not reachable at {REDIS_URL}: {exc}")
-    prefix = f"assistant-test-{uuid.uuid4().hex[:10]}:"
-    yield RoundLocks(client, prefix)
-    for key in client.scan_iter(match=f"{prefix}*", count=100):
-        client.delete(key)
-    client.close()
+        yield RoundLocks(namespace.client, namespace.prefix)
+    finally:
+        namespace.close()
 
 
 def test_one_holder_at_a_time_and_only_the_holder_releases(locks: RoundLocks) -> None:

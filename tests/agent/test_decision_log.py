@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from assistant.agent_policy import Decision
-from state.decision_log import DecisionLog, DecisionLogError, open_decision_log
+from agent.decision_log import DecisionLog, open_decision_log
+from assistant.agent_policy import ACTIONS, Decision
+from state.decision_log import DECISION_ACTIONS, DecisionLogError
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 T0 = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
@@ -42,7 +43,7 @@ def log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DecisionLog]
     try:
         yield opened
     finally:
-        with opened._store.cursor() as cur:  # only the table this test created
+        with opened.rows._store.cursor() as cur:  # only the table this test created
             cur.execute(f"DROP TABLE IF EXISTS {prefix}agent_decisions")
         opened.close()
 
@@ -112,3 +113,14 @@ def test_bad_urls_and_prefixes_say_the_fix(tmp_path: Path) -> None:
     opened = open_decision_log(f"sqlite:///{path}")
     opened.close()
     assert path.is_file()
+
+
+def test_the_logs_actions_are_the_policys() -> None:
+    # The core cannot import state/ (import-linter), so the log's list and the policy's type name the
+    # actions twice; the dashboard filters by the log's, the agent decides with the policy's.
+    assert DECISION_ACTIONS == ACTIONS
+
+
+def test_an_unknown_action_is_refused_with_the_known_ones(log: DecisionLog) -> None:
+    with pytest.raises(ValueError, match="unknown decision action 'dance'; known: guard, preannotate"):
+        log.rows.append(3, "dance:p3:1", "dance", "pending", reason="no such action")
