@@ -45,6 +45,7 @@ from tests.integration.ls_harness import LSClient, LSServer
 from tests.integration.ls_stack_env import SMALL_ROUNDS, ls_stack_env
 from tests.integration.processes import Process, assistant, free_port, healthy, wait_for
 from tests.integration.redis_namespace import RedisNamespace
+from tests.integration.story import Story
 from tests.workers._helpers import save_tiny_checkpoint
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -201,6 +202,10 @@ def stack(ls_server: LSServer, ls_client: LSClient, tmp_path_factory: pytest.Tem
         namespace.close()
 
 
+story = Story()  # the tests below are one project's story (tests/integration/story.py)
+
+
+@story.step
 def test_imported_tasks_are_preannotated_by_the_agent_alone(stack: Stack) -> None:
     stack.project = stack.ls.create_project(CONFIG)
     stack.ls.connect_ml_backend(stack.project, stack.backend_url)  # LS's webhooks now reach the backend
@@ -246,6 +251,7 @@ def _contradiction(stack: Stack, version: str) -> tuple[int, list[str]]:
     return best[1], best[2]
 
 
+@story.step
 def test_corrections_past_the_threshold_run_a_round_that_survives_an_agent_kill(stack: Stack) -> None:
     base_version = stack.shared["base_version"]
     wrong_task, wrong_answer = _contradiction(stack, base_version)
@@ -300,6 +306,7 @@ def test_corrections_past_the_threshold_run_a_round_that_survives_an_agent_kill(
     stack.shared["new_version"] = new_version
 
 
+@story.step
 def test_a_novel_tag_is_rescored_from_the_feature_cache_and_carried_by_the_next_predictions(stack: Stack) -> None:
     before = stack.worker_images()
     config = _config([*LABELS, NOVEL])
@@ -325,6 +332,7 @@ def test_a_novel_tag_is_rescored_from_the_feature_cache_and_carried_by_the_next_
     assert "PROJECT_UPDATED" in stack.saw("rescore")[-1].get("events", [])
 
 
+@story.step
 def test_the_decision_log_tells_the_story(stack: Stack) -> None:
     import subprocess
 

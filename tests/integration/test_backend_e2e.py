@@ -38,6 +38,7 @@ from tests.integration.ls_harness import LSClient, LSServer
 from tests.integration.ls_stack_env import ls_stack_env
 from tests.integration.processes import Process, assistant, free_port, healthy, wait_for
 from tests.integration.redis_namespace import RedisNamespace
+from tests.integration.story import Story
 from tests.workers._helpers import save_tiny_checkpoint
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -149,6 +150,10 @@ def stack(
 
 
 # --- the story ------------------------------------------------------------------------------------
+story = Story()  # the tests below are one project's story (tests/integration/story.py)
+
+
+@story.step
 def test_connecting_the_backend_reports_checkpoint_plus_fingerprint(stack: Stack) -> None:
     stack.project = stack.ls.create_project(CONFIG)
     stack.uploaded = stack.ls.upload_images(stack.project, stack.photos[:3])
@@ -177,6 +182,7 @@ def _check_prediction(pred: dict[str, Any], config: str, version: str) -> dict[s
     return item
 
 
+@story.step
 def test_retrieve_predictions_answers_small_selections_inline(stack: Stack) -> None:
     version = stack.setup_version(CONFIG)
 
@@ -193,6 +199,7 @@ def test_retrieve_predictions_answers_small_selections_inline(stack: Stack) -> N
     assert "assistant_backend_predictions_total 3.0" in stack.metrics()
 
 
+@story.step
 def test_preannotate_predicts_the_rest_and_a_second_run_posts_nothing(stack: Stack) -> None:
     version = stack.setup_version(CONFIG)
 
@@ -212,6 +219,7 @@ def test_preannotate_predicts_the_rest_and_a_second_run_posts_nothing(stack: Sta
     assert sum(len(p) for p in stack.predictions(version).values()) == 5
 
 
+@story.step
 def test_a_novel_tag_changes_the_version_and_large_selections_finish_in_background(stack: Stack) -> None:
     stack.ls.sdk.projects.update(id=stack.project, label_config=CONFIG_WITH_NOVEL)
     version = stack.setup_version(CONFIG_WITH_NOVEL)
@@ -245,6 +253,7 @@ def test_a_novel_tag_changes_the_version_and_large_selections_finish_in_backgrou
         assert len(mine) == 1 and NOVEL in mine[0]["result"][0]["assistant"]["scores"]
 
 
+@story.step
 def test_annotations_reach_the_ledger_through_the_real_webhook(stack: Stack) -> None:
     version = stack.setup_version(CONFIG_WITH_NOVEL)
     task = stack.uploaded[0]
@@ -294,6 +303,7 @@ def test_annotations_reach_the_ledger_through_the_real_webhook(stack: Stack) -> 
         ledger.close()
 
 
+@story.step
 def test_start_training_queues_one_round(stack: Stack) -> None:
     stack.ls.sdk.ml.train(id=stack.ml_id)
     stack.ls.sdk.ml.train(id=stack.ml_id)
@@ -303,6 +313,7 @@ def test_start_training_queues_one_round(stack: Stack) -> None:
     assert 'assistant_backend_webhook_events_total{action="START_TRAINING",outcome="already_queued"} 1.0' in metrics
 
 
+@story.step
 def test_health_and_webhook_latency_on_the_real_server(stack: Stack) -> None:
     health, webhook = [], []
     with httpx.Client(base_url=stack.backend_url, timeout=5) as http:

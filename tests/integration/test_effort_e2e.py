@@ -34,6 +34,7 @@ from tests.integration.ls_harness import LSClient, LSServer
 from tests.integration.ls_stack_env import ls_stack_env
 from tests.integration.processes import Process, assistant, free_port, healthy, wait_for
 from tests.integration.redis_namespace import RedisNamespace
+from tests.integration.story import Story
 from tests.workers._helpers import save_tiny_checkpoint
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -142,6 +143,10 @@ def stack(ls_server: LSServer, ls_client: LSClient, tmp_path_factory: pytest.Tem
         namespace.close()
 
 
+story = Story()  # the tests below are one project's story (tests/integration/story.py)
+
+
+@story.step
 def test_status_reports_exactly_the_keeps_removes_and_adds_per_tag(stack: Stack) -> None:
     images = []
     for i in range(8):
@@ -174,6 +179,7 @@ def test_status_reports_exactly_the_keeps_removes_and_adds_per_tag(stack: Stack)
     assert effort["tags"]["giraffe"]["guard"] == "tripped" and effort["tags"]["outdoor"]["guard"] is None
 
 
+@story.step
 def test_a_tag_the_guard_tripped_is_absent_from_new_predictions(stack: Stack) -> None:
     stack.ls.retrieve_predictions(stack.project, stack.tasks[6:])
     for task in stack.tasks[6:]:
@@ -186,6 +192,7 @@ def test_a_tag_the_guard_tripped_is_absent_from_new_predictions(stack: Stack) ->
     assert event["tag"] == "giraffe" and event["event"] == "tripped" and "break-even 50%" in event["reason"]
 
 
+@story.step
 def test_label_studio_away_while_counting_loses_nothing_and_shows_in_status(stack: Stack) -> None:
     stack.worker.stop()
     for index in (6, 7):  # two webhooks recorded; their count requests wait in the queue

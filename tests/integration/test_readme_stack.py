@@ -29,6 +29,7 @@ import pytest
 from tests.integration.ls_harness import LSClient, find_ls_venv
 from tests.integration.processes import REPO_ROOT, healthy
 from tests.integration.readme_stack import ReadmeStack, readme_blocks, wait_until
+from tests.integration.story import Story
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -112,6 +113,10 @@ def project(stack: ReadmeStack, ls: LSClient) -> int:
     return pid
 
 
+story = Story()  # the tests below are one stack's story, Ctrl-C last (tests/integration/story.py)
+
+
+@story.step
 def test_the_second_block_runs_from_another_shell_on_the_env_file(stack: ReadmeStack) -> None:
     done = stack.run_block(readme_blocks()[1])
 
@@ -123,6 +128,7 @@ def test_the_second_block_runs_from_another_shell_on_the_env_file(stack: ReadmeS
     assert "FAIL" not in done.stdout
 
 
+@story.step
 def test_local_files_become_tasks_the_workers_read_from_disk(stack: ReadmeStack, ls: LSClient, project: int) -> None:
     tasks = ls.tasks(project)
 
@@ -135,12 +141,14 @@ def test_local_files_become_tasks_the_workers_read_from_disk(stack: ReadmeStack,
     assert checks["image"]["data"]["local"] is True  # ASSISTANT_LABEL_STUDIO_LOCAL_FILES_ROOT at work
 
 
+@story.step
 def test_connecting_the_model_creates_the_webhook(stack: ReadmeStack, ls: LSClient, project: int) -> None:
     hooks = ls.http.get("/api/webhooks/", params={"project": project}, headers=ls.headers()).json()
 
     assert f"{stack.backend_url}/webhook" in [h["url"] for h in hooks], hooks
 
 
+@story.step
 def test_a_correction_reaches_status_through_the_webhook(stack: ReadmeStack, ls: LSClient, project: int) -> None:
     task_ids = [t["id"] for t in ls.tasks(project)]
     ls.retrieve_predictions(project, task_ids)
@@ -160,6 +168,7 @@ def test_a_correction_reaches_status_through_the_webhook(stack: ReadmeStack, ls:
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
 
 
+@story.step
 def test_without_the_webhook_doctor_fails_and_names_the_fix(stack: ReadmeStack, ls: LSClient, project: int) -> None:
     hooks = ls.http.get("/api/webhooks/", params={"project": project}, headers=ls.headers()).json()
     for hook in hooks:
@@ -174,6 +183,7 @@ def test_without_the_webhook_doctor_fails_and_names_the_fix(stack: ReadmeStack, 
     assert "SSRF_PROTECTION_ENABLED" in checks["webhook"]["fix"]
 
 
+@story.step
 def test_ctrl_c_stops_the_whole_stack_and_the_logs_stay(stack: ReadmeStack) -> None:
     status = stack.interrupt()
 

@@ -80,7 +80,6 @@ class Stack:
     project: int = 0
     ml_id: int = 0
     tasks: list[int] = field(default_factory=list)
-    versions: list[str] = field(default_factory=list)
 
     @property
     def registry(self) -> Registry:
@@ -145,13 +144,29 @@ def stack(ls_server: LSServer, ls_client: LSClient, tmp_path_factory: pytest.Tem
         namespace.close()
 
 
-def test_corrections_posted_to_label_studio_lead_to_a_round_and_fresh_predictions(stack: Stack) -> None:
+@dataclass(frozen=True)
+class FirstRound:
+    """What the first round's story produced: versions, predictions before and after, the report."""
+
+    base_version: str
+    new_version: str
+    predicted: list[int]
+    repredicted: list[int]
+    report: Path
+
+
+@pytest.fixture(scope="module")
+def first_round(stack: Stack) -> FirstRound:
+    """Corrections posted to Label Studio lead to a round and fresh predictions (run once per module).
+
+    A fixture, not a test, so that each test below passes alone and in any order (issue 16, 6d):
+    the killed-round test starts from the version this round promoted.
+    """
     worker = stack.start_worker("fast")
     stack.project = stack.ls.create_project(CONFIG)
     stack.tasks = stack.ls.upload_images(stack.project, stack.images)
     stack.ml_id = stack.ls.connect_ml_backend(stack.project, stack.backend_url)
     base_version = stack.setup_version()
-    assert base_version.startswith("e2e-tiny-v1+")
     stack.ls.retrieve_predictions(stack.project, stack.tasks)
     predictions = stack.predictions(base_version)
     assert sorted(predictions) == sorted(stack.tasks), worker.text()[-3000:]
@@ -165,25 +180,32 @@ def test_corrections_posted_to_label_studio_lead_to_a_round_and_fresh_prediction
 
     stack.ls.sdk.ml.train(id=stack.ml_id)  # START_TRAINING -> TRAIN_ROUND on the train queue
     new_version = stack.wait_for_new_version(base_version, worker)
-    checkpoint = new_version.split("+")[0]
-    assert checkpoint == f"mkt-p{stack.project}-r0001" and new_version.split("+")[1] == base_version.split("+")[1]
-    record = stack.registry.get(checkpoint)
-    assert record.parent == "e2e-tiny-v1" and record.round_id == "r0001" and "mAP" in record.metrics
     report = stack.root / "home" / "models" / "reports" / str(stack.project) / "r0001" / "report.md"
-    assert report.is_file() and "Held-out metrics" in report.read_text()
 
     # Label Studio re-predicts with the new version on the next request.
     stack.ls.retrieve_predictions(stack.project, stack.tasks)
     fresh = stack.predictions(new_version)
-    assert sorted(fresh) == sorted(stack.tasks), worker.text()[-3000:]
-    stack.versions = [base_version, new_version]
     worker.stop()
+    return FirstRound(base_version, new_version, sorted(predictions), sorted(fresh), report)
+
+
+def test_corrections_posted_to_label_studio_lead_to_a_round_and_fresh_predictions(
+    stack: Stack, first_round: FirstRound
+) -> None:
+    assert first_round.base_version.startswith("e2e-tiny-v1+")
+    assert first_round.predicted == sorted(stack.tasks)
+    checkpoint, config_hash = first_round.new_version.split("+")
+    assert checkpoint == f"mkt-p{stack.project}-r0001" and config_hash == first_round.base_version.split("+")[1]
+    record = stack.registry.get(checkpoint)
+    assert record.parent == "e2e-tiny-v1" and record.round_id == "r0001" and "mAP" in record.metrics
+    assert first_round.report.is_file() and "Held-out metrics" in first_round.report.read_text()
+    assert first_round.repredicted == sorted(stack.tasks)
 
 
 def test_a_round_killed_mid_training_leaves_the_version_in_service_and_the_next_round_starts_clean(
-    stack: Stack,
+    stack: Stack, first_round: FirstRound
 ) -> None:
-    serving = stack.versions[-1]
+    serving = first_round.new_version
     # A slow round: many epochs, so that the kill lands in training.
     slow = stack.start_worker("slow", "train", ASSISTANT_ROUND_STAGE1_EPOCHS="400")
     stack.ls.sdk.ml.train(id=stack.ml_id)
