@@ -36,7 +36,7 @@ from tests.backends._fixtures import prediction_errors
 from tests.conftest import REPO_ROOT
 from tests.integration.ls_harness import LSClient, LSServer
 from tests.integration.ls_stack_env import ls_stack_env
-from tests.integration.processes import Process, assistant, free_port, healthy, wait_for
+from tests.integration.processes import Process, assistant, free_port, healthy, sees_a_worker, wait_for
 from tests.integration.redis_namespace import RedisNamespace
 from tests.integration.story import Story
 from tests.workers._helpers import save_tiny_checkpoint
@@ -142,6 +142,8 @@ def stack(
     try:
         wait_for("the backend's /health", lambda: healthy(url), START_TIMEOUT_S, backend)
         wait_for("the worker to be ready", lambda: " ready." in worker.text(), START_TIMEOUT_S, worker)
+        # Inline predictions need the backend to have seen the worker (it may have asked before).
+        wait_for("the backend to see the worker", lambda: sees_a_worker(url), START_TIMEOUT_S, backend, worker)
         yield Stack(ls_client, ls_server, url, root / "home", env, backend, worker, photos)
     finally:
         backend.stop()
