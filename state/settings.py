@@ -256,6 +256,9 @@ class Settings(BaseSettings):
     round_max_steps: int = Field(default=0, ge=0)
     # Held-out mAP points a candidate may lose and still be promoted.
     round_tolerance: float = Field(default=0.5, ge=0)
+    # How much more of the from-scratch work (edits_vs_scratch) a candidate's pre-annotations may
+    # cost on the held-out split and still be promoted (0: never more than the model in service).
+    round_edits_tolerance: float = Field(default=0.0, ge=0)
     # Shares of annotated tasks held out for evaluation and used for epoch selection (fixed per
     # task by a hash: never change them on a live project, or images move between sides).
     round_heldout_fraction: float = Field(default=0.2, gt=0, lt=1)

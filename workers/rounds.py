@@ -145,6 +145,7 @@ def round_config(settings: Settings, stages: Sequence[str] | None = None, projec
             max_steps=settings.round_max_steps,
         ),
         tolerance=settings.round_tolerance,
+        edits_tolerance=settings.round_edits_tolerance,
         min_label_positives=settings.round_min_label_positives,
         min_label_negatives=settings.round_min_label_negatives,
         min_train_images=settings.round_min_train_images,
@@ -201,7 +202,12 @@ def cached_features(cache: FeatureCache, batch_size: int = 64) -> FeatureFn:
 
 
 def _round_data(
-    annotations: Sequence[AnnotatedImage], paths: dict[str, Path], labels: LabelSet, settings: Settings, project: int
+    annotations: Sequence[AnnotatedImage],
+    paths: dict[str, Path],
+    labels: LabelSet,
+    settings: Settings,
+    project: int,
+    min_val_images: int = RoundConfig.min_val_images,
 ) -> RoundData:
     sides = assign_split(
         [a.key for a in annotations],
@@ -210,6 +216,10 @@ def _round_data(
         val_fraction=settings.round_val_fraction,
     )
     targets = correction_targets(labels, annotations)
+    # A validation split too small to select epochs on would be annotations thrown away (a small
+    # project's first rounds): train on it instead. Only the held-out side must never move.
+    if 0 < sides.count("val") < min_val_images:
+        sides = ["train" if side == "val" else side for side in sides]
 
     def split(name: str) -> RoundSplit:
         rows = [i for i, side in enumerate(sides) if side == name]

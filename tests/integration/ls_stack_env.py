@@ -14,16 +14,25 @@ if TYPE_CHECKING:
 __all__ = ["SMALL_ROUNDS", "ls_stack_env"]
 
 #: Fine-tuning rounds small enough for a CPU and a project of a few dozen tiny images.
+#:
+#: Which tasks are held out is a hash of (project id, task id), and the project ids depend on the
+#: test order, so the minimums are low enough for (almost) every split to train and compare: over
+#: 40,000 random salts, 24 annotated ``colour_world`` images fail a round 0.03-0.1% of the time
+#: (too few held-out images, or no label with positives and negatives on both sides), against
+#: 1.4-2.4% with 30% held out and minimums of 3 held-out images and 2 positives and negatives.
 SMALL_ROUNDS: dict[str, str] = {
     "round_stage1_epochs": "2",
     "round_stage2_epochs": "1",
     "round_batch_size": "8",
-    "round_heldout_fraction": "0.3",
-    "round_min_train_images": "4",
-    "round_min_heldout_images": "3",
-    "round_min_label_positives": "2",
-    "round_min_label_negatives": "2",
+    "round_heldout_fraction": "0.4",
+    "round_min_train_images": "2",
+    "round_min_heldout_images": "2",
+    "round_min_label_positives": "1",
+    "round_min_label_negatives": "1",
+    # A random tiny model says nothing about accuracy or edits: these stacks check the mechanics
+    # (the simulations check the decisions), so every candidate is promoted.
     "round_tolerance": "100",
+    "round_edits_tolerance": "100",
     "round_lock_heartbeat_s": "3",
 }
 

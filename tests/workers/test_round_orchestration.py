@@ -237,8 +237,11 @@ def test_no_promote_only_evaluates(round_settings, tmp_path: Path) -> None:
 
 
 def test_the_round_config_follows_the_settings(round_settings) -> None:
-    cfg = round_config(round_settings.model_copy(update={"round_tolerance": 1.5, "round_max_steps": 7}), ["stage2"])
+    update = {"round_tolerance": 1.5, "round_edits_tolerance": 0.25, "round_max_steps": 7}
+    cfg = round_config(round_settings.model_copy(update=update), ["stage2"])
     assert cfg.stages == ("stage2",) and cfg.tolerance == 1.5 and cfg.stage2.max_steps == 7
+    assert cfg.edits_tolerance == pytest.approx(0.25)
+    assert round_config(round_settings).edits_tolerance == 0.0
     assert round_config(round_settings).stages == ("stage1", "stage2")
 
 
@@ -257,3 +260,30 @@ def test_a_live_round_gates_promotion_on_the_projects_edit_costs(round_settings,
     summary = json.loads((Path(result.report_path or "").parent / "round.json").read_text())
     assert summary["preannotation"]["costs"] == {"add": 3.0, "remove": 1.0}
     assert "break-even 0.25" in Path(result.report_path or "").read_text()
+
+
+@pytest.mark.parametrize(("val_fraction", "val_used"), [(0.1, False), (0.5, True)])
+def test_a_validation_split_too_small_to_select_on_is_trained_on(
+    round_settings, val_fraction: float, val_used: bool
+) -> None:
+    from assistant.corrections import AnnotatedImage, assign_split
+    from assistant.labels import LabelSet
+    from workers.rounds import _round_data
+
+    settings = round_settings.model_copy(update={"round_val_fraction": val_fraction})
+    annotations = [
+        AnnotatedImage(key=str(i), positives=frozenset({"tag0"}), shown=frozenset(LABELS)) for i in range(40)
+    ]
+    paths = {a.key: Path(f"/images/{a.key}.png") for a in annotations}
+    data = _round_data(annotations, paths, LabelSet(tuple(LABELS)), settings, 3, min_val_images=8)
+    sides = assign_split(
+        [a.key for a in annotations], salt="project-3", heldout_fraction=0.3, val_fraction=val_fraction
+    )
+    # The held-out side is the hash's, always; validation images are kept apart only when they can select.
+    assert len(data.heldout) == sides.count("heldout") >= 4
+    if val_used:
+        assert data.val is not None and len(data.val) == sides.count("val") >= 8
+        assert len(data.train) == sides.count("train")
+    else:
+        assert 0 < sides.count("val") < 8 and data.val is None
+        assert len(data.train) == sides.count("train") + sides.count("val")
