@@ -1,6 +1,6 @@
 """The Label Studio ML backend as a FastAPI app: ``create_app(settings) -> FastAPI``.
 
-Routes (the protocol: ``../shared/reference/label-studio.md``; ours: ``docs/backend.md``):
+Routes (Label Studio's ML-backend protocol and ours: ``docs/backend.md``, "Endpoints"):
 
 =================  ======================================================================  =======
 ``GET /health``    ``{"status": "UP", "model_class": "MKTBackend", "workers": {...}}``;      open

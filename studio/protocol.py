@@ -1,4 +1,4 @@
-"""Pydantic models of the Label Studio ML-backend wire format (``../shared/reference/label-studio.md``).
+"""Pydantic models of the Label Studio ML-backend wire format (``docs/backend.md``, "Endpoints").
 
 Every request model ignores unknown fields: Label Studio adds keys over time (``params.hostname``
 in 2026, a top-level ``model_version`` in older releases), and a strict model would answer 422 to

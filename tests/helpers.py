@@ -11,7 +11,7 @@ import numpy as np
 def build_hf_tiny_clip(directory: Path, seed: int = 0) -> Path:
     """Save a tiny transformers CLIPModel and a CLIPTokenizer built from open_clip's bundled BPE.
 
-    No hub access: the vocabulary comes from the open_clip wheel (../shared/reference/environment.md §1).
+    No hub access: the vocabulary comes from the BPE file the open_clip wheel ships.
     """
     import torch
     from open_clip.tokenizer import SimpleTokenizer

@@ -2,8 +2,7 @@
 
 The server runs from its own venv (``ASSISTANT_LS_VENV``, default ``<repo>/.venv-ls``; it pins
 ``redis<5.3``, which clashes with the project's Celery) on ``127.0.0.1``, on a free port, with a
-fresh data dir per test session. It starts headless and non-interactively, as
-``../shared/reference/environment.md`` §3 measured:
+fresh data dir per test session. It starts headless and non-interactively:
 
 - legacy tokens on and a deterministic user token, so ``Authorization: Token <key>`` works at once;
 - ``ML_BLOCK_LOCAL_IP=false`` (else registering a backend on 127.0.0.1 answers 403) and
