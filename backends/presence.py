@@ -12,9 +12,13 @@ Asking is Celery's ``active_queues`` broadcast: every worker answers with the qu
 consumes, and the caller waits ``timeout_s`` (0.5 s) for answers because it cannot know how many
 workers there are. An answer is remembered for ``present_ttl_s`` (30 s) when a worker was found
 and refreshed in the background after that, so a request never waits for the broadcast while
-workers are online; an empty answer is remembered for ``absent_ttl_s`` (5 s), so a worker that
-starts is seen within seconds, and a request that asks pays at most ``timeout_s``. A broker that
-does not answer gives ``None`` (unknown): the predictor then waits as before.
+workers are online. "No worker" is never answered from memory: ``/predict`` asks again (paying
+at most ``timeout_s``), so a worker started a moment ago is seen by the very next request (a
+remembered empty answer once sent a user's first predictions to the background, with a false
+"no worker" warning, seconds after the worker came up). Requests that ask together share one
+answer. A broker that does not answer gives ``None`` (unknown): the predictor then waits as
+before, and nobody asks that broker again for ``absent_ttl_s`` (5 s), which also spaces
+``/health``'s background refreshes of an empty answer.
 
 A worker that answered lately and is missing from the last answer is *busy*, not gone, for
 ``busy_grace_s`` (120 s): the default CPU worker runs the solo pool, which cannot answer a
@@ -105,7 +109,8 @@ class QueueConsumers:
     Args:
         ask: Returns the queue names some worker consumes; raises when the broker cannot be asked.
         present_ttl_s: Seconds an answer that found workers is used before a background refresh.
-        absent_ttl_s: Seconds an empty (or failed) answer is used before asking again.
+        absent_ttl_s: Seconds a failed answer is used before asking again, and between ``/health``'s
+            background refreshes of an empty one (``/predict`` asks again after an empty answer).
         busy_grace_s: Seconds a queue some worker consumed stays "busy" (unknown) rather than
             unconsumed when its workers stop answering.
         clock: Monotonic seconds (tests move it).
@@ -136,14 +141,19 @@ class QueueConsumers:
         return QueueSnapshot(self._queues, None if at is None else max(0.0, now - at), busy)
 
     def consumed(self, queue: str) -> bool | None:
-        """Whether some worker consumes ``queue``: remembered, refreshed, or asked now (at most ``timeout_s``)."""
+        """Whether some worker consumes ``queue``: remembered, refreshed, or asked now (at most ``timeout_s``).
+
+        ``False`` always comes from a question asked now (module docstring).
+        """
         snap = self.snapshot()
         if snap.age_s is not None and snap.queues:
             if snap.age_s >= self.present_ttl_s:
                 self.refresh_in_background()
-            return snap.consumed(queue)
-        if snap.age_s is not None and snap.age_s < self.absent_ttl_s:
-            return snap.consumed(queue)
+            answer = snap.consumed(queue)
+            if answer is not False:
+                return answer
+        elif snap.age_s is not None and snap.queues is None and snap.age_s < self.absent_ttl_s:
+            return None  # the broker failed a moment ago: unknown, without asking it again yet
         return self._refresh().consumed(queue)
 
     def refresh_in_background(self) -> None:
