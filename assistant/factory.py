@@ -7,9 +7,9 @@ Examples:
     >>> create_backbone("hf:/models/clip-vit-base-patch16")          # doctest: +SKIP
     >>> create_backbone("test-tiny", allow_random=True)              # doctest: +SKIP
 
-What a spec can name is the backbone registry's (:mod:`assistant.backbones.registry`): each kind
-has a scheme (``hf:``, ``local-dir:``, none for ``NAME[:TAG]``), a builder and its weight files,
-so this module never switches on a kind's name.
+What a spec can name is the backbone registry's (:mod:`assistant.backbones.registry`, the home of
+``BackboneSpec``, re-exported here): each kind has a scheme (``hf:``, ``local-dir:``, none for
+``NAME[:TAG]``), a builder and its weight files, so this module never switches on a kind's name.
 
 A model that cannot load its weights is an error with the fix in its message, never a silently
 random model: real weights are always loaded with open_clip's ``require_pretrained=True``, and a
@@ -26,16 +26,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from assistant.backbone import Backbone
 from assistant.backbones.open_clip_backbone import MODEL_CONFIGS_DIR, list_model_configs, register_model_config
-from assistant.backbones.registry import BackboneKind, backbone_kind, default_kind, kind_for_directory, kind_for_scheme
+from assistant.backbones.registry import BackboneSpec
 from assistant.devices import resolve_device
-from assistant.errors import ConfigError, ModelLoadError
+from assistant.errors import ModelLoadError
 
 __all__ = [
     "MODEL_CONFIGS_DIR",
@@ -47,68 +46,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """What to build.
-
-    Attributes:
-        kind: A registered backbone kind (``assistant.backbones.list_backbone_kinds()``):
-            ``open_clip`` (an architecture name, with a pretrained tag or weights file),
-            ``open_clip_dir`` (an open_clip model directory: ``open_clip_config.json`` + weights),
-            ``hf`` (a Hugging Face CLIP model directory).
-        name: Architecture name, or the directory for the directory kinds.
-        pretrained: Pretrained tag or local weights file (the default kind only); None = no weights.
-    """
-
-    kind: str
-    name: str
-    pretrained: str | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> BackboneSpec:
-        """Parse ``SCHEME:REST`` (``hf:DIR``, ``local-dir:DIR``), a model ``DIR``, or ``NAME[:TAG]``."""
-        text = text.strip()
-        if not text:
-            raise ConfigError("the model spec is empty", fix="pass e.g. 'ViT-B-16:laion2b_s34b_b88k' or a directory")
-        scheme, sep, rest = text.partition(":")
-        kind = kind_for_scheme(scheme) if sep else None
-        if kind is not None:
-            return cls(kind.name, rest)
-        if Path(text).is_dir():
-            found = kind_for_directory(Path(text))
-            if found is None:
-                raise ConfigError(
-                    f"the model directory {text} holds none of the files that say what it is",
-                    why="looked for " + ", ".join(_markers()),
-                    fix="point at an open_clip model directory, or prefix a Hugging Face CLIP directory with 'hf:'",
-                )
-            return cls(found.name, text)
-        name, sep, pretrained = text.partition(":")
-        return cls(default_kind().name, name, pretrained if sep else None)
-
-    @property
-    def backbone_kind(self) -> BackboneKind:
-        """The registered kind (raises ``ConfigError`` for an unknown one)."""
-        return backbone_kind(self.kind)
-
-    def __str__(self) -> str:
-        scheme = self.backbone_kind.scheme
-        if scheme is not None:
-            return f"{scheme}:{self.name}"
-        return self.name if self.pretrained is None else f"{self.name}:{self.pretrained}"
-
-    @property
-    def has_weights(self) -> bool:
-        """Whether the spec names real weights (a model directory, or a name with a tag or file)."""
-        return self.backbone_kind.directory or self.pretrained is not None
-
-
-def _markers() -> list[str]:
-    from assistant.backbones.registry import BACKBONE_KINDS
-
-    return [k.directory_marker for k in BACKBONE_KINDS.values() if k.directory_marker]
 
 
 def create_backbone(

@@ -35,10 +35,10 @@ import torch
 from numpy.typing import ArrayLike, NDArray
 from PIL import Image
 
+from assistant.backbones.registry import BackboneSpec
 from assistant.calibration import Calibrator, FitConfig
 from assistant.checkpoint import PRIOR_FILE, LoadedModel, is_checkpoint, load_model
 from assistant.errors import ConfigError, DataError
-from assistant.factory import BackboneSpec
 from assistant.inference import Tagger
 from preannotation import EditCosts, EffortTotals, Reliability, reliability, show_mask
 

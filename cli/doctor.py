@@ -25,7 +25,7 @@ import typer
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from cli.doctor_checks import Check
+    from cli.doctor_result import Check
 
 __all__ = ["doctor"]
 
@@ -47,7 +47,8 @@ def doctor(
     ] = 3.0,
 ) -> None:
     """Check the stack (and a project) in order and say what is wrong and how to fix it."""
-    from cli.doctor_checks import Check, Doctor
+    from cli.doctor_checks import Doctor
+    from cli.doctor_result import Check
 
     checks: list[Check]
     try:

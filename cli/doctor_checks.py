@@ -1,6 +1,6 @@
 """The checks of `assistant doctor`, in the order it runs them; each says what it found and the fix.
 
-A check returns a :class:`Check` with a status:
+A check returns a :class:`~cli.doctor_result.Check` with a status:
 
 - ``ok``: works;
 - ``warn``: works, but not as a user would want (the offline demo model, a worker on other
@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+from cli.doctor_result import Check
+from state.redact import redact_url
+from studio.tokens import token_kind
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -28,54 +31,7 @@ if TYPE_CHECKING:
     from studio.client import LabelStudioClient
     from studio.controls import ProjectVocabulary
 
-__all__ = ["Check", "Doctor", "redact"]
-
-Status = Literal["ok", "warn", "fail", "skip"]
-
-
-def redact(url: str) -> str:
-    """A URL without its password (broker and ledger URLs may carry one)."""
-    import re
-
-    return re.sub(r"//([^:/@]*):[^@]*@", r"//\1:***@", url)
-
-
-@dataclass
-class Check:
-    """One check's result.
-
-    Attributes:
-        name: Its id in ``--json`` (``settings``, ``redis``, ``workers``, ...).
-        title: For people.
-        status: ``ok``, ``warn``, ``fail`` or ``skip``.
-        detail: What it found.
-        fix: What to do (for ``warn`` and ``fail``).
-        data: What a script may want (worker names, URLs, versions).
-    """
-
-    name: str
-    title: str
-    status: Status
-    detail: str
-    fix: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return {
-            "name": self.name,
-            "title": self.title,
-            "status": self.status,
-            "detail": self.detail,
-            "fix": self.fix,
-            "data": self.data,
-        }
-
-
-def _token_kind(key: str) -> str:
-    from workers.media import _looks_like_jwt
-
-    return "a personal access token" if _looks_like_jwt(key) else "a legacy token"
+__all__ = ["Doctor"]
 
 
 class Doctor:
@@ -147,13 +103,13 @@ class Doctor:
         s = self.settings
         source = f"env file {s.env_file}" if s.env_file is not None else "the environment only (no .env here)"
         detail = (
-            f"read {source}: home {s.home}, broker {redact(s.broker_url)}, Label Studio {s.label_studio_url}, "
+            f"read {source}: home {s.home}, broker {redact_url(s.broker_url)}, Label Studio {s.label_studio_url}, "
             f"backend port {s.port}, base model {s.base_model}"
         )
         data = {
             "env_file": None if s.env_file is None else str(s.env_file),
             "home": str(s.home),
-            "broker": redact(s.broker_url),
+            "broker": redact_url(s.broker_url),
             "label_studio_url": s.label_studio_url,
             "port": s.port,
             "base_model": s.base_model,
@@ -166,7 +122,7 @@ class Doctor:
 
         client = broker_redis(self.settings.broker_url, timeout_s=self.timeout)
         if client is None:
-            return Check("redis", "Redis", "skip", f"the broker {redact(self.settings.broker_url)} is not Redis")
+            return Check("redis", "Redis", "skip", f"the broker {redact_url(self.settings.broker_url)} is not Redis")
         try:
             client.ping()
         except Exception as exc:  # redis.RedisError and socket errors alike
@@ -174,13 +130,13 @@ class Doctor:
                 "redis",
                 "Redis",
                 "fail",
-                f"Redis does not answer at {redact(self.settings.broker_url)} ({type(exc).__name__}: {exc})",
+                f"Redis does not answer at {redact_url(self.settings.broker_url)} ({type(exc).__name__}: {exc})",
                 fix="start Redis (`make stack` starts one; or `redis-server`), or point ASSISTANT_BROKER_URL at yours",
             )
         finally:
             client.close()
         self.redis_ok = True
-        return Check("redis", "Redis", "ok", f"answers at {redact(self.settings.broker_url)}")
+        return Check("redis", "Redis", "ok", f"answers at {redact_url(self.settings.broker_url)}")
 
     def check_workers(self) -> Check:
         """Workers online per queue, and the model settings each was started with."""
@@ -283,7 +239,7 @@ class Doctor:
                 f"Label Studio answers at {url}, but no API key is set",
                 fix="set ASSISTANT_LABEL_STUDIO_API_KEY to a token (Account & Settings in Label Studio)",
             )
-        kind = _token_kind(key)
+        kind = token_kind(key)
         try:
             client = LabelStudioClient(url, key, timeout=self.timeout, max_retries=0)
             user = client.sdk.users.whoami()

@@ -1,7 +1,7 @@
 """The project's checks of `assistant doctor`: its labeling config, its webhook, one of its images.
 
 Each takes Label Studio's client and the project, and returns a
-:class:`~cli.doctor_checks.Check` (``cli/doctor_checks.py`` runs them in order, after the stack's).
+:class:`~cli.doctor_result.Check` (``cli/doctor_checks.py`` runs them in order, after the stack's).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import contextlib
 import uuid
 from typing import TYPE_CHECKING
 
-from cli.doctor_checks import Check
+from cli.doctor_result import Check
 
 if TYPE_CHECKING:
     from celery import Celery

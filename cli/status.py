@@ -21,13 +21,14 @@ otherwise, also when no worker is online (the table says so).
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+from state.redact import redact_url
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -37,11 +38,6 @@ if TYPE_CHECKING:
 __all__ = ["collect", "status"]
 
 _DIST = "labeling-assistant"
-
-
-def _redact(url: str) -> str:
-    # Broker and ledger URLs may carry a password.
-    return re.sub(r"//([^:/@]*):[^@]*@", r"//\1:***@", url)
 
 
 def _version() -> str:
@@ -109,7 +105,7 @@ def _broker(settings: Settings, report: dict[str, Any], timeout: float) -> None:
     except Exception as exc:  # redis.RedisError and socket errors alike: report, do not crash
         report["redis"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         report["errors"].append(
-            f"Redis is unreachable at {_redact(settings.broker_url)} ({type(exc).__name__}). "
+            f"Redis is unreachable at {redact_url(settings.broker_url)} ({type(exc).__name__}). "
             "Fix: start Redis, or point ASSISTANT_BROKER_URL at it"
         )
         return
@@ -222,7 +218,7 @@ def collect(settings: Settings, *, timeout: float = 1.0) -> dict[str, Any]:
         "environment": settings.environment,
         "env_file": None if settings.env_file is None else str(settings.env_file),
         "home": str(settings.home),
-        "broker": _redact(settings.broker_url),
+        "broker": redact_url(settings.broker_url),
         "label_studio_url": settings.label_studio_url,
         "redis": {"ok": None, "error": None},
         "queues": {},

@@ -42,7 +42,8 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from errors import AssistantError
-from state.sqlstore import SQLiteStore, SQLStore, open_store, redact_url
+from state.redact import redact_url
+from state.sqlstore import SQLiteStore, SQLStore, open_store
 
 __all__ = [
     "AGENT_LOG_FILE",

@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from errors import AssistantError
+from state.redact import redact_url
 
-__all__ = ["PostgresStore", "SQLStore", "SQLiteStore", "open_store", "redact_url"]
+__all__ = ["PostgresStore", "SQLStore", "SQLiteStore", "open_store"]
 
 _PG_CONNECT_TIMEOUT_S = 3
 _PREFIX_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
@@ -54,11 +55,6 @@ class SQLStore(Protocol):
     def close(self) -> None:
         """Close the connection."""
         ...
-
-
-def redact_url(url: str) -> str:
-    """``url`` without the password it may carry (never log one)."""
-    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
 
 
 class SQLiteStore:

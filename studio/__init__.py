@@ -7,5 +7,6 @@
 - :mod:`studio.protocol`: the wire format (tasks, result items, predictions, annotations);
 - :mod:`studio.results`: Label Studio results to label sets (corrections) and back;
 - :mod:`studio.export`: reading a project export (the latest annotation of each task);
+- :mod:`studio.tokens`: the two kinds of API key (legacy token, personal access token);
 - :mod:`studio.errors`: what fails, as what/why/fix errors with the HTTP status to answer.
 """

@@ -27,11 +27,9 @@ per-image ``ImageFailure``, never a failed batch.
 from __future__ import annotations
 
 import base64
-import binascii
 import contextlib
 import functools
 import ipaddress
-import json
 import logging
 import socket
 import threading
@@ -46,6 +44,7 @@ import httpx
 
 from state.contracts import ImageRef
 from state.settings import Settings
+from studio.tokens import is_personal_access_token
 from workers.errors import MediaError
 
 __all__ = ["LabelStudioAuth", "MediaFetcher", "SourceInfo"]
@@ -103,17 +102,6 @@ def _system_resolver(host: str, port: int) -> list[str]:
     return sorted({str(info[4][0]) for info in infos})
 
 
-def _looks_like_jwt(key: str) -> bool:
-    parts = key.split(".")
-    if len(parts) != 3:
-        return False
-    try:
-        header = json.loads(base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)))
-    except (ValueError, binascii.Error):
-        return False
-    return isinstance(header, dict) and "alg" in header
-
-
 def _origin(url: httpx.URL) -> tuple[str, str, int]:
     port = url.port or (443 if url.scheme == "https" else 80)
     return url.scheme, url.host.lower(), port
@@ -138,7 +126,7 @@ class LabelStudioAuth:
         self._client = client
         self._lock = threading.Lock()
         self._access: str | None = None
-        self.is_pat = _looks_like_jwt(self._key)
+        self.is_pat = is_personal_access_token(self._key)
 
     def headers(self) -> dict[str, str]:
         """The header to send now (fetches an access token first for a PAT)."""

@@ -15,7 +15,7 @@ from assistant.backbone import Backbone, ImageFeatures
 from assistant.errors import ModelLoadError
 
 if TYPE_CHECKING:
-    from assistant.factory import BackboneSpec
+    from assistant.backbones.registry import BackboneSpec
 
 __all__ = ["HFClipBackbone", "build_hf_clip"]
 

@@ -16,7 +16,7 @@ from assistant.backbones.registry import BackboneKind, register_backbone_kind
 
 if TYPE_CHECKING:
     from assistant.backbone import Backbone
-    from assistant.factory import BackboneSpec
+    from assistant.backbones.registry import BackboneSpec
 
 __all__ = ["OPEN_CLIP_WEIGHT_FILES"]
 

@@ -14,7 +14,7 @@ from assistant.backbone import Backbone, ImageFeatures
 from assistant.errors import ConfigError, ModelLoadError
 
 if TYPE_CHECKING:
-    from assistant.factory import BackboneSpec
+    from assistant.backbones.registry import BackboneSpec
 
 __all__ = ["MODEL_CONFIGS_DIR", "OpenClipBackbone", "build_open_clip", "list_model_configs", "register_model_config"]
 

@@ -6,8 +6,8 @@ registered twice warns, and an unknown name raises an error that lists the valid
 
 A spec is ``SCHEME:REST`` for a kind with a scheme (``hf:DIR``, ``local-dir:DIR``), a plain
 directory (the kind whose ``directory_marker`` file it holds), or else the one kind without a
-scheme (``NAME[:TAG]``, open_clip). :class:`assistant.factory.BackboneSpec` parses and prints
-specs through this registry and :func:`assistant.factory.create_backbone` builds through it, so
+scheme (``NAME[:TAG]``, open_clip). :class:`BackboneSpec` (here, beside the kinds it names) parses
+and prints specs through this registry and :func:`assistant.factory.create_backbone` builds through it, so
 a new kind touches no ``if kind == ...`` anywhere.
 
 Light on purpose (stdlib only): ``assistant --help`` lists the kinds without importing torch.
@@ -26,11 +26,11 @@ from assistant.errors import ConfigError
 
 if TYPE_CHECKING:
     from assistant.backbone import Backbone
-    from assistant.factory import BackboneSpec
 
 __all__ = [
     "BACKBONE_KINDS",
     "BackboneKind",
+    "BackboneSpec",
     "backbone_kind",
     "default_kind",
     "describe_backbone_kinds",
@@ -125,3 +125,60 @@ def default_kind() -> BackboneKind:
 def describe_backbone_kinds() -> dict[str, str]:
     """An example spec of each kind -> what it names (the CLI's help)."""
     return {k.example: k.summary for k in _registry.values()}
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What to build.
+
+    Attributes:
+        kind: A registered backbone kind (``assistant.backbones.list_backbone_kinds()``):
+            ``open_clip`` (an architecture name, with a pretrained tag or weights file),
+            ``open_clip_dir`` (an open_clip model directory: ``open_clip_config.json`` + weights),
+            ``hf`` (a Hugging Face CLIP model directory).
+        name: Architecture name, or the directory for the directory kinds.
+        pretrained: Pretrained tag or local weights file (the default kind only); None = no weights.
+    """
+
+    kind: str
+    name: str
+    pretrained: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> BackboneSpec:
+        """Parse ``SCHEME:REST`` (``hf:DIR``, ``local-dir:DIR``), a model ``DIR``, or ``NAME[:TAG]``."""
+        text = text.strip()
+        if not text:
+            raise ConfigError("the model spec is empty", fix="pass e.g. 'ViT-B-16:laion2b_s34b_b88k' or a directory")
+        scheme, sep, rest = text.partition(":")
+        kind = kind_for_scheme(scheme) if sep else None
+        if kind is not None:
+            return cls(kind.name, rest)
+        if Path(text).is_dir():
+            found = kind_for_directory(Path(text))
+            if found is None:
+                markers = [k.directory_marker for k in _registry.values() if k.directory_marker]
+                raise ConfigError(
+                    f"the model directory {text} holds none of the files that say what it is",
+                    why="looked for " + ", ".join(markers),
+                    fix="point at an open_clip model directory, or prefix a Hugging Face CLIP directory with 'hf:'",
+                )
+            return cls(found.name, text)
+        name, sep, pretrained = text.partition(":")
+        return cls(default_kind().name, name, pretrained if sep else None)
+
+    @property
+    def backbone_kind(self) -> BackboneKind:
+        """The registered kind (raises ``ConfigError`` for an unknown one)."""
+        return backbone_kind(self.kind)
+
+    def __str__(self) -> str:
+        scheme = self.backbone_kind.scheme
+        if scheme is not None:
+            return f"{scheme}:{self.name}"
+        return self.name if self.pretrained is None else f"{self.name}:{self.pretrained}"
+
+    @property
+    def has_weights(self) -> bool:
+        """Whether the spec names real weights (a model directory, or a name with a tag or file)."""
+        return self.backbone_kind.directory or self.pretrained is not None
