@@ -17,48 +17,19 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from cli.progress import ProgressBars, progress_bars
+
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.progress import Progress
 
     from state.contracts import RoundResult
 
-__all__ = ["ProgressBars", "beat", "round_app", "run", "status"]
+__all__ = ["beat", "round_app", "run", "status"]
 
 round_app = typer.Typer(
     help="Fine-tuning rounds: learn from annotators' corrections, promote only what is not worse.",
     no_args_is_help=True,
 )
-
-_PHASES = {
-    "export": "Exporting annotations",
-    "images": "Fetching images",
-    "stage1": "Training stage 1 (image side)",
-    "stage2": "Training stage 2 (prompt)",
-    "evaluate": "Evaluating on held-out",
-    "save": "Registering and reporting",
-}
-
-
-class ProgressBars:
-    """A rich progress bar per phase, fed by ``progress(phase, done, total)`` callbacks."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.tasks: dict[str, Any] = {}
-
-    def __call__(self, phase: str, done: int, total: int) -> None:
-        if phase not in self.tasks:
-            self.tasks[phase] = self.progress.add_task(_PHASES.get(phase, phase), total=max(1, total))
-        self.progress.update(self.tasks[phase], completed=done, total=max(1, total))
-
-
-def _bars(console: Console) -> Progress:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-    )
 
 
 def _print_result(console: Console, result: RoundResult) -> None:
@@ -133,7 +104,7 @@ def _local(console: Console, settings: Any, locks: Any, request: Any) -> RoundRe
         import torch
 
         torch.set_num_threads(settings.torch_threads)
-    with _bars(console) as progress:
+    with progress_bars(console) as progress:
         return run_project_round(settings, request, holder=cli_holder(), locks=locks, progress=ProgressBars(progress))
 
 

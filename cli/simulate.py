@@ -78,7 +78,7 @@ def rounds(
 
     from assistant.rounds import RoundConfig
     from benchworld.simulation import SimulationConfig, plot_simulation, plot_simulation_effort, simulate_rounds
-    from cli.rounds import ProgressBars, _bars
+    from cli.progress import ProgressBars, progress_bars
     from cli.simulation_base import load_base, serving_config, world_of
 
     console = Console()
@@ -103,7 +103,7 @@ def rounds(
         world=world_of(world),
     )
     source, base = load_base(base_model, threads)
-    with _bars(console) as progress:
+    with progress_bars(console) as progress:
         result = simulate_rounds(base, cfg, progress=ProgressBars(progress))
     table = result.table()
     console.print(table, highlight=False, soft_wrap=True)

@@ -69,7 +69,7 @@ def agent(
 
     from assistant.agent_policy import PolicyConfig
     from benchworld.simulation.agent import AgentSimConfig, plot_agent_simulation, quick_config, simulate_agent
-    from cli.rounds import ProgressBars, _bars
+    from cli.progress import ProgressBars, progress_bars
     from cli.simulation_base import load_base, serving_config, world_of
 
     console = Console()
@@ -94,7 +94,7 @@ def agent(
         cfg, automation_bias=automation_bias, serving=serving_config(refit_every, guard), world=world_of(world)
     )
     source, base = load_base(base_model, threads)
-    with _bars(console) as progress:
+    with progress_bars(console) as progress:
         result = simulate_agent(base, cfg, progress=ProgressBars(progress))
     table = result.table()
     console.print(table, highlight=False, soft_wrap=True)

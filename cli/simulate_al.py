@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from cli.progress import progress_bars
 from cli.registry_help import strategy_names
 from cli.simulation_base import WorldVersion
 
 if TYPE_CHECKING:
-    from rich.console import Console
     from rich.progress import Progress
 
     from benchworld.simulation.active import ActiveLearningConfig, StrategyRun
@@ -120,14 +120,6 @@ class _RunBars:
             self.progress.update(self.phase, description=what[:60], completed=done, total=max(1, total))
 
 
-def _bars(console: Console) -> Progress:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn("{task.description:<60}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-    )
-
-
 def _read_runs(folder: Path) -> list[StrategyRun]:
     from benchworld.simulation.active import StrategyRun
 
@@ -184,7 +176,7 @@ def active_learning(
         path.write_text(json.dumps(dataclasses.asdict(run), indent=1) + "\n")
 
     source, base = load_base(base_model, threads) if todo else (base_model or "-", None)
-    with _bars(console) as progress:
+    with progress_bars(console, width=60) as progress:
         result = simulate_active_learning(
             base,  # type: ignore[arg-type]  # None only when nothing is left to run
             cfg,
@@ -234,7 +226,7 @@ def label_quality(
     console = Console()
     cfg = _config(["random"], seeds, budget, rounds, budget, eval_images, "val", epochs, tolerance, world)
     source, base = load_base(base_model, threads)
-    with _bars(console) as progress:
+    with progress_bars(console, width=60) as progress:
         results = simulate_label_quality(
             base,
             cfg,
@@ -301,7 +293,7 @@ def label_quality_ceiling(
     # Only the tasks matter (seeds, budget, rounds, options): nothing is trained or evaluated, so the
     # evaluation set and round settings are placeholders. The pool is the budget, as in label-quality.
     cfg = _config(["random"], seeds, budget, rounds, budget, 10, "val", 4, 100.0)
-    with _bars(console) as progress:
+    with progress_bars(console, width=60) as progress:
         points = ceiling(cfg, fraction=fraction, flag_fraction=flag, separations=values, progress=_RunBars(progress, 0))
     table = Table(
         title=f"Review with synthetic scorers: {100 * fraction:g}% of tasks corrupted, top {100 * flag:g}% flagged"
