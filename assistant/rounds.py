@@ -43,7 +43,7 @@ from assistant.backbone import Backbone, ImageFeatures
 from assistant.calibration import Calibrator, FitConfig
 from assistant.checkpoint import LoadedModel, Sidecar, save_checkpoint
 from assistant.config import Stage1Config, Stage2Config, to_dict
-from assistant.corrections import counts
+from assistant.corrections import AnnotatedImage, assign_split, correction_targets, counts
 from assistant.data import manifest_hash
 from assistant.errors import ConfigError, DataError
 from assistant.evaluate import per_label_ap
@@ -66,6 +66,7 @@ __all__ = [
     "TargetColumns",
     "choose_training_labels",
     "run_round",
+    "split_annotations",
     "train_candidate",
 ]
 
@@ -207,6 +208,48 @@ class RoundData:
             "heldout_images": len(self.heldout),
             "vocabulary": len(self.labels),
         }
+
+
+def split_annotations(
+    annotations: Sequence[AnnotatedImage],
+    labels: LabelSet,
+    dataset: Callable[[list[int], NDArray[np.int8]], Dataset[Sample]],
+    *,
+    salt: str,
+    heldout_fraction: float,
+    val_fraction: float,
+    min_val_images: int,
+) -> RoundData:
+    """A round's splits of its annotations: the one rule of live rounds and the simulations.
+
+    Each image's side is :func:`~assistant.corrections.assign_split`'s (a hash of ``salt`` and its
+    key) and its targets :func:`~assistant.corrections.correction_targets`'. A validation split
+    smaller than ``min_val_images`` could not select an epoch: its images are trained on instead,
+    so a young project's annotations are not thrown away. Only the held-out side never moves.
+
+    Args:
+        annotations: The annotated images, in any order.
+        labels: The vocabulary (the targets' columns).
+        dataset: ``dataset(rows, targets)``: the samples of those annotations (indices into
+            ``annotations``) with those targets (image files for live rounds, arrays in simulations).
+        salt: Per-project salt of the split (``project-<id>``).
+        heldout_fraction: Share held out for evaluation.
+        val_fraction: Share used for epoch selection.
+        min_val_images: Fewer validation images than this are trained on.
+    """
+    sides = assign_split(
+        [a.key for a in annotations], salt=salt, heldout_fraction=heldout_fraction, val_fraction=val_fraction
+    )
+    if 0 < sides.count("val") < min_val_images:
+        sides = ["train" if side == "val" else side for side in sides]
+    targets = correction_targets(labels, annotations)
+
+    def split(name: str) -> RoundSplit:
+        rows = [i for i, side in enumerate(sides) if side == name]
+        return RoundSplit(dataset(rows, targets[rows]), tuple(annotations[i].identity for i in rows))
+
+    val = split("val")
+    return RoundData(labels, train=split("train"), heldout=split("heldout"), val=val if len(val) else None)
 
 
 @dataclass

@@ -52,13 +52,13 @@ from assistant.backbone import ImageFeatures
 from assistant.calibration import FitConfig
 from assistant.checkpoint import LoadedModel, load_model
 from assistant.config import Stage1Config, Stage2Config
-from assistant.corrections import AnnotatedImage, assign_split, correction_targets
+from assistant.corrections import AnnotatedImage
 from assistant.data import FileImageDataset
 from assistant.devices import resolve_device
 from assistant.labels import LabelSet
 from assistant.model import MKTModel
 from assistant.round_report import clean_stale_reports, write_round_report
-from assistant.rounds import FeatureFn, InsufficientDataError, RoundConfig, RoundData, RoundSplit, run_round
+from assistant.rounds import FeatureFn, InsufficientDataError, RoundConfig, RoundData, run_round, split_annotations
 from assistant.train import dataset_targets, encode_dataset
 from errors import AssistantError
 from state.contracts import TRAIN_ROUND, RoundRequest, RoundResult
@@ -209,25 +209,15 @@ def _round_data(
     project: int,
     min_val_images: int = RoundConfig.min_val_images,
 ) -> RoundData:
-    sides = assign_split(
-        [a.key for a in annotations],
+    return split_annotations(
+        annotations,
+        labels,
+        lambda rows, targets: FileImageDataset([paths[annotations[i].key] for i in rows], targets),
         salt=f"project-{project}",
         heldout_fraction=settings.round_heldout_fraction,
         val_fraction=settings.round_val_fraction,
+        min_val_images=min_val_images,
     )
-    targets = correction_targets(labels, annotations)
-    # A validation split too small to select epochs on would be annotations thrown away (a small
-    # project's first rounds): train on it instead. Only the held-out side must never move.
-    if 0 < sides.count("val") < min_val_images:
-        sides = ["train" if side == "val" else side for side in sides]
-
-    def split(name: str) -> RoundSplit:
-        rows = [i for i, side in enumerate(sides) if side == name]
-        files = [paths[annotations[i].key] for i in rows]
-        return RoundSplit(FileImageDataset(files, targets[rows]), tuple(annotations[i].identity for i in rows))
-
-    val = split("val")
-    return RoundData(labels, train=split("train"), heldout=split("heldout"), val=val if len(val) else None)
 
 
 def _load(source: str, device: str) -> LoadedModel:

@@ -57,7 +57,7 @@ from assistant.agent_policy import (
 from assistant.backbone import Backbone
 from assistant.checkpoint import LoadedModel
 from assistant.config import Stage1Config, Stage2Config
-from assistant.corrections import AnnotatedImage, assign_split, correction_targets
+from assistant.corrections import AnnotatedImage
 from assistant.data import ArrayImageDataset
 from assistant.errors import ConfigError
 from assistant.evaluate import per_label_ap
@@ -65,7 +65,7 @@ from assistant.inference import Tagger
 from assistant.label_quality import review_labels
 from assistant.labels import LabelSet
 from assistant.plots import plot_learning_curves
-from assistant.rounds import InsufficientDataError, RoundConfig, RoundData, RoundSplit, run_round
+from assistant.rounds import InsufficientDataError, RoundConfig, RoundData, run_round, split_annotations
 from assistant.selection import SelectionPool, create_strategy
 from benchworld.simulation.annotator import LabeledImages, SimulatedAnnotator, annotator_for, render_labeled
 from benchworld.simulation.features import CachedFeatures
@@ -507,23 +507,16 @@ class _Project:
         return flags
 
     def round_data(self) -> RoundData:
-        labels = LabelSet(tuple(self.options))
-        sides = assign_split(
-            [a.key for a in self.annotations],
+        images = self.pool.images[np.array([int(a.key) for a in self.annotations])]
+        return split_annotations(
+            self.annotations,
+            LabelSet(tuple(self.options)),
+            lambda rows, targets: ArrayImageDataset(images[rows], targets),
             salt=f"agent-simulation-{self.cfg.seed}",
             heldout_fraction=self.cfg.heldout_fraction,
             val_fraction=self.cfg.val_fraction,
+            min_val_images=self.cfg.round.min_val_images,
         )
-        targets = correction_targets(labels, self.annotations)
-        rows = np.array([int(a.key) for a in self.annotations])
-
-        def split(name: str) -> RoundSplit:
-            sel = [j for j, side in enumerate(sides) if side == name]
-            data = ArrayImageDataset(self.pool.images[rows[sel]], targets[sel])
-            return RoundSplit(data, tuple(self.annotations[j].identity for j in sel))
-
-        val = split("val")
-        return RoundData(labels, train=split("train"), heldout=split("heldout"), val=val if len(val) else None)
 
     def train(self, teacher: Backbone, number: int, progress: Progress) -> dict[str, Any]:
         """One round on every annotation so far; promotes as production does."""

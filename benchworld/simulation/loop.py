@@ -38,14 +38,14 @@ from numpy.typing import NDArray
 
 from assistant.backbone import Backbone
 from assistant.checkpoint import LoadedModel
-from assistant.corrections import AnnotatedImage, assign_split, correction_targets
+from assistant.corrections import AnnotatedImage
 from assistant.data import ArrayImageDataset
 from assistant.errors import ConfigError
 from assistant.evaluate import per_label_ap
 from assistant.inference import Tagger
 from assistant.labels import LabelSet
 from assistant.plots import plot_learning_curves
-from assistant.rounds import InsufficientDataError, RoundConfig, RoundData, RoundOutcome, RoundSplit, run_round
+from assistant.rounds import InsufficientDataError, RoundConfig, RoundData, RoundOutcome, run_round, split_annotations
 from benchworld.simulation.annotator import LabeledImages, SimulatedAnnotator, annotator_for, render_labeled
 from benchworld.simulation.features import encode_images
 from benchworld.simulation.serving import EffortLog, ProjectServing, ServingConfig
@@ -315,23 +315,16 @@ def _test_aps(loaded: LoadedModel, test: LabeledImages, labels: Sequence[str], b
 def _round_data(
     annotations: Sequence[AnnotatedImage], options: Sequence[str], pool: LabeledImages, cfg: SimulationConfig
 ) -> RoundData:
-    labels = LabelSet(tuple(options))
-    sides = assign_split(
-        [a.key for a in annotations],
+    images = pool.images[np.array([int(a.key) for a in annotations])]
+    return split_annotations(
+        annotations,
+        LabelSet(tuple(options)),
+        lambda rows, targets: ArrayImageDataset(images[rows], targets),
         salt=f"simulation-{cfg.seed}",
         heldout_fraction=cfg.heldout_fraction,
         val_fraction=cfg.val_fraction,
+        min_val_images=cfg.round.min_val_images,
     )
-    targets = correction_targets(labels, annotations)
-    rows = np.array([int(a.key) for a in annotations])
-
-    def split(name: str) -> RoundSplit:
-        sel = [j for j, side in enumerate(sides) if side == name]
-        data = ArrayImageDataset(pool.images[rows[sel]], targets[sel])
-        return RoundSplit(data, tuple(annotations[j].identity for j in sel))
-
-    val = split("val")
-    return RoundData(labels, train=split("train"), heldout=split("heldout"), val=val if len(val) else None)
 
 
 def _degraded(cfg: RoundConfig) -> RoundConfig:
