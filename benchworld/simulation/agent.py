@@ -507,7 +507,7 @@ class _Project:
         return flags
 
     def round_data(self) -> RoundData:
-        images = self.pool.images[np.array([int(a.key) for a in self.annotations])]
+        images = self.pool.images[np.array([int(a.key) for a in self.annotations], dtype=np.int64)]
         return split_annotations(
             self.annotations,
             LabelSet(tuple(self.options)),

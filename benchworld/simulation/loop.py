@@ -315,7 +315,7 @@ def _test_aps(loaded: LoadedModel, test: LabeledImages, labels: Sequence[str], b
 def _round_data(
     annotations: Sequence[AnnotatedImage], options: Sequence[str], pool: LabeledImages, cfg: SimulationConfig
 ) -> RoundData:
-    images = pool.images[np.array([int(a.key) for a in annotations])]
+    images = pool.images[np.array([int(a.key) for a in annotations], dtype=np.int64)]
     return split_annotations(
         annotations,
         LabelSet(tuple(options)),

@@ -240,3 +240,37 @@ def test_the_candidate_checkpoint_records_its_lineage_and_the_report_is_complete
     write_round_report(outcome, report.parent, title="again")
     assert "# again" in report.read_text()
     assert [p.name for p in report.parent.parent.iterdir()] == ["r001"]
+
+
+@pytest.mark.parametrize(("n", "val_used"), [(0, False), (40, False), (200, True)])
+def test_split_annotations_trains_on_a_validation_split_too_small_to_select_on(n: int, val_used: bool) -> None:
+    from assistant.data import ArrayImageDataset
+    from assistant.labels import LabelSet
+    from assistant.rounds import split_annotations
+
+    annotations = [
+        AnnotatedImage(key=str(i), positives=frozenset({"a"} if i % 2 else {"b"}), shown=frozenset({"a", "b"}))
+        for i in range(n)
+    ]
+    pixels = np.arange(max(n, 1) * 8 * 8 * 3, dtype=np.int64).reshape(-1, 8, 8, 3).astype(np.uint8)
+    images = pixels[np.array([int(a.key) for a in annotations], dtype=np.int64)]
+    data = split_annotations(
+        annotations,
+        LabelSet(("a", "b")),
+        lambda rows, targets: ArrayImageDataset(images[rows], targets),
+        salt="project-1",
+        heldout_fraction=0.2,
+        val_fraction=0.1,
+        min_val_images=8,
+    )
+    sides = assign_split([a.key for a in annotations], salt="project-1", heldout_fraction=0.2, val_fraction=0.1)
+    assert len(data.heldout) == sides.count("heldout")  # the held-out side is the hash's, always
+    assert len(data.train) + len(data.heldout) + (len(data.val) if data.val else 0) == n
+    if val_used:
+        assert data.val is not None and len(data.val) == sides.count("val") >= 8
+    else:
+        assert data.val is None and len(data.train) == sides.count("train") + sides.count("val")
+    # Every split's targets are the rule's rows: image i chose "a" when i is odd.
+    for split in (data.train, data.heldout):
+        for item, row in zip(split.items, split.targets, strict=True):
+            assert row.tolist() == ([1, -1] if int(item) % 2 else [-1, 1])
