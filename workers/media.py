@@ -32,7 +32,6 @@ import functools
 import ipaddress
 import logging
 import socket
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -44,10 +43,11 @@ import httpx
 
 from state.contracts import ImageRef
 from state.settings import Settings
-from studio.tokens import is_personal_access_token
+from studio.errors import StudioError
+from studio.tokens import LabelStudioAuth
 from workers.errors import MediaError
 
-__all__ = ["LabelStudioAuth", "MediaFetcher", "SourceInfo"]
+__all__ = ["MediaFetcher", "SourceInfo"]
 
 logger = logging.getLogger(__name__)
 
@@ -105,69 +105,6 @@ def _system_resolver(host: str, port: int) -> list[str]:
 def _origin(url: httpx.URL) -> tuple[str, str, int]:
     port = url.port or (443 if url.scheme == "https" else 80)
     return url.scheme, url.host.lower(), port
-
-
-class LabelStudioAuth:
-    """The ``Authorization`` header for Label Studio, for both kinds of API key.
-
-    A legacy token is sent as ``Token <key>``. A personal access token (PAT) is a JWT *refresh*
-    token: it is exchanged at ``POST /api/token/refresh/`` for a short-lived access token sent as
-    ``Bearer``, cached, and refreshed when Label Studio answers 401 (docs/workers.md).
-
-    Args:
-        api_key: The key (empty: no header).
-        base_url: Label Studio's URL.
-        client: The HTTP client used for the refresh call.
-    """
-
-    def __init__(self, api_key: str, base_url: str, client: httpx.Client) -> None:
-        self._key = api_key.strip()
-        self._base = base_url.rstrip("/")
-        self._client = client
-        self._lock = threading.Lock()
-        self._access: str | None = None
-        self.is_pat = is_personal_access_token(self._key)
-
-    def headers(self) -> dict[str, str]:
-        """The header to send now (fetches an access token first for a PAT)."""
-        if not self._key:
-            return {}
-        if not self.is_pat:
-            return {"Authorization": f"Token {self._key}"}
-        with self._lock:
-            if self._access is None:
-                self._access = self._exchange()
-            return {"Authorization": f"Bearer {self._access}"}
-
-    def refresh(self, rejected: dict[str, str]) -> bool:
-        """Get a new access token after ``rejected`` got a 401; False when that cannot help."""
-        if not self.is_pat:
-            return False
-        with self._lock:
-            # Another thread may have refreshed already: only the token that failed is replaced.
-            if rejected.get("Authorization") == f"Bearer {self._access}":
-                self._access = self._exchange()
-        return True
-
-    def _exchange(self) -> str:
-        try:
-            resp = self._client.post(f"{self._base}/api/token/refresh/", json={"refresh": self._key})
-        except httpx.HTTPError as exc:
-            raise MediaError(
-                "could not exchange the Label Studio personal access token",
-                reason="unauthorized",
-                why=f"{type(exc).__name__}: {exc}",
-            ) from exc
-        access = resp.json().get("access") if resp.status_code == 200 else None
-        if not isinstance(access, str) or not access:
-            raise MediaError(
-                "Label Studio refused the personal access token",
-                reason="unauthorized",
-                why=f"POST /api/token/refresh/ answered {resp.status_code}",
-                fix="create a new token in Label Studio (Account & Settings > Personal Access Token) "
-                "and set ASSISTANT_LABEL_STUDIO_API_KEY",
-            )
-        return access
 
 
 class MediaFetcher:
@@ -474,7 +411,7 @@ class MediaFetcher:
         refreshed = False
         attempt = 0
         while True:
-            headers = self._auth.headers() if self._is_ls(url) else {}
+            headers = self._ls_headers(url)
             delay: float | None = None
             try:
                 status, location, body, retry_after = self._get_once(url, headers, deadline)
@@ -484,7 +421,7 @@ class MediaFetcher:
                 why = f"{type(exc).__name__}: {exc}"
                 failure = MediaError(f"could not fetch {_safe(url)}", reason="error", why=why)
             else:
-                if status == 401 and headers and not refreshed and self._auth.refresh(headers):
+                if status == 401 and headers and not refreshed and self._refresh_auth(headers):
                     refreshed = True
                     continue
                 if status not in _RETRY_STATUSES:
@@ -499,6 +436,21 @@ class MediaFetcher:
             if time.monotonic() + wait >= deadline:
                 raise failure
             time.sleep(wait)
+
+    def _ls_headers(self, url: httpx.URL) -> dict[str, str]:
+        """Label Studio's ``Authorization`` header for its own URLs; a refused key fails this image."""
+        if not self._is_ls(url):
+            return {}
+        try:
+            return self._auth.headers()
+        except StudioError as exc:
+            raise MediaError(exc.what, reason="unauthorized", why=exc.why, fix=exc.fix) from exc
+
+    def _refresh_auth(self, rejected: dict[str, str]) -> bool:
+        try:
+            return self._auth.refresh(rejected)
+        except StudioError as exc:
+            raise MediaError(exc.what, reason="unauthorized", why=exc.why, fix=exc.fix) from exc
 
     def _get_once(
         self, url: httpx.URL, headers: dict[str, str], deadline: float
